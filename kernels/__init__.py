@@ -1,0 +1,1 @@
+"""Kernels shipped as sglang_glm5.kernels."""
