@@ -1,0 +1,1 @@
+"""DSA attention: one SGLang backend, implementations chosen per phase from a table."""

@@ -1,0 +1,86 @@
+"""`Glm5DSABackend`: SGLang attention backend for GLM-5's DeepSeek Sparse Attention.
+
+It owns the per-batch `DSAMetadata`, the indexer key cache, and the MLA latent cache writes; the math of each
+phase (prefill / decode) comes from the implementation table in `impls.py`.
+"""
+
+import logging
+
+import torch
+from sglang.srt.layers.attention.base_attn_backend import AttentionBackend
+
+from sglang_glm5.attention.impls import resolve_impl
+from sglang_glm5.attention.metadata import DSAMetadata
+
+logger = logging.getLogger(__name__)
+
+
+class Glm5DSABackend(AttentionBackend):
+    def __init__(self, model_runner):
+        super().__init__()
+        self.device = model_runner.device
+        self.req_to_token_pool = model_runner.req_to_token_pool
+        self.token_to_kv_pool = model_runner.token_to_kv_pool
+        hf_config = model_runner.model_config.hf_config
+        args = model_runner.server_args
+        device_type = torch.device(self.device).type
+        self.impls = {
+            "prefill": resolve_impl(args.dsa_prefill_backend, "prefill", device_type),
+            "decode": resolve_impl(args.dsa_decode_backend, "decode", device_type),
+        }
+        logger.info(
+            "GLM-5 DSA backend: prefill=%s decode=%s", self.impls["prefill"].name, self.impls["decode"].name
+        )
+        self.index_topk = hf_config.index_topk
+        pool = self.token_to_kv_pool
+        self.start_layer = pool.start_layer
+        # Indexer keys stay in the model dtype: the reference matches HF's unquantized indexer exactly.
+        self.index_k_cache = torch.zeros(
+            (pool.layer_num, pool.size + pool.page_size, hf_config.index_head_dim),
+            dtype=model_runner.model_config.dtype,
+            device=self.device,
+        )  # [layers, S, D]
+        self.forward_metadata: DSAMetadata | None = None
+
+    def init_forward_metadata(self, forward_batch):
+        self.forward_metadata = DSAMetadata.from_forward_batch(forward_batch, self.req_to_token_pool.req_to_token)
+
+    def select_topk(
+        self,
+        layer_id: int,
+        q: torch.Tensor,  # [T, Hi, D] indexer queries, RoPE applied
+        k: torch.Tensor,  # [T, D] indexer keys of the new tokens
+        weights: torch.Tensor,  # [T, Hi] head weights, already scaled by Hi**-0.5
+    ) -> torch.Tensor:  # [T, index_topk] positions, -1 padded
+        meta = self.forward_metadata
+        impl = self.impls[meta.phase]
+        k_cache = self.index_k_cache[layer_id - self.start_layer]  # [S, D]
+        k_cache[meta.out_cache_loc] = k.to(k_cache.dtype)
+        logits = impl.indexer_logits(q, weights, k_cache, meta.page_table, meta.q_seq, meta.q_pos)  # [T, L]
+        return impl.topk_positions(logits, meta.q_pos, self.index_topk)
+
+    def _forward(self, q, k, v, layer, forward_batch, save_kv_cache=True, k_rope=None, topk=None, **kwargs):
+        assert k_rope is not None and topk is not None, "GLM-5 DSA attention needs k_rope and topk"
+        meta = self.forward_metadata
+        impl = self.impls[meta.phase]
+        pool = self.token_to_kv_pool
+        if save_kv_cache:
+            latent = torch.cat([k.view(k.shape[0], -1), k_rope.view(k_rope.shape[0], -1)], dim=-1)  # [T, 576]
+            pool.set_kv_buffer(layer, meta.out_cache_loc, latent.unsqueeze(1), None)
+        kv_cache = pool.get_key_buffer(layer.layer_id).view(-1, layer.head_dim)  # [S, 576]
+        q = q.view(-1, layer.tp_q_head_num, layer.head_dim)  # [T, H, 576]
+        out = impl.sparse_mla(q, kv_cache, meta.page_table, meta.q_seq, topk, layer.scaling, layer.v_head_dim)
+        return out.reshape(q.shape[0], layer.tp_q_head_num * layer.v_head_dim)  # [T, H*512]
+
+    def forward_extend(self, q, k, v, layer, forward_batch, save_kv_cache=True, **kwargs):
+        return self._forward(q, k, v, layer, forward_batch, save_kv_cache, **kwargs)
+
+    def forward_decode(self, q, k, v, layer, forward_batch, save_kv_cache=True, **kwargs):
+        return self._forward(q, k, v, layer, forward_batch, save_kv_cache, **kwargs)
+
+    def support_triton(self):
+        return False
+
+
+def create_backend(model_runner):
+    return Glm5DSABackend(model_runner)

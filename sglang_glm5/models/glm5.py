@@ -1,0 +1,107 @@
+"""GLM-5 (`GlmMoeDsaForCausalLM`): embedding, decoder layers, final norm, LM head — SGLang's model interface."""
+
+import json
+import logging
+from pathlib import Path
+
+import torch
+from sglang.srt.layers.layernorm import RMSNorm
+from sglang.srt.layers.logits_processor import LogitsProcessor
+from sglang.srt.layers.vocab_parallel_embedding import ParallelLMHead, VocabParallelEmbedding
+from sglang.srt.utils import add_prefix
+from torch import nn
+
+from sglang_glm5.config import Glm5Config
+from sglang_glm5.models.decoder import Glm5DecoderLayer
+from sglang_glm5.models.weights import load_weights
+from sglang_glm5.quant.cpu_fp8 import plan_weight_format
+from sglang_glm5.quant.fp8_block import dequantize_fp8_blocks
+
+logger = logging.getLogger(__name__)
+
+# config.json may omit these; SGLang's DeepSeek MoE block reads them, and GLM-5's values are fixed.
+GLM5_ROUTER_FIELDS = {"scoring_func": "sigmoid", "topk_method": "noaux_tc"}
+
+
+def indexer_layers(hf_config, num_layers: int) -> list[bool]:
+    """Which layers run their own indexer (transformers fills `indexer_types`; "shared" layers reuse top-k)."""
+    types = getattr(hf_config, "indexer_types", None) or ["full"] * num_layers
+    return [t != "shared" for t in types]
+
+
+class GlmMoeDsaModel(nn.Module):
+    def __init__(self, cfg: Glm5Config, hf_config, quant_config=None, prefix: str = ""):
+        super().__init__()
+        self.embed_tokens = VocabParallelEmbedding(
+            cfg.vocab_size, cfg.hidden_size, prefix=add_prefix("embed_tokens", prefix)
+        )
+        runs_indexer = indexer_layers(hf_config, cfg.num_hidden_layers)
+        self.layers = nn.ModuleList(
+            Glm5DecoderLayer(cfg, hf_config, i, runs_indexer[i], quant_config, prefix=add_prefix(f"layers.{i}", prefix))
+            for i in range(cfg.num_hidden_layers)
+        )
+        self.norm = RMSNorm(cfg.hidden_size, eps=cfg.rms_norm_eps)
+
+    def forward(self, input_ids, positions, forward_batch, input_embeds=None) -> torch.Tensor:
+        hidden = self.embed_tokens(input_ids) if input_embeds is None else input_embeds
+        residual, topk = None, None
+        for layer in self.layers:
+            hidden, residual, topk = layer(positions, hidden, residual, forward_batch, topk)
+        hidden, _ = self.norm(hidden, residual)
+        return hidden
+
+
+class GlmMoeDsaForCausalLM(nn.Module):
+    def __init__(self, config, quant_config=None, prefix: str = ""):
+        super().__init__()
+        self.glm5_config = Glm5Config.from_dict(config.to_dict(), source=str(_checkpoint_dir(config) / "config.json"))
+        for field, value in GLM5_ROUTER_FIELDS.items():
+            if getattr(config, field, None) is None:
+                setattr(config, field, value)
+        self.config = config
+        quant_config, self._weight_transform = plan_weight_format(quant_config)
+        self.quant_config = quant_config
+        self.model = GlmMoeDsaModel(self.glm5_config, config, quant_config, prefix=add_prefix("model", prefix))
+        self.lm_head = ParallelLMHead(
+            config.vocab_size, config.hidden_size, quant_config=quant_config, prefix=add_prefix("lm_head", prefix)
+        )
+        self.logits_processor = LogitsProcessor(config)
+
+    def get_input_embeddings(self) -> nn.Embedding:
+        return self.model.embed_tokens
+
+    @torch.no_grad()
+    def forward(self, input_ids, positions, forward_batch, input_embeds=None, **kwargs):
+        hidden = self.model(input_ids, positions, forward_batch, input_embeds)
+        return self.logits_processor(input_ids, hidden, self.lm_head, forward_batch)
+
+    def load_weights(self, weights):
+        locate = _tensor_locator(_checkpoint_dir(self.config))
+        weights = self._weight_transform(weights, locate=locate)
+        cfg = self.glm5_config
+        load_weights(self, weights, cfg.n_routed_experts, cfg.num_hidden_layers, locate=locate)
+        for layer in self.model.layers:
+            attn = layer.self_attn
+            attn.absorb_kv_b(_dense_weight(attn.kv_b_proj, cfg))
+
+
+def _dense_weight(linear, cfg: Glm5Config) -> torch.Tensor:
+    scale = getattr(linear, "weight_scale_inv", None)
+    if scale is None:
+        return linear.weight.data
+    return dequantize_fp8_blocks(linear.weight.data, scale.data, cfg.quant.block, torch.get_default_dtype())
+
+
+def _checkpoint_dir(config) -> Path:
+    return Path(getattr(config, "_name_or_path", "") or ".")
+
+
+def _tensor_locator(checkpoint: Path):
+    index = checkpoint / "model.safetensors.index.json"
+    if not index.is_file():
+        return lambda name: str(checkpoint)
+    weight_map = json.loads(index.read_text())["weight_map"]
+    return lambda name: str(checkpoint / weight_map.get(name, "<not in model.safetensors.index.json>"))
+
+
+EntryClass = [GlmMoeDsaForCausalLM]

@@ -1,0 +1,46 @@
+"""`sglang-glm5 serve`: SGLang's own `launch_server`, with the CPU environment prepared when `--device cpu`."""
+
+import argparse
+import os
+import sys
+
+from sglang_glm5.serving.cpu import cpu_environment, with_cpu_defaults
+
+
+def launch_command(argv: list[str], env: dict[str, str]) -> tuple[list[str], dict[str, str]]:
+    device = _flag_value(argv, "--device") or ("cpu" if not _has_cuda() else None)
+    if device == "cpu":
+        return [sys.executable, "-m", "sglang.launch_server", *with_cpu_defaults(argv)], cpu_environment(env)
+    return [sys.executable, "-m", "sglang.launch_server", *argv], dict(env)
+
+
+def run(args: argparse.Namespace) -> int:
+    command, env = launch_command(args.launch_args, dict(os.environ))
+    print("+", " ".join(command), flush=True)
+    os.execvpe(command[0], command, env)
+
+
+def add_parser(subparsers) -> None:
+    parser = subparsers.add_parser(
+        "serve",
+        help="run SGLang's launch_server for GLM-5 (CPU-ready with --device cpu, the default without a GPU)",
+        description="All arguments go to `python -m sglang.launch_server`; on CPU the flags in "
+        "sglang_glm5/serving/cpu_defaults.json are added unless given.",
+    )
+    parser.add_argument("launch_args", nargs=argparse.REMAINDER, help="launch_server flags, e.g. --model-path DIR")
+    parser.set_defaults(func=run)
+
+
+def _flag_value(argv: list[str], flag: str) -> str | None:
+    for i, arg in enumerate(argv):
+        if arg == flag and i + 1 < len(argv):
+            return argv[i + 1]
+        if arg.startswith(flag + "="):
+            return arg.split("=", 1)[1]
+    return None
+
+
+def _has_cuda() -> bool:
+    import torch
+
+    return torch.cuda.is_available()

@@ -1,0 +1,45 @@
+"""Start-up fixes that SGLang 0.5.23 needs to serve a DSA model on CPU (`SGLANG_USE_CPU_ENGINE=1`).
+
+SGLang's DSA argument adjustments query the CUDA device (`torch.cuda.get_device_capability`) and pick GPU
+kernels (FlashMLA, DeepGEMM) by its compute capability. On CPU there is no such device: the capability query is
+answered with (0, 0) inside that adjustment only, and the two DSA passes that choose GPU backends and a GPU KV
+dtype declare nothing, so `--dsa-*-backend` stays as the user gave it (default: our reference implementation).
+"""
+
+import contextlib
+
+import torch
+from sglang.srt.plugins.hook_registry import HookRegistry, HookType
+
+NO_CUDA_CAPABILITY = (0, 0)
+
+_MODEL_ADJUSTMENTS = "sglang.srt.arg_groups.model_hook.handle_model_specific_adjustments"
+_GPU_ONLY_DSA_PASSES = (
+    "sglang.srt.arg_groups.overrides._dsa_kv_cache_dtype_default",
+    "sglang.srt.arg_groups.overrides._dsa_split_backend_resolution",
+)
+
+
+@contextlib.contextmanager
+def _no_cuda_capability():
+    query = torch.cuda.get_device_capability
+    torch.cuda.get_device_capability = lambda *args, **kwargs: NO_CUDA_CAPABILITY
+    try:
+        yield
+    finally:
+        torch.cuda.get_device_capability = query
+
+
+def model_adjustments_without_cuda(original, *args, **kwargs):
+    with _no_cuda_capability():
+        return original(*args, **kwargs)
+
+
+def declare_nothing(original, *args, **kwargs):
+    return {}
+
+
+def register_cpu_hooks() -> None:
+    HookRegistry.register(_MODEL_ADJUSTMENTS, model_adjustments_without_cuda, HookType.AROUND)
+    for target in _GPU_ONLY_DSA_PASSES:
+        HookRegistry.register(target, declare_nothing, HookType.AROUND)
