@@ -59,7 +59,7 @@ class GlmMoeDsaForCausalLM(nn.Module):
             if getattr(config, field, None) is None:
                 setattr(config, field, value)
         self.config = config
-        quant_config, self._weight_transform = plan_weight_format(quant_config)
+        self._weight_transform = plan_weight_format(quant_config, self.glm5_config.quant)
         self.quant_config = quant_config
         self.model = GlmMoeDsaModel(self.glm5_config, config, quant_config, prefix=add_prefix("model", prefix))
         self.lm_head = ParallelLMHead(

@@ -7,7 +7,6 @@ from functools import partial
 from typing import Iterable, Iterator
 
 import torch
-from sglang.srt.utils import is_cpu
 
 from sglang_glm5.quant.fp8_block import dequantize_fp8_blocks
 
@@ -43,9 +42,9 @@ def dequantize_stream(
         raise Fp8CheckpointError(f"{locate(name + SCALE_SUFFIX)}: '{name}{SCALE_SUFFIX}' has no FP8 weight '{name}'")
 
 
-def plan_weight_format(quant_config):
-    """-> (quant_config for the layers, transform of the checkpoint's (name, tensor) stream)."""
-    block = getattr(quant_config, "weight_block_size", None)
-    if quant_config is None or quant_config.get_name() != "fp8" or block is None or not is_cpu():
-        return quant_config, lambda weights, locate: weights
-    return None, partial(dequantize_stream, block=tuple(block), dtype=torch.get_default_dtype())
+def plan_weight_format(quant_config, checkpoint_quant):
+    """Transform of the checkpoint's (name, tensor) stream: FP8 blocks are dequantized when SGLang built no FP8
+    layers for an FP8 checkpoint (on CPU, see `serving.cpu_hooks`); otherwise tensors pass through unchanged."""
+    if checkpoint_quant is None or quant_config is not None:
+        return lambda weights, locate: weights
+    return partial(dequantize_stream, block=checkpoint_quant.block, dtype=torch.get_default_dtype())

@@ -15,7 +15,7 @@ def launch_command(argv: list[str], env: dict[str, str]) -> tuple[list[str], dic
 
 
 def run(args: argparse.Namespace) -> int:
-    command, env = launch_command(args.launch_args, dict(os.environ))
+    command, env = launch_command(args.rest, dict(os.environ))
     print("+", " ".join(command), flush=True)
     os.execvpe(command[0], command, env)
 
@@ -24,11 +24,10 @@ def add_parser(subparsers) -> None:
     parser = subparsers.add_parser(
         "serve",
         help="run SGLang's launch_server for GLM-5 (CPU-ready with --device cpu, the default without a GPU)",
-        description="All arguments go to `python -m sglang.launch_server`; on CPU the flags in "
-        "sglang_glm5/serving/cpu_defaults.json are added unless given.",
+        description="All arguments go to `python -m sglang.launch_server` (e.g. --model-path DIR); on CPU the "
+        "flags in sglang_glm5/serving/cpu_defaults.json are added unless given.",
     )
-    parser.add_argument("launch_args", nargs=argparse.REMAINDER, help="launch_server flags, e.g. --model-path DIR")
-    parser.set_defaults(func=run)
+    parser.set_defaults(func=run, passthrough=True)
 
 
 def _flag_value(argv: list[str], flag: str) -> str | None:
