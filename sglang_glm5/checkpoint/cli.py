@@ -1,0 +1,40 @@
+from __future__ import annotations
+
+import argparse
+import sys
+
+from sglang_glm5.checkpoint.tiny import DTYPES, write_tiny_checkpoint
+
+DEFAULTS = {"seed": 0, "num_layers": 4, "index_topk": 16, "shards": 3}
+
+
+def _run(args: argparse.Namespace) -> int:
+    try:
+        out = write_tiny_checkpoint(
+            args.out,
+            dtype=args.dtype,
+            seed=args.seed,
+            num_layers=args.num_layers,
+            index_topk=args.index_topk,
+            shards=args.shards,
+        )
+    except ValueError as e:
+        print(f"sglang-glm5 tiny-checkpoint: error: {e}", file=sys.stderr)
+        return 2
+    print(out)
+    return 0
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser(
+        "tiny-checkpoint", help="write a tiny random GLM-5 checkpoint (config, weights, tokenizer)"
+    )
+    p.add_argument("out", help="output directory")
+    p.add_argument("--dtype", choices=DTYPES, required=True)
+    p.add_argument("--seed", type=int, default=DEFAULTS["seed"])
+    p.add_argument(
+        "--num-layers", type=int, default=DEFAULTS["num_layers"], help="decoder layers, MTP layer not counted"
+    )
+    p.add_argument("--index-topk", type=int, default=DEFAULTS["index_topk"])
+    p.add_argument("--shards", type=int, default=DEFAULTS["shards"])
+    p.set_defaults(func=_run)

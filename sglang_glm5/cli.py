@@ -1,0 +1,30 @@
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+# Each module exposes add_parser(subparsers), which registers one subcommand and sets `func` (args -> exit code).
+SUBCOMMAND_MODULES = ("sglang_glm5.checkpoint.cli", "sglang_glm5.serving.cli", "sglang_glm5.serving.demo")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="sglang-glm5", description="GLM-5 for SGLang")
+    subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for name in SUBCOMMAND_MODULES:
+        importlib.import_module(name).add_parser(subparsers)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    # Subcommands that wrap another program (serve -> launch_server) set `passthrough` and get the rest verbatim.
+    args, rest = parser.parse_known_args(argv)
+    if rest and not getattr(args, "passthrough", False):
+        parser.error(f"unrecognized arguments: {' '.join(rest)}")
+    args.rest = rest
+    return args.func(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
