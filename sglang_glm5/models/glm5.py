@@ -66,6 +66,7 @@ class GlmMoeDsaForCausalLM(nn.Module):
             config.vocab_size, config.hidden_size, quant_config=quant_config, prefix=add_prefix("lm_head", prefix)
         )
         self.logits_processor = LogitsProcessor(config)
+        logger.info("GLM-5 model: %s.%s", type(self).__module__, type(self).__qualname__)
 
     def get_input_embeddings(self) -> nn.Embedding:
         return self.model.embed_tokens

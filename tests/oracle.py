@@ -1,0 +1,67 @@
+"""HF transformers' `GlmMoeDsaForCausalLM` as the independent oracle, in float32 on CPU."""
+
+import functools
+import json
+import shutil
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file, save_file
+from transformers import AutoTokenizer, GlmMoeDsaForCausalLM
+
+
+@functools.lru_cache(maxsize=4)
+def hf_model(checkpoint: Path) -> GlmMoeDsaForCausalLM:
+    return GlmMoeDsaForCausalLM.from_pretrained(checkpoint, dtype=torch.float32).eval()
+
+
+@functools.lru_cache(maxsize=4)
+def tokenizer(checkpoint: Path):
+    return AutoTokenizer.from_pretrained(checkpoint)
+
+
+@torch.no_grad()
+def hf_logprobs(checkpoint: Path, ids: list[int]) -> torch.Tensor:
+    """[len(ids), vocab] log-softmax of the next-token logits at every prompt position."""
+    logits = hf_model(checkpoint)(torch.tensor([ids])).logits[0].float()
+    return torch.log_softmax(logits, dim=-1)
+
+
+@torch.no_grad()
+def hf_greedy(checkpoint: Path, ids: list[int], max_new_tokens: int) -> list[int]:
+    """Plain argmax loop with HF's KV cache (no generation-config rules: EOS does not stop it, like ignore_eos)."""
+    model = hf_model(checkpoint)
+    out = model(torch.tensor([ids]), use_cache=True)
+    new: list[int] = []
+    for _ in range(max_new_tokens):
+        token = int(out.logits[0, -1].argmax())
+        new.append(token)
+        out = model(torch.tensor([[token]]), past_key_values=out.past_key_values, use_cache=True)
+    return new
+
+
+def dequantized_copy(src: Path, dst: Path) -> Path:
+    """An FP8 block checkpoint rewritten unquantized in float32, by a plain per-block loop (independent of
+    sglang_glm5.quant; HF's own FP8 loader needs `accelerate` and mis-scales ragged blocks)."""
+    shutil.copytree(src, dst)
+    config = json.loads((src / "config.json").read_text())
+    block_n, block_k = config.pop("quantization_config")["weight_block_size"]
+    (dst / "config.json").write_text(json.dumps(config))
+    for shard in src.glob("*.safetensors"):
+        tensors = load_file(shard)
+        out = {}
+        for name, tensor in tensors.items():
+            if name.endswith("_scale_inv"):
+                continue
+            scale = tensors.get(name + "_scale_inv")
+            if scale is not None:
+                tensor = tensor.to(torch.float32)
+                for i in range(scale.shape[0]):
+                    for j in range(scale.shape[1]):
+                        tensor[i * block_n : (i + 1) * block_n, j * block_k : (j + 1) * block_k] *= scale[i, j]
+            out[name] = tensor
+        save_file(out, dst / shard.name)
+    index = json.loads((src / "model.safetensors.index.json").read_text())
+    index["weight_map"] = {k: v for k, v in index["weight_map"].items() if not k.endswith("_scale_inv")}
+    (dst / "model.safetensors.index.json").write_text(json.dumps(index))
+    return dst
