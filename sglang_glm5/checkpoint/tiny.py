@@ -3,7 +3,6 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-from dataclasses import dataclass
 from pathlib import Path
 from types import MappingProxyType
 
@@ -11,6 +10,7 @@ import torch
 from safetensors.torch import save_file
 from tqdm import tqdm
 
+from sglang_glm5.checkpoint.schema import INDEX_FILE, SCALE_SUFFIX, TensorSpec, tensor_specs
 from sglang_glm5.checkpoint.tokenizer import TinyTokenizer, build_tokenizer, write_tokenizer
 from sglang_glm5.config import Glm5Config
 from sglang_glm5.quant import quantize_fp8_blocks
@@ -19,17 +19,12 @@ DTYPES = ("bf16", "fp8")
 VOCAB_MULTIPLE = 64
 MIN_LAYERS = 2  # SGLang reads the MTP layer from index 0 when num_hidden_layers == 1
 FP8_BLOCK = (32, 32)
-SCALE_SUFFIX = "_scale_inv"
 SAFETENSORS_METADATA = MappingProxyType({"format": "pt"})
-INDEX_FILE = "model.safetensors.index.json"
 SHARD_GLOB = "model-*-of-*.safetensors"
 FILE_MODE = 0o644  # safetensors creates shards 0600; match the other files
 
 # Init scales, chosen so the residual stream stays O(1) over a few layers and greedy logits are well separated.
 EMBED_STD = 1.0
-IN_PROJ_GAIN = 1.0  # projections reading normalized activations: unit-variance outputs
-OUT_PROJ_GAIN = 0.5  # projections writing into the residual stream
-LM_HEAD_GAIN = 4.0  # logit std ~4: top-1 vs top-2 gaps ~1 over a 1k vocab
 NORM_NOISE = 0.1
 NORM_BIAS_NOISE = 0.1
 CORRECTION_BIAS_NOISE = 0.01
@@ -72,15 +67,6 @@ FP8_BLOCK_NOTE = (
 )
 
 
-@dataclass(frozen=True)
-class TensorSpec:
-    name: str
-    shape: tuple[int, ...]
-    kind: str  # "embed" | "linear" | "norm" | "norm_bias" | "correction_bias"
-    gain: float = IN_PROJ_GAIN
-    fp8: bool = False
-
-
 def _round_up(x: int, multiple: int) -> int:
     return -(-x // multiple) * multiple
 
@@ -118,79 +104,6 @@ def tiny_config_dict(tok: TinyTokenizer, num_layers: int, index_topk: int, dtype
             "note": FP8_BLOCK_NOTE,
         }
     return dict(sorted(config.items()))
-
-
-def _linear(name: str, out_dim: int, in_dim: int, gain: float = IN_PROJ_GAIN, fp8: bool = True) -> TensorSpec:
-    return TensorSpec(f"{name}.weight", (out_dim, in_dim), "linear", gain, fp8)
-
-
-def _norm(name: str, dim: int) -> TensorSpec:
-    return TensorSpec(f"{name}.weight", (dim,), "norm")
-
-
-def _mlp(prefix: str, hidden: int, inter: int, out_gain: float = OUT_PROJ_GAIN) -> list[TensorSpec]:
-    return [
-        _linear(f"{prefix}.gate_proj", inter, hidden),
-        _linear(f"{prefix}.up_proj", inter, hidden),
-        _linear(f"{prefix}.down_proj", hidden, inter, out_gain),
-    ]
-
-
-def _decoder_layer(cfg: Glm5Config, i: int) -> list[TensorSpec]:
-    p = f"model.layers.{i}"
-    h, heads = cfg.hidden_size, cfg.num_attention_heads
-    specs = [
-        _norm(f"{p}.input_layernorm", h),
-        _norm(f"{p}.post_attention_layernorm", h),
-        _linear(f"{p}.self_attn.q_a_proj", cfg.q_lora_rank, h),
-        _norm(f"{p}.self_attn.q_a_layernorm", cfg.q_lora_rank),
-        _linear(f"{p}.self_attn.q_b_proj", heads * cfg.qk_head_dim, cfg.q_lora_rank),
-        _linear(f"{p}.self_attn.kv_a_proj_with_mqa", cfg.kv_lora_rank + cfg.qk_rope_head_dim, h),
-        _norm(f"{p}.self_attn.kv_a_layernorm", cfg.kv_lora_rank),
-        _linear(f"{p}.self_attn.kv_b_proj", heads * (cfg.qk_nope_head_dim + cfg.v_head_dim), cfg.kv_lora_rank),
-        _linear(f"{p}.self_attn.o_proj", h, heads * cfg.v_head_dim, OUT_PROJ_GAIN),
-        _linear(f"{p}.self_attn.indexer.wq_b", cfg.index_n_heads * cfg.index_head_dim, cfg.q_lora_rank),
-        _linear(f"{p}.self_attn.indexer.wk", cfg.index_head_dim, h),
-        TensorSpec(f"{p}.self_attn.indexer.k_norm.weight", (cfg.index_head_dim,), "norm"),
-        TensorSpec(f"{p}.self_attn.indexer.k_norm.bias", (cfg.index_head_dim,), "norm_bias"),
-        _linear(f"{p}.self_attn.indexer.weights_proj", cfg.index_n_heads, h, fp8=False),
-    ]
-    if cfg.is_dense_layer(i):
-        return specs + _mlp(f"{p}.mlp", h, cfg.intermediate_size)
-    specs += [
-        _linear(f"{p}.mlp.gate", cfg.n_routed_experts, h, fp8=False),
-        TensorSpec(f"{p}.mlp.gate.e_score_correction_bias", (cfg.n_routed_experts,), "correction_bias"),
-    ]
-    # Undo routed_scaling_factor so a routing flip moves the residual no more than any other write.
-    expert_gain = OUT_PROJ_GAIN / cfg.routed_scaling_factor
-    for e in range(cfg.n_routed_experts):
-        specs += _mlp(f"{p}.mlp.experts.{e}", h, cfg.moe_intermediate_size, expert_gain)
-    return specs + _mlp(f"{p}.mlp.shared_experts", h, cfg.moe_intermediate_size * cfg.n_shared_experts)
-
-
-def _mtp_layer(cfg: Glm5Config) -> list[TensorSpec]:
-    i, h = cfg.mtp_layer_index, cfg.hidden_size
-    p = f"model.layers.{i}"
-    return [
-        _norm(f"{p}.enorm", h),
-        _norm(f"{p}.hnorm", h),
-        _linear(f"{p}.eh_proj", h, 2 * h),
-        _norm(f"{p}.shared_head.norm", h),
-        *_decoder_layer(cfg, i),
-    ]
-
-
-def tensor_specs(cfg: Glm5Config) -> list[TensorSpec]:
-    specs = [TensorSpec("model.embed_tokens.weight", (cfg.vocab_size, cfg.hidden_size), "embed")]
-    for i in range(cfg.num_hidden_layers):
-        specs += _decoder_layer(cfg, i)
-    if cfg.has_mtp:
-        specs += _mtp_layer(cfg)
-    specs += [
-        _norm("model.norm", cfg.hidden_size),
-        _linear("lm_head", cfg.vocab_size, cfg.hidden_size, LM_HEAD_GAIN, fp8=False),
-    ]
-    return specs
 
 
 def _generator(seed: int, name: str) -> torch.Generator:

@@ -1,6 +1,5 @@
 """One GLM-5 decoder layer: DSA attention, then a dense MLP (first layers) or the routed MoE."""
 
-import torch
 from sglang.srt.layers.layernorm import RMSNorm
 from sglang.srt.models.deepseek_v2 import DeepseekV2MLP, DeepseekV2MoE
 from sglang.srt.utils import add_prefix

@@ -8,9 +8,12 @@ import torch
 from sglang.srt.layers.layernorm import RMSNorm
 from sglang.srt.layers.logits_processor import LogitsProcessor
 from sglang.srt.layers.vocab_parallel_embedding import ParallelLMHead, VocabParallelEmbedding
+from sglang.srt.runtime_context import get_server_args
 from sglang.srt.utils import add_prefix
 from torch import nn
 
+from sglang_glm5.checkpoint.schema import INDEX_FILE
+from sglang_glm5.checkpoint.validate import validate_checkpoint
 from sglang_glm5.config import Glm5Config
 from sglang_glm5.models.decoder import Glm5DecoderLayer
 from sglang_glm5.models.weights import load_weights
@@ -54,7 +57,7 @@ class GlmMoeDsaModel(nn.Module):
 class GlmMoeDsaForCausalLM(nn.Module):
     def __init__(self, config, quant_config=None, prefix: str = ""):
         super().__init__()
-        self.glm5_config = Glm5Config.from_dict(config.to_dict(), source=str(_checkpoint_dir(config) / "config.json"))
+        self.glm5_config = glm5_config_of(config)
         for field, value in GLM5_ROUTER_FIELDS.items():
             if getattr(config, field, None) is None:
                 setattr(config, field, value)
@@ -77,13 +80,29 @@ class GlmMoeDsaForCausalLM(nn.Module):
         return self.logits_processor(input_ids, hidden, self.lm_head, forward_batch)
 
     def load_weights(self, weights):
-        locate = _tensor_locator(_checkpoint_dir(self.config))
+        checkpoint = _checkpoint_dir(self.config)
+        if checkpoint.is_dir():
+            validate_checkpoint(checkpoint, self.glm5_config)
+        else:
+            logger.warning("GLM-5 checkpoint %s is not a local directory: tensors are checked as they load", checkpoint)
+        locate = _tensor_locator(checkpoint)
         weights = self._weight_transform(weights, locate=locate)
         cfg = self.glm5_config
         load_weights(self, weights, cfg.n_routed_experts, cfg.num_hidden_layers, locate=locate)
         for layer in self.model.layers:
             attn = layer.self_attn
             attn.absorb_kv_b(_dense_weight(attn.kv_b_proj, cfg))
+
+
+def glm5_config_of(hf_config) -> Glm5Config:
+    """The checkpoint's config.json as written (transformers silently fills defaults for missing fields, which must
+    fail here instead) plus `--json-model-override-args`; the HF config object when there is no local file."""
+    path = _checkpoint_dir(hf_config) / "config.json"
+    if not path.is_file():
+        return Glm5Config.from_dict(hf_config.to_dict(), source=str(path))
+    server_args = get_server_args()
+    overrides = json.loads(getattr(server_args, "json_model_override_args", None) or "{}")
+    return Glm5Config.from_pretrained(path.parent, overrides=overrides)
 
 
 def _dense_weight(linear, cfg: Glm5Config) -> torch.Tensor:
@@ -98,7 +117,7 @@ def _checkpoint_dir(config) -> Path:
 
 
 def _tensor_locator(checkpoint: Path):
-    index = checkpoint / "model.safetensors.index.json"
+    index = checkpoint / INDEX_FILE
     if not index.is_file():
         return lambda name: str(checkpoint)
     weight_map = json.loads(index.read_text())["weight_map"]

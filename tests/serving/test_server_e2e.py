@@ -3,7 +3,6 @@
 One server for the module, in float32 with chunked prefill of one page, so long prompts are prefilled in chunks.
 """
 
-import json
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest

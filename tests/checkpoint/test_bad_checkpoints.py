@@ -1,0 +1,94 @@
+"""A broken checkpoint fails at load with an error naming the file and the tensor (or config field): checked on the
+validator directly, then through SGLang's real launch_server, which must exit instead of serving."""
+
+import json
+import shutil
+
+import pytest
+from safetensors.torch import load_file, save_file
+
+from sglang_glm5.checkpoint.schema import INDEX_FILE, SCALE_SUFFIX
+from sglang_glm5.checkpoint.validate import CheckpointError, validate_checkpoint
+from sglang_glm5.config import Glm5Config, Glm5ConfigError
+from sglang_glm5.serving.process import ServerProcess, ServerStartError
+
+RESHAPED = "model.layers.1.self_attn.kv_b_proj.weight"
+UNSCALED = "model.layers.1.mlp.experts.3.down_proj.weight"
+DROPPED_FIELD = "index_n_heads"
+
+
+def shard_of(checkpoint, tensor: str) -> str:
+    return json.loads((checkpoint / INDEX_FILE).read_text())["weight_map"][tensor]
+
+
+def rewrite_shard(checkpoint, tensor: str, edit) -> str:
+    shard = shard_of(checkpoint, tensor)
+    tensors = load_file(checkpoint / shard)
+    edit(tensors)
+    save_file(tensors, checkpoint / shard, metadata={"format": "pt"})
+    return shard
+
+
+def missing_shard(checkpoint):
+    shard = shard_of(checkpoint, RESHAPED)
+    (checkpoint / shard).unlink()
+    return [shard, "missing shard"]
+
+
+def wrong_shape(checkpoint):
+    shard = rewrite_shard(checkpoint, RESHAPED, lambda t: t.update({RESHAPED: t[RESHAPED][:-1].contiguous()}))
+    return [shard, RESHAPED, "shape"]
+
+
+def fp8_without_scale(checkpoint):
+    shard = rewrite_shard(checkpoint, UNSCALED, lambda t: t.pop(UNSCALED + SCALE_SUFFIX))
+    index = json.loads((checkpoint / INDEX_FILE).read_text())
+    del index["weight_map"][UNSCALED + SCALE_SUFFIX]
+    (checkpoint / INDEX_FILE).write_text(json.dumps(index))
+    return [shard, UNSCALED, SCALE_SUFFIX]
+
+
+def config_without_indexer_field(checkpoint):
+    config = json.loads((checkpoint / "config.json").read_text())
+    del config[DROPPED_FIELD]
+    (checkpoint / "config.json").write_text(json.dumps(config))
+    return ["config.json", f"missing field '{DROPPED_FIELD}'"]
+
+
+BREAKAGES = {
+    "missing-shard": ("bf16", missing_shard),
+    "wrong-shape": ("bf16", wrong_shape),
+    "fp8-without-scale_inv": ("fp8", fp8_without_scale),
+    "config-without-index_n_heads": ("bf16", config_without_indexer_field),
+}
+
+
+@pytest.fixture(params=list(BREAKAGES))
+def broken(request, tiny_checkpoint, tmp_path):
+    dtype, breakage = BREAKAGES[request.param]
+    checkpoint = tmp_path / f"broken-{request.param}"
+    shutil.copytree(tiny_checkpoint(dtype), checkpoint)
+    return request.param, checkpoint, breakage(checkpoint)
+
+
+def test_validator_names_file_and_tensor(broken):
+    _, checkpoint, expected = broken
+    with pytest.raises((CheckpointError, Glm5ConfigError)) as err:
+        validate_checkpoint(checkpoint, Glm5Config.from_pretrained(checkpoint))
+    for fragment in expected:
+        assert fragment in str(err.value)
+
+
+@pytest.mark.parametrize("dtype", ["bf16", "fp8"])
+def test_intact_checkpoint_validates(tiny_checkpoint, dtype):
+    checkpoint = tiny_checkpoint(dtype)
+    validate_checkpoint(checkpoint, Glm5Config.from_pretrained(checkpoint))
+
+
+@pytest.mark.slow
+def test_launch_server_refuses_to_serve(broken, server_log_dir):
+    name, checkpoint, expected = broken
+    with pytest.raises(ServerStartError) as err:
+        ServerProcess(checkpoint, server_log_dir / f"broken-{name}.log").start()
+    for fragment in expected:
+        assert fragment in str(err.value)
