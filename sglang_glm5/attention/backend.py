@@ -31,6 +31,8 @@ class Glm5DSABackend(AttentionBackend):
         logger.info(
             "GLM-5 DSA backend: prefill=%s decode=%s", self.impls["prefill"].name, self.impls["decode"].name
         )
+        if device_type != "cpu" and "reference" in (impl.name for impl in self.impls.values()):
+            logger.warning("GLM-5 DSA: the torch reference implementation runs on %s; it is correct but slow", device_type)
         self.index_topk = hf_config.index_topk
         pool = self.token_to_kv_pool
         self.start_layer = pool.start_layer

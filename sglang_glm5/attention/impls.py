@@ -42,8 +42,10 @@ DSA_IMPLS: Mapping[str, _ImplSource] = {
     "reference": _ImplSource("sglang_glm5.ops.dsa_reference"),
 }
 
+# No flag: the best implementation we ship for the device. The torch reference runs anywhere (slowly on a GPU).
 DEFAULT_IMPL_BY_DEVICE: Mapping[str, str] = {
     "cpu": "reference",
+    "cuda": "reference",
 }
 
 

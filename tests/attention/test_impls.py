@@ -26,4 +26,4 @@ def test_unknown_flag_value_names_flag_and_choices():
 
 def test_no_default_on_a_device_without_one():
     with pytest.raises(DSABackendChoiceError, match="--dsa-prefill-backend"):
-        resolve_impl(None, "prefill", "cuda")
+        resolve_impl(None, "prefill", "xpu")
