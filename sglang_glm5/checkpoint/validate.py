@@ -58,7 +58,8 @@ def read_headers(model_dir: Path) -> dict[str, _Header]:
     return headers
 
 
-def validate_checkpoint(model_dir: str | Path, cfg: Glm5Config) -> None:
+def validate_checkpoint(model_dir: str | Path, cfg: Glm5Config) -> dict[str, _Header]:
+    """Raises CheckpointError on the first problem; returns the headers (tensor name -> shape, dtype, file)."""
     model_dir = Path(model_dir)
     headers = read_headers(model_dir)
     for spec in tensor_specs(cfg):
@@ -74,6 +75,7 @@ def validate_checkpoint(model_dir: str | Path, cfg: Glm5Config) -> None:
             _check_fp8(spec.name, header, scale, cfg)
         elif scale is not None:
             raise CheckpointError(f"{scale.file}: '{spec.name}{SCALE_SUFFIX}' scales a weight that is {header.dtype}, not FP8")
+    return headers
 
 
 def _check_fp8(name: str, header: _Header, scale: _Header | None, cfg: Glm5Config) -> None:

@@ -12,7 +12,6 @@ from sglang.srt.runtime_context import get_server_args
 from sglang.srt.utils import add_prefix
 from torch import nn
 
-from sglang_glm5.checkpoint.schema import INDEX_FILE
 from sglang_glm5.checkpoint.validate import validate_checkpoint
 from sglang_glm5.config import Glm5Config
 from sglang_glm5.models.decoder import Glm5DecoderLayer
@@ -81,11 +80,15 @@ class GlmMoeDsaForCausalLM(nn.Module):
 
     def load_weights(self, weights):
         checkpoint = _checkpoint_dir(self.config)
+        headers = {}
         if checkpoint.is_dir():
-            validate_checkpoint(checkpoint, self.glm5_config)
+            headers = validate_checkpoint(checkpoint, self.glm5_config)
         else:
             logger.warning("GLM-5 checkpoint %s is not a local directory: tensors are checked as they load", checkpoint)
-        locate = _tensor_locator(checkpoint)
+
+        def locate(name: str) -> str:
+            return str(headers[name].file if name in headers else checkpoint)
+
         weights = self._weight_transform(weights, locate=locate)
         cfg = self.glm5_config
         load_weights(self, weights, cfg.n_routed_experts, cfg.num_hidden_layers, locate=locate)
@@ -114,14 +117,6 @@ def _dense_weight(linear, cfg: Glm5Config) -> torch.Tensor:
 
 def _checkpoint_dir(config) -> Path:
     return Path(getattr(config, "_name_or_path", "") or ".")
-
-
-def _tensor_locator(checkpoint: Path):
-    index = checkpoint / INDEX_FILE
-    if not index.is_file():
-        return lambda name: str(checkpoint)
-    weight_map = json.loads(index.read_text())["weight_map"]
-    return lambda name: str(checkpoint / weight_map.get(name, "<not in model.safetensors.index.json>"))
 
 
 EntryClass = [GlmMoeDsaForCausalLM]
