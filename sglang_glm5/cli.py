@@ -5,7 +5,14 @@ import importlib
 import sys
 
 # Each module exposes add_parser(subparsers), which registers one subcommand and sets `func` (args -> exit code).
-SUBCOMMAND_MODULES = ("sglang_glm5.checkpoint.cli", "sglang_glm5.serving.cli", "sglang_glm5.serving.demo")
+SUBCOMMAND_MODULES = (
+    "sglang_glm5.checkpoint.cli",
+    "sglang_glm5.serving.cli",
+    "sglang_glm5.serving.demo",
+    "sglang_glm5.presets.list_cli",
+    "sglang_glm5.presets.launch_cli",
+    "sglang_glm5.presets.plan_cli",
+)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -1,0 +1,80 @@
+"""Preset + features + overrides -> the options of one launch (our option names), or a refusal saying what to use."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any, Iterable, Mapping
+
+from sglang_glm5.presets.catalog import Catalog, Preset, freeze
+from sglang_glm5.presets.files import PresetError
+
+
+class Refusal(PresetError):
+    pass
+
+
+@dataclass(frozen=True)
+class LaunchSpec:
+    preset: Preset
+    features: tuple[str, ...]
+    tp: int
+    nnodes: int
+    options: Mapping[str, Any]  # ordered: model, device, parallelism, preset options, feature options
+
+
+def parse_features(text: str | None) -> tuple[str, ...]:
+    return tuple(f.strip() for f in (text or "").split(",") if f.strip())
+
+
+def tp_choices(catalog: Catalog) -> list[int]:
+    heads = catalog.model.num_attention_heads
+    return [n for n in range(1, heads + 1) if heads % n == 0]
+
+
+def check_tp(catalog: Catalog, tp: int) -> None:
+    choices = tp_choices(catalog)
+    if tp not in choices:
+        near = sorted(choices, key=lambda n: (abs(n - tp), n))[:2]
+        raise Refusal(
+            f"tp {tp} does not divide GLM-5's {catalog.model.num_attention_heads} attention heads:"
+            f" use tp {' or '.join(map(str, sorted(near)))} instead"
+        )
+
+
+def compose(
+    catalog: Catalog,
+    preset_name: str,
+    features: Iterable[str] = (),
+    tp: int | None = None,
+    model_path: str | None = None,
+) -> LaunchSpec:
+    preset = catalog.preset(preset_name)
+    features = tuple(dict.fromkeys(features))
+    tp = preset.tp if tp is None else tp
+    check_tp(catalog, tp)
+    model_path = model_path or preset.model_path
+    if model_path is None:
+        raise Refusal(f"preset {preset.name} needs --model-path: build a tiny checkpoint with `sglang-glm5 tiny-checkpoint DIR`")
+    nnodes = math.ceil(tp / preset.hardware.gpus_per_node)
+    options: dict[str, Any] = {"model_path": model_path, "device": preset.hardware.device, "tp": tp}
+    if nnodes > 1:
+        options["nnodes"] = nnodes
+    options.update(preset.options)
+    derived = {"tp": tp}
+    for name in features:
+        feature = _allowed_feature(catalog, preset, name)
+        options.update(feature.options)
+        options.update({option: derived[source] for option, source in feature.options_from_preset.items()})
+    return LaunchSpec(preset, features, tp, nnodes, freeze(options))
+
+
+def _allowed_feature(catalog: Catalog, preset: Preset, name: str):
+    if name not in catalog.features:
+        raise Refusal(f"unknown feature '{name}': use one of {', '.join(catalog.features)} instead")
+    feature = catalog.features[name]
+    why = preset.refusal_of(feature)
+    if why is not None:
+        others = catalog.offering(feature)
+        raise Refusal(f"preset {preset.name} cannot use {name}: {why}, or use {' / '.join(others)} instead")
+    return feature

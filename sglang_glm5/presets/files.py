@@ -1,0 +1,47 @@
+"""Where the preset data lives and how it is read: every error names the file (and the field, where there is one)."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any, Mapping
+
+CONFIGS_ENV = "SGLANG_GLM5_CONFIGS"  # another configs/ folder (tests, site-specific presets)
+REPO_CONFIGS = Path(__file__).resolve().parents[2] / "configs"
+PRESETS_DIR = "presets"
+
+
+class PresetError(ValueError):
+    pass
+
+
+def configs_dir() -> Path:
+    path = Path(os.environ.get(CONFIGS_ENV) or REPO_CONFIGS)
+    if not path.is_dir():
+        raise PresetError(f"{path}: no configs folder (set {CONFIGS_ENV} to one)")
+    return path
+
+
+def read_json(path: Path) -> dict[str, Any]:
+    try:
+        data = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise PresetError(f"{path}: no such file") from None
+    except json.JSONDecodeError as e:
+        raise PresetError(f"{path}: invalid JSON: {e}") from None
+    if not isinstance(data, dict):
+        raise PresetError(f"{path}: expected a JSON object, got {type(data).__name__}")
+    return data
+
+
+def field(data: Mapping[str, Any], name: str, kind: type | tuple[type, ...], where: str) -> Any:
+    """`data[name]`, checked to be of `kind` (bool is never an int here); `where` names the file and enclosing field."""
+    if name not in data:
+        raise PresetError(f"{where}: missing field '{name}'")
+    value = data[name]
+    kinds = kind if isinstance(kind, tuple) else (kind,)
+    if isinstance(value, bool) and bool not in kinds or not isinstance(value, kinds):
+        names = " or ".join(k.__name__ for k in kinds)
+        raise PresetError(f"{where}: field '{name}' must be {names}, got {value!r}")
+    return value

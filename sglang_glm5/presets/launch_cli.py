@@ -1,0 +1,60 @@
+"""`sglang-glm5 launch --preset NAME [--with eagle,...] [--model-path P] [--tp N] [--print-only] [-- launch_server flags]`."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shlex
+import sys
+
+from sglang_glm5.presets.catalog import Catalog, load_catalog
+from sglang_glm5.presets.compose import LaunchSpec, compose, parse_features
+from sglang_glm5.presets.files import PresetError
+from sglang_glm5.presets.flags import parse, sglang_parser, to_argv
+from sglang_glm5.serving.cli import launch_command
+
+MULTI_NODE_NOTE = (
+    "tp {tp} spans {nnodes} nodes of {per_node} GPUs: run this command on every node, adding"
+    " `--node-rank R --dist-init-addr HOST:PORT` after `--`"
+)
+
+
+def build(catalog: Catalog, spec: LaunchSpec, extra: list[str], env: dict[str, str]) -> tuple[list[str], dict[str, str]]:
+    """The launch_server process (command, env) for `spec` plus `extra` flags, checked by the installed SGLang's parser."""
+    parser = sglang_parser()
+    argv = to_argv(parser, catalog.options, spec.options) + extra
+    command, env = launch_command(argv, env)
+    parse(parser, command[command.index("sglang.launch_server") + 1 :])
+    return command, env
+
+
+def run(args: argparse.Namespace) -> int:
+    extra = args.rest[1:] if args.rest[:1] == ["--"] else args.rest
+    try:
+        catalog = load_catalog()
+        spec = compose(catalog, args.preset, parse_features(args.features), args.tp, args.model_path)
+        command, env = build(catalog, spec, extra, dict(os.environ))
+    except PresetError as e:
+        print(f"sglang-glm5 launch: error: {e}", file=sys.stderr)
+        return 2
+    if spec.nnodes > 1:
+        print(MULTI_NODE_NOTE.format(tp=spec.tp, nnodes=spec.nnodes, per_node=spec.preset.hardware.gpus_per_node))
+    print("+", shlex.join(command), flush=True)
+    if args.print_only:
+        return 0
+    os.execvpe(command[0], command, env)
+
+
+def add_parser(subparsers) -> None:
+    parser = subparsers.add_parser(
+        "launch",
+        help="serve GLM-5 with a hardware preset (configs/presets), checked against the installed SGLang's parser",
+        description="Builds the launch_server command of a preset (see `sglang-glm5 presets`), prints it and runs it "
+        "through `sglang-glm5 serve`. Flags after `--` go to launch_server as given.",
+    )
+    parser.add_argument("--preset", required=True, help="a preset name from `sglang-glm5 presets`")
+    parser.add_argument("--with", dest="features", metavar="FEATURES", help="comma-separated: eagle,dp-attention,indexcache")
+    parser.add_argument("--model-path", help="checkpoint directory or hub id (default: the preset's)")
+    parser.add_argument("--tp", type=int, help="tensor parallel size (default: the preset's)")
+    parser.add_argument("--print-only", action="store_true", help="print the command, do not run it")
+    parser.set_defaults(func=run, passthrough=True)

@@ -1,0 +1,153 @@
+"""Per-GPU memory of a preset from GLM-5's real config: weights by tensor, KV cache per token, what remains."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass
+from typing import Iterable
+
+from sglang_glm5.checkpoint.schema import tensor_specs
+from sglang_glm5.config import Glm5Config
+from sglang_glm5.presets.catalog import Catalog
+from sglang_glm5.presets.compose import Refusal, compose, tp_choices
+from sglang_glm5.presets.layout import MemoryLayout, load_layout
+
+MIB = 1 << 20
+MTP_LABEL = "MTP layer (EAGLE draft)"
+SCALES_LABEL = "FP8 block scales"
+EAGLE, DP_ATTENTION = "eagle", "dp-attention"
+
+
+@dataclass(frozen=True)
+class PlanItem:
+    label: str
+    bytes: float
+
+
+@dataclass(frozen=True)
+class MemoryPlan:
+    preset: str
+    gpu: str
+    tp: int
+    attention_dp: int
+    kv_cache_dtype: str
+    gpu_bytes: int
+    mem_fraction_static: float
+    weights: tuple[PlanItem, ...]  # per GPU
+    workspace: tuple[PlanItem, ...]  # per GPU, inside the static fraction besides weights and KV
+    kv_per_token: tuple[PlanItem, ...]  # per GPU, all layers
+    context: int
+    concurrency: int | None
+
+    @property
+    def weight_bytes(self) -> float:
+        return sum(item.bytes for item in self.weights)
+
+    @property
+    def static_bytes(self) -> float:
+        return self.gpu_bytes * self.mem_fraction_static
+
+    @property
+    def kv_budget_bytes(self) -> float:
+        return self.static_bytes - self.weight_bytes - sum(item.bytes for item in self.workspace)
+
+    @property
+    def weights_fit(self) -> bool:
+        return self.kv_budget_bytes > 0
+
+    @property
+    def kv_bytes_per_token(self) -> int:
+        return int(sum(item.bytes for item in self.kv_per_token))
+
+    @property
+    def kv_tokens(self) -> int:
+        return max(0, math.floor(self.kv_budget_bytes / self.kv_bytes_per_token))
+
+    @property
+    def max_concurrency(self) -> int:
+        """Requests of `context` tokens the KV caches hold: every attention-DP rank has its own pool."""
+        return self.kv_tokens // self.context * self.attention_dp
+
+
+def weight_items(cfg: Glm5Config, layout: MemoryLayout, dtype: str, tp: int, attention_dp: int, ep: int, mtp: bool) -> tuple[PlanItem, ...]:
+    """Bytes per GPU by component, from every tensor of the checkpoint (FP8: weights + fp32 scale per 128x128 block)."""
+    quant = cfg.quant if dtype == "fp8" else None
+    splits = {"tp": tp, "attention_tp": tp // attention_dp, "moe_tp": tp // ep, "replicated": 1}
+    mtp_prefix = f"model.layers.{cfg.mtp_layer_index}."
+    totals: dict[str, float] = {}
+    for spec in tensor_specs(dataclasses.replace(cfg, quant=quant)):
+        if spec.name.startswith(mtp_prefix) and not mtp:
+            continue
+        rule = layout.rule_for(spec.name)
+        label = MTP_LABEL if spec.name.startswith(mtp_prefix) else rule.label
+        numel = math.prod(spec.shape)
+        fp8 = quant is not None and spec.fp8
+        totals[label] = totals.get(label, 0) + numel * layout.weight_bytes["fp8" if fp8 else "bf16"] / splits[rule.split]
+        if fp8:
+            blocks = math.ceil(spec.shape[0] / quant.block_n) * math.ceil(spec.shape[1] / quant.block_k)
+            totals[SCALES_LABEL] = totals.get(SCALES_LABEL, 0) + blocks * layout.fp8_block_scale_bytes / splits[rule.split]
+    return tuple(PlanItem(label, b) for label, b in totals.items())
+
+
+def kv_items(cfg: Glm5Config, layout: MemoryLayout, kv_cache_dtype: str, mtp: bool) -> tuple[PlanItem, ...]:
+    """KV bytes per token per GPU: MLA latent + indexer key for every layer (the EAGLE draft's pool adds the MTP layer)."""
+    layers = cfg.num_hidden_layers + (cfg.num_nextn_predict_layers if mtp else 0)
+    return (
+        PlanItem(f"MLA KV {kv_cache_dtype} x {layers} layers", layers * layout.kv_bytes_per_token_layer(cfg, kv_cache_dtype)),
+        PlanItem(f"indexer keys x {layers} layers", layers * layout.indexer_bytes_per_token_layer(cfg)),
+    )
+
+
+def plan(
+    catalog: Catalog,
+    preset_name: str,
+    features: Iterable[str] = (),
+    tp: int | None = None,
+    context: int | None = None,
+    concurrency: int | None = None,
+    mem_fraction_static: float | None = None,
+    kv_cache_dtype: str | None = None,
+) -> MemoryPlan:
+    preset = catalog.preset(preset_name)
+    cfg = catalog.model
+    if preset.hardware.memory_mib is None:
+        gpu_presets = [n for n, p in catalog.presets.items() if p.hardware.memory_mib is not None]
+        raise Refusal(f"preset {preset.name} has no GPU memory to plan: use {' / '.join(gpu_presets)} instead")
+    spec = compose(catalog, preset.name, features, tp)
+    context = cfg.max_position_embeddings if context is None else context
+    if not 0 < context <= cfg.max_position_embeddings:
+        raise Refusal(f"context {context} is outside GLM-5's 1..{cfg.max_position_embeddings} tokens")
+    mem_fraction_static = spec.options.get("mem_fraction_static") if mem_fraction_static is None else mem_fraction_static
+    kv_cache_dtype = kv_cache_dtype or spec.options.get("kv_cache_dtype")
+    for name, value in (("mem_fraction_static", mem_fraction_static), ("kv_cache_dtype", kv_cache_dtype)):
+        if value is None:
+            raise Refusal(f"preset {preset.name} sets no {name}: pass --{name.replace('_', '-')}")
+    if not 0 < mem_fraction_static < 1:
+        raise Refusal(f"mem_fraction_static {mem_fraction_static} must be between 0 and 1")
+    layout = load_layout(catalog.root)
+    mtp = EAGLE in spec.features
+    attention_dp = spec.tp if DP_ATTENTION in spec.features else 1
+    ep = spec.options.get("ep", 1)
+    return MemoryPlan(
+        preset=preset.name,
+        gpu=preset.hardware.title,
+        tp=spec.tp,
+        attention_dp=attention_dp,
+        kv_cache_dtype=kv_cache_dtype,
+        gpu_bytes=preset.hardware.memory_mib * MIB,
+        mem_fraction_static=mem_fraction_static,
+        weights=weight_items(cfg, layout, preset.dtype, spec.tp, attention_dp, ep, mtp),
+        workspace=(),
+        kv_per_token=kv_items(cfg, layout, kv_cache_dtype, mtp),
+        context=context,
+        concurrency=concurrency,
+    )
+
+
+def smallest_fitting_tp(catalog: Catalog, memory_plan: MemoryPlan, **kwargs) -> int | None:
+    """The smallest larger tp (a divisor of the heads) at which the weights fit, or None."""
+    for tp in tp_choices(catalog):
+        if tp > memory_plan.tp and plan(catalog, memory_plan.preset, tp=tp, **kwargs).weights_fit:
+            return tp
+    return None
