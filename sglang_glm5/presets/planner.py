@@ -86,7 +86,8 @@ def weight_items(cfg: Glm5Config, layout: MemoryLayout, dtype: str, tp: int, att
         totals[label] = totals.get(label, 0) + numel * layout.weight_bytes["fp8" if fp8 else "bf16"] / splits[rule.split]
         if fp8:
             blocks = math.ceil(spec.shape[0] / quant.block_n) * math.ceil(spec.shape[1] / quant.block_k)
-            totals[SCALES_LABEL] = totals.get(SCALES_LABEL, 0) + blocks * layout.fp8_block_scale_bytes / splits[rule.split]
+            scale_label = MTP_LABEL if label == MTP_LABEL else SCALES_LABEL
+            totals[scale_label] = totals.get(scale_label, 0) + blocks * layout.fp8_block_scale_bytes / splits[rule.split]
     return tuple(PlanItem(label, b) for label, b in totals.items())
 
 

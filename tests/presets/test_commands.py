@@ -1,0 +1,107 @@
+"""Every preset x every allowed feature combination parses with the installed SGLang's own argument parser,
+and its values are the cookbook's (expected values are written here from the cookbook, not read from configs/)."""
+
+import itertools
+import json
+
+import pytest
+
+from sglang_glm5.presets.catalog import load_catalog
+from sglang_glm5.presets.compose import compose
+from sglang_glm5.presets.flags import SGLangArgumentError, is_deprecated, parse, to_argv
+from sglang_glm5.presets.launch_cli import build
+
+CATALOG = load_catalog()
+MODEL_PATH = "/models/glm-5"
+
+# Cookbook table (GLM-5): hardware x dtype -> tp.
+COOKBOOK_TP = {
+    ("h100", "fp8"): 16, ("h100", "bf16"): 32,
+    ("h200", "fp8"): 8, ("h200", "bf16"): 16,
+    ("b200", "fp8"): 8, ("b200", "bf16"): 16,
+    ("mi300x", "bf16"): 8, ("mi325x", "bf16"): 8, ("mi355x", "bf16"): 8,
+}
+GPUS_PER_NODE = 8
+# Cookbook tips, as SGLang 0.5.23 names the destinations of the flags.
+B200_FP8 = {
+    "ep_size": 1, "attention_backend": "dsa", "dsa_prefill_backend": "trtllm", "dsa_decode_backend": "trtllm",
+    "moe_runner_backend": "flashinfer_trtllm", "quantization": "fp8",
+}
+AMD = {"dsa_prefill_backend": "tilelang", "dsa_decode_backend": "tilelang", "chunked_prefill_size": 131072, "watchdog_timeout": 1200}
+PARSERS = {"reasoning_parser": "glm45", "tool_call_parser": "glm47"}
+H200_FP8_README = {"mem_fraction_static": 0.85, "served_model_name": "glm-5-fp8"}
+EAGLE = {"speculative_algorithm": "EAGLE", "speculative_num_steps": 3, "speculative_eagle_topk": 1, "speculative_num_draft_tokens": 4}
+RELEASED_PATTERN = "FFSFSSSFSSFFFSSSFFFSFSSSSSSFFSFFSFFSSFFFFFFSFFFFFSFFSSSSSSFSFFFSFSSSFSFFSFFSSS"
+CPU = {"device": "cpu", "tp_size": 1, "attention_backend": "dsa"}
+
+
+def combinations():
+    for name, preset in CATALOG.presets.items():
+        allowed = [f for f, feature in CATALOG.features.items() if preset.refusal_of(feature) is None]
+        for k in range(len(allowed) + 1):
+            for features in itertools.combinations(allowed, k):
+                yield pytest.param(name, features, id="+".join((name, *features)))
+
+
+COMBINATIONS = list(combinations())
+
+
+def expected(name: str, features: tuple[str, ...]) -> dict:
+    preset = CATALOG.presets[name]
+    hw, dtype = preset.hardware.name, preset.dtype
+    if hw == "cpu":
+        want = dict(CPU)
+    else:
+        tp = COOKBOOK_TP[(hw, dtype)]
+        want = {"tp_size": tp, "nnodes": -(-tp // GPUS_PER_NODE), "device": "cuda"}
+    want.update(PARSERS, model_path=MODEL_PATH)
+    if (hw, dtype) == ("b200", "fp8"):
+        want.update(B200_FP8)
+    if preset.hardware.vendor == "amd":
+        want.update(AMD, speculative_algorithm=None)
+    if (hw, dtype) == ("h200", "fp8"):
+        want.update(H200_FP8_README)
+    if "eagle" in features:
+        want.update(EAGLE)
+    if "dp-attention" in features:
+        want["attn_dp_size"] = want["tp_size"]
+    return want
+
+
+def test_every_preset_has_combinations():
+    assert {p.values[0] for p in COMBINATIONS} == set(CATALOG.presets)
+    assert len(CATALOG.presets) == len(COOKBOOK_TP) + 1  # + cpu-tiny
+
+
+@pytest.mark.parametrize("name,features", COMBINATIONS)
+def test_command_parses_with_cookbook_values(server_arg_parser, name, features):
+    argv = to_argv(server_arg_parser, CATALOG.options, compose(CATALOG, name, features, model_path=MODEL_PATH).options)
+    ns = parse(server_arg_parser, argv)
+    got = {k: getattr(ns, k) for k in expected(name, features)}
+    assert got == expected(name, features), " ".join(argv)
+    pattern = json.loads(ns.json_model_override_args).get("index_topk_pattern")
+    assert pattern == (RELEASED_PATTERN if "indexcache" in features else None)
+    if (CATALOG.presets[name].hardware.name, CATALOG.presets[name].dtype) == ("b200", "fp8"):
+        assert ns.flashinfer_allreduce_fusion_backend == "auto" or ns.enable_flashinfer_allreduce_fusion
+
+
+@pytest.mark.parametrize("name,features", COMBINATIONS)
+def test_command_uses_no_deprecated_flag(server_arg_parser, name, features):
+    argv = to_argv(server_arg_parser, CATALOG.options, compose(CATALOG, name, features, model_path=MODEL_PATH).options)
+    deprecated = {s for a in server_arg_parser._actions if is_deprecated(a) for s in a.option_strings}
+    assert not [a for a in argv if a in deprecated]
+
+
+def test_cookbook_nsa_flags_are_rejected_by_the_installed_sglang(server_arg_parser):
+    cookbook_b200 = ["--model-path", MODEL_PATH, "--nsa-prefill-backend", "trtllm", "--nsa-decode-backend", "trtllm"]
+    with pytest.raises(SGLangArgumentError, match="unrecognized arguments: --nsa-prefill-backend"):
+        parse(server_arg_parser, cookbook_b200)
+
+
+def test_cpu_tiny_launch_adds_the_serve_cpu_defaults_and_parses():
+    spec = compose(CATALOG, "cpu-tiny", model_path=MODEL_PATH)
+    command, env = build(CATALOG, spec, ["--port", "30123"], {})
+    args = command[command.index("sglang.launch_server") + 1 :]
+    assert args[args.index("--device") + 1] == "cpu" and "--disable-overlap-schedule" in args
+    assert args[args.index("--port") + 1] == "30123"
+    assert env["SGLANG_USE_CPU_ENGINE"] == "1"

@@ -1,0 +1,135 @@
+"""Invalid launches are refused before anything starts, each with a message that says what to use instead;
+broken preset files are refused naming the file and the field."""
+
+import json
+import shutil
+
+import pytest
+
+from sglang_glm5.cli import main
+from sglang_glm5.presets.catalog import load_catalog
+from sglang_glm5.presets.compose import Refusal, compose
+from sglang_glm5.presets.files import PresetError
+from sglang_glm5.presets.flags import to_argv
+
+CATALOG = load_catalog()
+AMD_PRESETS = ["mi300x-bf16", "mi325x-bf16", "mi355x-bf16"]
+EAGLE_PRESETS = "b200-bf16 / b200-fp8 / h100-bf16 / h100-fp8 / h200-bf16 / h200-fp8"
+INDEXCACHE_PRESETS = "b200-fp8 / h100-fp8 / h200-fp8"
+
+
+@pytest.mark.parametrize("preset", AMD_PRESETS)
+def test_eagle_on_amd(preset):
+    with pytest.raises(Refusal) as e:
+        compose(CATALOG, preset, ["eagle"])
+    assert str(e.value) == (
+        f"preset {preset} cannot use eagle: EAGLE speculative decoding is not supported for GLM-5 on AMD GPUs (cookbook)"
+        f" nor by our CPU path: launch without eagle, or use {EAGLE_PRESETS} instead"
+    )
+
+
+@pytest.mark.parametrize("hardware", ["mi300x", "mi325x", "mi355x"])
+def test_fp8_on_amd(hardware):
+    with pytest.raises(PresetError, match=(
+        f"^no preset '{hardware}-fp8': the cookbook lists no FP8 deployment of GLM-5 on AMD GPUs: use {hardware}-bf16 instead$"
+    )):
+        compose(CATALOG, f"{hardware}-fp8")
+
+
+@pytest.mark.parametrize("tp,instead", [(12, "8 or 16"), (3, "2 or 4"), (24, "16 or 32"), (128, "32 or 64")], ids=lambda v: str(v))
+def test_tp_that_does_not_divide_the_heads(tp, instead):
+    with pytest.raises(Refusal, match=f"^tp {tp} does not divide GLM-5's 64 attention heads: use tp {instead} instead$"):
+        compose(CATALOG, "h200-fp8", tp=tp)
+
+
+@pytest.mark.parametrize(
+    "preset,feature,message",
+    [
+        ("h200-bf16", "indexcache", "the released IndexCache pattern was searched for GLM-5-FP8 (cookbook): launch without "
+         f"indexcache, or use {INDEXCACHE_PRESETS} instead"),
+        ("mi355x-bf16", "indexcache", "the released IndexCache pattern was searched for GLM-5-FP8"),
+        ("cpu-tiny", "dp-attention", "DP attention needs several GPUs"),
+        ("cpu-tiny", "eagle", "nor by our CPU path: launch without eagle"),
+    ],
+    ids=["indexcache-on-bf16", "indexcache-on-amd", "dp-attention-on-cpu", "eagle-on-cpu"],
+)
+def test_feature_not_offered(preset, feature, message):
+    with pytest.raises(Refusal, match=f"^preset {preset} cannot use {feature}: "):
+        compose(CATALOG, preset, [feature], model_path="/ckpt")
+    with pytest.raises(Refusal) as e:
+        compose(CATALOG, preset, [feature], model_path="/ckpt")
+    assert message in str(e.value)
+
+
+def test_unknown_feature_and_preset():
+    with pytest.raises(Refusal, match="^unknown feature 'mtp': use one of eagle, dp-attention, indexcache instead$"):
+        compose(CATALOG, "h200-fp8", ["mtp"])
+    with pytest.raises(PresetError, match="^unknown preset 'a100-fp8': use one of b200-bf16, .*, mi355x-bf16 instead$"):
+        compose(CATALOG, "a100-fp8")
+
+
+def test_cpu_tiny_needs_a_model_path():
+    with pytest.raises(Refusal, match="^preset cpu-tiny needs --model-path: build a tiny checkpoint with `sglang-glm5 tiny-checkpoint DIR`$"):
+        compose(CATALOG, "cpu-tiny")
+
+
+def test_launch_cli_refuses_with_exit_status_2(capsys):
+    assert main(["launch", "--preset", "mi300x-bf16", "--with", "eagle", "--print-only"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("sglang-glm5 launch: error: preset mi300x-bf16 cannot use eagle: ") and "instead" in err
+
+
+def test_extra_flags_unknown_to_sglang_are_refused(capsys):
+    assert main(["launch", "--preset", "h200-fp8", "--print-only", "--", "--nsa-decode-backend", "flashmla_kv"]) == 2
+    assert "SGLang 0.5.23 launch_server rejects the command: unrecognized arguments: --nsa-decode-backend" in capsys.readouterr().err
+
+
+def test_option_sglang_does_not_define(server_arg_parser):
+    table = {"dsa_decode_backend": ({"dest": "nsa_decode_backend"},)}
+    with pytest.raises(PresetError, match=r"^option 'dsa_decode_backend': SGLang 0\.5\.23 defines none of the arguments \['nsa_decode_backend'\]"):
+        to_argv(server_arg_parser, table, {"dsa_decode_backend": "flashmla_kv"})
+
+
+def test_value_outside_sglang_choices(server_arg_parser):
+    table = {"dsa_decode_backend": ({"dest": "dsa_decode_backend"},)}
+    with pytest.raises(PresetError, match=r"^option 'dsa_decode_backend': --dsa-decode-backend accepts none of \['magic'\]"):
+        to_argv(server_arg_parser, table, {"dsa_decode_backend": "magic"})
+
+
+@pytest.fixture
+def configs_copy(tmp_path):
+    root = tmp_path / "configs"
+    shutil.copytree(CATALOG.root, root)
+    return root
+
+
+def edit(path, change):
+    data = json.loads(path.read_text())
+    change(data)
+    path.write_text(json.dumps(data))
+
+
+@pytest.mark.parametrize(
+    "file,change,message",
+    [
+        ("presets/h200-fp8.json", lambda d: d.update(tp=12), "presets/h200-fp8.json: field 'tp': 12 does not divide GLM-5's 64 attention heads"),
+        ("presets/h200-fp8.json", lambda d: d.update(tp="8"), "presets/h200-fp8.json: field 'tp' must be int, got '8'"),
+        ("presets/h200-fp8.json", lambda d: d["options"].update(nsa_decode_backend="x"), "presets/h200-fp8.json: field 'options': unknown option 'nsa_decode_backend'"),
+        ("presets/h200-fp8.json", lambda d: d.pop("hardware"), "presets/h200-fp8.json: missing field 'hardware'"),
+        ("presets/h200-fp8.json", lambda d: d.update(hardware="a100"), "presets/h200-fp8.json: field 'hardware': unknown 'a100'"),
+        ("presets/mi300x-bf16.json", lambda d: d.update(dtype="fp8"), "presets/mi300x-bf16.json: field 'dtype': 'fp8' is not offered on mi300x"),
+        ("presets/h200-fp8.json", lambda d: d.update(extra=1), "presets/h200-fp8.json: unknown field(s) ['extra']"),
+        ("features.json", lambda d: d["features"]["indexcache"]["options"]["model_override_args"].update(index_topk_pattern="FS"),
+         "features.json: features.indexcache: options.model_override_args.index_topk_pattern: has 2 letters, GLM-5 has 78 decoder layers"),
+        ("features.json", lambda d: d["features"]["eagle"]["refusals"].clear(), "features.json: features.eagle: refusals.vendor: missing the message"),
+        ("glm5-config.json", lambda d: d.pop("index_topk"), "glm5-config.json: missing field 'index_topk' (DSA indexer)"),
+        ("gpus.json", lambda d: d["hardware"]["h100"].update(gpus_per_node=0), "gpus.json: hardware.h100: field 'gpus_per_node' must be >= 1"),
+    ],
+    ids=["tp-not-dividing-heads", "tp-wrong-type", "unknown-option", "missing-hardware", "unknown-hardware",
+         "fp8-on-amd-file", "unknown-field", "indexcache-pattern-length", "refusal-message-missing", "model-config-field", "gpus-per-node"],
+)
+def test_broken_file_names_file_and_field(configs_copy, file, change, message):
+    edit(configs_copy / file, change)
+    with pytest.raises(PresetError) as e:
+        load_catalog(configs_copy)
+    assert str(e.value).startswith(str(configs_copy / message.split(":")[0])) and message in str(e.value)
