@@ -3,13 +3,16 @@
 Registers, through SGLang's own `HookRegistry` (so each hook is logged and a failure is visible):
 - our `GlmMoeDsaForCausalLM` in place of SGLang's built-in class of that name;
 - our DSA attention backend for GLM-5 under SGLang's `--attention-backend dsa` (and its `nsa` alias);
-- on CPU only, the start-up fixes in `serving.cpu_hooks`.
+- on CPU only, the start-up fixes in `serving.cpu_hooks`;
+- our `glm5` reasoning and tool-call parsers in SGLang's parser registries (`parsers/`).
 """
 
 import importlib
 import logging
 
 from sglang.srt.plugins.hook_registry import HookRegistry, HookType
+
+from sglang_glm5.parsers import register_parsers
 
 logger = logging.getLogger(__name__)
 
@@ -53,6 +56,7 @@ def build_attention_backend(original, *, model_runner, backend_str, init_new_wor
 def load() -> None:
     HookRegistry.register(_RESOLVE_MODEL, resolve_model_cls, HookType.AROUND)
     HookRegistry.register(_BUILD_BACKEND, build_attention_backend, HookType.AROUND)
+    register_parsers()
     from sglang.srt.utils import is_cpu
 
     if is_cpu():

@@ -1,0 +1,70 @@
+"""Drive SGLang's own parser front-ends (`FunctionCallParser`, `ReasoningParser`) streamed and not, as serving does.
+
+Chunks come from UTF-8 bytes through an incremental decoder, as SGLang's detokenizer delivers text: a chunk boundary
+inside a multi-byte character yields an empty chunk and the character arrives whole with the next one.
+"""
+
+import codecs
+import json
+from dataclasses import dataclass
+
+from sglang.srt.function_call.function_call_parser import FunctionCallParser
+from sglang.srt.parser.reasoning_parser import ReasoningParser
+
+from sglang_glm5.parsers import PARSER_NAME
+
+
+@dataclass(frozen=True)
+class ToolResult:
+    content: str
+    calls: list[tuple[str, dict]]
+
+
+@dataclass(frozen=True)
+class ReasoningResult:
+    reasoning: str
+    content: str
+
+
+def chunks_at(text: str, byte_splits: list[int]) -> list[str]:
+    data = text.encode()
+    decoder = codecs.getincrementaldecoder("utf-8")()
+    bounds = [0, *byte_splits, len(data)]
+    out = [decoder.decode(data[a:b]) for a, b in zip(bounds, bounds[1:])]
+    out[-1] += decoder.decode(b"", final=True)
+    return out
+
+
+def every_split(text: str) -> list[list[str]]:
+    """Two-chunk streams at every byte offset, plus the stream of single bytes."""
+    n = len(text.encode())
+    return [chunks_at(text, [i]) for i in range(1, n)] + [chunks_at(text, list(range(1, n)))]
+
+
+def tools_non_streamed(text: str, tools) -> ToolResult:
+    content, items = FunctionCallParser(tools, PARSER_NAME).parse_non_stream(text)
+    return ToolResult(content, [(c.name, json.loads(c.parameters)) for c in items])
+
+
+def tools_streamed(chunks: list[str], tools) -> ToolResult:
+    parser = FunctionCallParser(tools, PARSER_NAME)
+    content, names, args = "", {}, {}
+    steps = [parser.parse_stream_chunk(c) for c in chunks] + [parser.parse_stream_end()]
+    for text, items in steps:
+        content += text
+        for item in items:
+            if item.name:
+                names[item.tool_index] = item.name
+            args[item.tool_index] = args.get(item.tool_index, "") + item.parameters
+    return ToolResult(content, [(names[i], json.loads(args[i])) for i in sorted(names)])
+
+
+def reasoning_non_streamed(text: str, thinking: bool) -> ReasoningResult:
+    reasoning, content = ReasoningParser(PARSER_NAME, force_reasoning=thinking).parse_non_stream(text)
+    return ReasoningResult(reasoning or "", content or "")
+
+
+def reasoning_streamed(chunks: list[str], thinking: bool) -> ReasoningResult:
+    parser = ReasoningParser(PARSER_NAME, stream_reasoning=True, force_reasoning=thinking)
+    steps = [parser.parse_stream_chunk(c) for c in chunks] + [parser.parse_stream_end()]
+    return ReasoningResult("".join(r or "" for r, _ in steps), "".join(c or "" for _, c in steps))
