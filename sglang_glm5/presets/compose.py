@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import json
 import math
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Iterable, Mapping
 
+from sglang_glm5.config import CONFIG_FILE
 from sglang_glm5.presets.catalog import Catalog, Preset, freeze
 from sglang_glm5.presets.files import PresetError
 
@@ -53,6 +56,8 @@ def compose(
     features = tuple(dict.fromkeys(features))
     tp = preset.tp if tp is None else tp
     check_tp(catalog, tp)
+    if model_path is not None and preset.model_path is not None:
+        check_checkpoint_dtype(catalog, preset, model_path)
     model_path = model_path or preset.model_path
     if model_path is None:
         raise Refusal(f"preset {preset.name} needs --model-path: build a tiny checkpoint with `sglang-glm5 tiny-checkpoint DIR`")
@@ -78,3 +83,28 @@ def _allowed_feature(catalog: Catalog, preset: Preset, name: str):
         others = catalog.offering(feature)
         raise Refusal(f"preset {preset.name} cannot use {name}: {why}, or use {' / '.join(others)} instead")
     return feature
+
+
+def checkpoint_dtype(catalog: Catalog, model_path: str) -> str | None:
+    """fp8 / bf16 from a local config.json's quantization_config, else from the presets' own model paths; None if unknown."""
+    config = Path(model_path) / CONFIG_FILE
+    if config.is_file():
+        try:
+            quant = json.loads(config.read_text()).get("quantization_config") or {}
+        except (json.JSONDecodeError, AttributeError):
+            return None
+        return "fp8" if quant.get("quant_method") == "fp8" else "bf16"
+    return next((p.dtype for p in catalog.presets.values() if p.model_path == model_path), None)
+
+
+def check_checkpoint_dtype(catalog: Catalog, preset: Preset, model_path: str) -> None:
+    """A preset that names a checkpoint serves that dtype: another dtype's checkpoint needs another preset."""
+    dtype = checkpoint_dtype(catalog, model_path)
+    if dtype is None or dtype == preset.dtype:
+        return
+    what = f"{model_path} holds {dtype.upper()} weights but preset {preset.name} serves {preset.dtype.upper()}"
+    same_hardware = [n for n, p in catalog.presets.items() if p.hardware == preset.hardware and p.dtype == dtype]
+    if same_hardware:
+        raise Refusal(f"{what}: use {' or '.join(same_hardware)} instead")
+    why = catalog.vendor_why_not.get(preset.hardware.vendor, {}).get(dtype, f"no {preset.hardware.name} preset serves {dtype}")
+    raise Refusal(f"{what}: {why}: use {preset.model_path} instead")

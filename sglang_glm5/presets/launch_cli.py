@@ -11,6 +11,7 @@ from sglang_glm5.presets.catalog import Catalog, load_catalog
 from sglang_glm5.presets.compose import LaunchSpec, compose, parse_features
 from sglang_glm5.presets.files import PresetError
 from sglang_glm5.presets.flags import parse, sglang_parser, to_argv
+from sglang_glm5.presets.planner import check_weights_fit
 from sglang_glm5.serving.cli import launch_command
 
 MULTI_NODE_NOTE = (
@@ -33,6 +34,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         catalog = load_catalog()
         spec = compose(catalog, args.preset, parse_features(args.features), args.tp, args.model_path)
+        check_weights_fit(catalog, spec)
         command, env = build(catalog, spec, extra, dict(os.environ))
     except PresetError as e:
         print(f"sglang-glm5 launch: error: {e}", file=sys.stderr)

@@ -8,9 +8,9 @@ import sys
 from sglang_glm5.presets.catalog import load_catalog
 from sglang_glm5.presets.compose import parse_features
 from sglang_glm5.presets.files import PresetError
-from sglang_glm5.presets.planner import MemoryPlan, plan, smallest_fitting_tp
+from sglang_glm5.presets.planner import GIB, MemoryPlan, plan, smallest_fitting_tp
 
-GIB = 1 << 30
+
 LABEL_WIDTH = 44
 
 

@@ -10,10 +10,11 @@ from typing import Iterable
 from sglang_glm5.checkpoint.schema import tensor_specs
 from sglang_glm5.config import Glm5Config
 from sglang_glm5.presets.catalog import Catalog
-from sglang_glm5.presets.compose import Refusal, compose, tp_choices
+from sglang_glm5.presets.compose import LaunchSpec, Refusal, compose, tp_choices
 from sglang_glm5.presets.layout import MemoryLayout, load_layout
 
 MIB = 1 << 20
+GIB = 1 << 30
 MTP_LABEL = "MTP layer (EAGLE draft)"
 SCALES_LABEL = "FP8 block scales"
 EAGLE, DP_ATTENTION = "eagle", "dp-attention"
@@ -152,3 +153,19 @@ def smallest_fitting_tp(catalog: Catalog, memory_plan: MemoryPlan, **kwargs) -> 
         if tp > memory_plan.tp and plan(catalog, memory_plan.preset, tp=tp, **kwargs).weights_fit:
             return tp
     return None
+
+
+def check_weights_fit(catalog: Catalog, spec: LaunchSpec) -> None:
+    """Refuse a GPU launch whose weights cannot fit the static memory fraction, naming the tp that would."""
+    if spec.preset.hardware.memory_mib is None:
+        return
+    p = plan(catalog, spec.preset.name, spec.features, tp=spec.tp)
+    if p.weights_fit:
+        return
+    fitting_tp = smallest_fitting_tp(catalog, p, features=spec.features)
+    instead = f": use --tp {fitting_tp} instead" if fitting_tp else ""
+    raise Refusal(
+        f"preset {p.preset} at tp {p.tp} does not fit: the weights need {p.weight_bytes / GIB:.2f} GiB per GPU,"
+        f" mem-fraction-static {p.mem_fraction_static} of {p.gpu} holds {p.static_bytes / GIB:.2f} GiB{instead}"
+        " (details: sglang-glm5 plan)"
+    )

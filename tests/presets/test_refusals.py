@@ -133,3 +133,44 @@ def test_broken_file_names_file_and_field(configs_copy, file, change, message):
     with pytest.raises(PresetError) as e:
         load_catalog(configs_copy)
     assert str(e.value).startswith(str(configs_copy / message.split(":")[0])) and message in str(e.value)
+
+
+@pytest.mark.parametrize(
+    "preset,model_path,message",
+    [
+        ("mi300x-bf16", "zai-org/GLM-5-FP8", "zai-org/GLM-5-FP8 holds FP8 weights but preset mi300x-bf16 serves BF16: the cookbook"
+         " lists no FP8 deployment of GLM-5 on AMD GPUs: use zai-org/GLM-5 instead"),
+        ("h200-bf16", "zai-org/GLM-5-FP8", "zai-org/GLM-5-FP8 holds FP8 weights but preset h200-bf16 serves BF16: use h200-fp8 instead"),
+        ("h200-fp8", "zai-org/GLM-5", "zai-org/GLM-5 holds BF16 weights but preset h200-fp8 serves FP8: use h200-bf16 instead"),
+    ],
+    ids=["fp8-checkpoint-on-amd", "fp8-checkpoint-on-bf16-preset", "bf16-checkpoint-on-fp8-preset"],
+)
+def test_checkpoint_of_the_other_dtype(preset, model_path, message):
+    with pytest.raises(Refusal) as e:
+        compose(CATALOG, preset, model_path=model_path)
+    assert str(e.value) == message
+
+
+def test_local_fp8_checkpoint_on_amd_is_read_from_its_config(tmp_path):
+    config = json.loads((CATALOG.root / "glm5-config.json").read_text())
+    (tmp_path / "config.json").write_text(json.dumps(config))
+    with pytest.raises(Refusal, match=f"^{tmp_path} holds FP8 weights but preset mi355x-bf16 serves BF16: "):
+        compose(CATALOG, "mi355x-bf16", model_path=str(tmp_path))
+    config.pop("quantization_config")
+    (tmp_path / "config.json").write_text(json.dumps(config))
+    assert compose(CATALOG, "mi355x-bf16", model_path=str(tmp_path)).options["model_path"] == str(tmp_path)
+
+
+@pytest.mark.parametrize(
+    "argv,message",
+    [
+        (["--preset", "h100-fp8", "--tp", "8"], "preset h100-fp8 at tp 8 does not fit: the weights need 88.69 GiB per GPU,"
+         " mem-fraction-static 0.85 of NVIDIA H100 SXM 80GB holds 67.70 GiB: use --tp 16 instead"),
+        (["--preset", "h100-bf16", "--with", "dp-attention"], "preset h100-bf16 at tp 32 does not fit: the weights need 68.06 GiB"
+         " per GPU, mem-fraction-static 0.85 of NVIDIA H100 SXM 80GB holds 67.70 GiB: use --tp 64 instead"),
+    ],
+    ids=["h100-fp8-tp8", "h100-bf16-dp-attention"],
+)
+def test_launch_refuses_weights_that_do_not_fit(capsys, argv, message):
+    assert main(["launch", *argv, "--print-only"]) == 2
+    assert message in capsys.readouterr().err
