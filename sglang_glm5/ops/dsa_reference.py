@@ -88,6 +88,41 @@ def indexer_logits(q, weights, k_cache, page_table, q_seq, q_pos):
     return logits.masked_fill(positions < 0, float("-inf"))
 
 
+FP8_E4M3_MAX = 448.0  # largest finite float8_e4m3fn
+
+
+def quantize_fp8_rows(x):
+    """Per-row e4m3 quantization, the DeepSeek indexer's (q per head-token, k per token): x ~= x_fp8 * scale.
+
+    x [..., D] -> x_fp8 [..., D] float8_e4m3fn, scale [...] fp32 = amax(|row|) / 448 (1 for an all-zero row).
+    """
+    if not isinstance(x, torch.Tensor) or not x.is_floating_point() or x.dim() < 1:
+        raise TypeError(f"x must be a floating tensor with at least 1 dim, got {x!r:.80}")
+    amax = x.float().abs().amax(-1)  # [...]
+    scale = torch.where(amax > 0, amax / FP8_E4M3_MAX, 1.0)
+    return (x.float() / scale[..., None]).to(torch.float8_e4m3fn), scale
+
+
+def indexer_logits_fp8(q_fp8, q_scale, weights, k_fp8, k_scale, page_table, q_seq, q_pos):
+    """indexer_logits of FP8 inputs with per-row scales, dequantized in fp32.
+
+    q_fp8 [T, H, D] e4m3 with q_scale [T, H], k_fp8 [S, D] e4m3 with k_scale [S] -> logits [T, L] fp32
+    = indexer_logits(q_fp8 * q_scale, weights, k_fp8 * k_scale, ...). A Hadamard rotation applied to both q and k
+    before quantization (DeepSeek/SGLang) leaves every q . k unchanged, so it stays with the caller.
+    """
+    for name, x, ndim in (("q_fp8", q_fp8, 3), ("k_fp8", k_fp8, 2)):
+        _check(name, x, ndim)
+        if x.dtype != torch.float8_e4m3fn:
+            raise TypeError(f"{name} must be float8_e4m3fn, got {x.dtype}")
+    _check("q_scale", q_scale, 2, floating=True)
+    _check("k_scale", k_scale, 1, floating=True)
+    _check_dim("q_scale", tuple(q_scale.shape), tuple(q_fp8.shape[:2]), "shape")
+    _check_dim("k_scale", k_scale.shape[0], k_fp8.shape[0], "number of cache slots")
+    q = q_fp8.float() * q_scale.float()[..., None]  # [T, H, D]
+    k = k_fp8.float() * k_scale.float()[:, None]  # [S, D]
+    return indexer_logits(q, weights, k, page_table, q_seq, q_pos)
+
+
 def topk_positions(logits, q_pos, k):
     """Positions of the k largest valid logits, in canonical form.
 

@@ -17,6 +17,7 @@ from sglang_glm5.ops import (
     sparse_mla_prefill,
     topk_positions,
 )
+from sglang_glm5.ops.dsa_reference import FP8_E4M3_MAX, indexer_logits_fp8, quantize_fp8_rows
 
 PAGE_SIZE = 64
 KV_LORA_RANK, ROPE_DIM, QK_NOPE_DIM = 512, 64, 192
@@ -158,6 +159,33 @@ def test_indexer_logits_vs_brute_force(name, lengths, new, dtype, layout):
     assert ours.dtype == torch.float32 and ours.shape == (batch.num_tokens, max(lengths))
     # both sides compute in fp32 from the same (possibly bf16) inputs
     torch.testing.assert_close(ours, brute_indexer_logits(q, weights, k_cache, batch), **TOL[torch.float32])
+
+
+def test_quantize_fp8_rows_error_bound():
+    gen = torch.Generator().manual_seed(11)
+    x = torch.randn(5, 7, INDEX_DIM, generator=gen) * torch.logspace(-3, 3, 7)[:, None]
+    x[0, 0] = 0.0  # an all-zero row gets scale 1, not 0/0
+    x_fp8, scale = quantize_fp8_rows(x)
+    assert x_fp8.dtype == torch.float8_e4m3fn and scale.shape == (5, 7) and scale[0, 0] == 1.0
+    back = x_fp8.float() * scale[..., None]
+    # e4m3: 3 mantissa bits (relative error <= 2**-4); below its smallest normal (2**-6) the spacing is 2**-9
+    assert ((back - x).abs() <= x.abs() * 2**-4 + scale[..., None] * 2**-9).all()
+    assert torch.equal(x_fp8.float().abs().amax(-1)[1:], torch.full((4, 7), FP8_E4M3_MAX))
+
+
+@pytest.mark.parametrize("name,lengths,new", BATCHES, ids=[b[0] for b in BATCHES])
+def test_indexer_logits_fp8_is_the_dequantized_indexer(name, lengths, new):
+    gen = torch.Generator().manual_seed(12)
+    batch = make_batch(lengths, new, gen, "paged")
+    q_fp8, q_scale = quantize_fp8_rows(torch.randn(batch.num_tokens, INDEX_HEADS, INDEX_DIM, generator=gen))
+    k_fp8, k_scale = quantize_fp8_rows(torch.randn(batch.num_slots, INDEX_DIM, generator=gen))
+    weights = torch.randn(batch.num_tokens, INDEX_HEADS, generator=gen) * INDEX_HEADS**-0.5
+    k_scale = nan_pool_except(k_scale[:, None], referenced_slots(batch))[:, 0]  # unreferenced scales never read
+
+    ours = indexer_logits_fp8(q_fp8, q_scale, weights, k_fp8, k_scale, batch.page_table, batch.q_seq, batch.q_pos)
+    k_deq = torch.nan_to_num(k_fp8.float() * k_scale[:, None])
+    brute = brute_indexer_logits(q_fp8.float() * q_scale[..., None], weights, k_deq, batch)
+    torch.testing.assert_close(ours, brute, **TOL[torch.float32])
 
 
 def _hf_index_scores(q, k, weights, attention_mask):
@@ -439,6 +467,11 @@ def _bad(argument, op, call):
         _bad("q_pos", "dense_mla", lambda b, q, kv, s: dense_mla(q, kv, b.page_table, b.q_seq, b.q_pos + 9, SM_SCALE, V_DIM)),
         _bad("weights", "indexer_logits", lambda b, q, kv, s: indexer_logits(q, q[:, 1:, 0], kv, b.page_table, b.q_seq, b.q_pos)),
         _bad("k_cache", "indexer_logits", lambda b, q, kv, s: indexer_logits(q, q[..., 0], kv[:, 1:], b.page_table, b.q_seq, b.q_pos)),
+        _bad("k_fp8", "indexer_logits_fp8", lambda b, q, kv, s: indexer_logits_fp8(
+            q.to(torch.float8_e4m3fn), q[..., 0], q[..., 0], kv, kv[:, 0], b.page_table, b.q_seq, b.q_pos)),
+        _bad("q_scale", "indexer_logits_fp8", lambda b, q, kv, s: indexer_logits_fp8(
+            q.to(torch.float8_e4m3fn), q[:, 1:, 0], q[..., 0], kv.to(torch.float8_e4m3fn), kv[:, 0],
+            b.page_table, b.q_seq, b.q_pos)),
         _bad("logits", "topk_positions", lambda b, q, kv, s: topk_positions(s, b.q_pos, 4)),
     ],
 )  # fmt: skip

@@ -1,0 +1,129 @@
+"""Sparse MLA decode: the top-k columns of each token split over programs (flash-decoding), then merged by lse."""
+
+import math
+
+import torch
+import triton
+import triton.language as tl
+
+from sglang_glm5.kernels.triton.common import block_size, check_out, tile_max, tile_sum
+from sglang_glm5.kernels.triton.mla_prefill import BLOCK_N, LN2, attend_topk, check_sparse_mla_args, tile_config
+
+COLUMNS_PER_SPLIT = 256  # top-k columns per program: GLM-5's 2048 -> 8 splits per (token, head tile)
+MAX_SPLITS = 64
+NUM_WARPS = 4
+COMBINE_NUM_WARPS = 4
+
+
+@triton.jit
+def _sparse_mla_split_kernel(
+    q_ptr,  # [T, H, Dqk]
+    kv_ptr,  # [S, Dqk]
+    page_table_ptr,  # [B, L]
+    q_seq_ptr,  # [T]
+    topk_ptr,  # [T, K]
+    part_out_ptr,  # [T, H, NS, V] fp32, normalised per split
+    part_lse_ptr,  # [T, H, NS] fp32, log2 units
+    topk_width, columns_per_split,
+    stride_qt, stride_qh, stride_kv, stride_pt, stride_tt,
+    qk_scale_log2,
+    HEADS: tl.constexpr, V_DIM: tl.constexpr, ROPE_DIM: tl.constexpr, NUM_SPLITS: tl.constexpr,
+    BLOCK_H: tl.constexpr, BLOCK_V: tl.constexpr, BLOCK_R: tl.constexpr, BLOCK_N: tl.constexpr,
+    DOT_PRECISION: tl.constexpr,
+):  # fmt: skip
+    token = tl.program_id(0)
+    head_start = tl.program_id(1) * BLOCK_H
+    split = tl.program_id(2)
+    col_start = split * columns_per_split
+    col_end = tl.minimum(col_start + columns_per_split, topk_width)
+    request = tl.load(q_seq_ptr + token).to(tl.int64)
+    acc, m, l = attend_topk(
+        q_ptr, kv_ptr, page_table_ptr + request * stride_pt, topk_ptr + token.to(tl.int64) * stride_tt,
+        token, head_start, col_start, col_end, stride_qt, stride_qh, stride_kv, qk_scale_log2,
+        HEADS, V_DIM, ROPE_DIM, BLOCK_H, BLOCK_V, BLOCK_R, BLOCK_N, DOT_PRECISION,
+    )  # fmt: skip
+    heads = head_start + tl.arange(0, BLOCK_H)
+    v_dims = tl.arange(0, BLOCK_V)
+    part = (token.to(tl.int64) * HEADS + heads) * NUM_SPLITS + split  # [BH] index into [T, H, NS]
+    out = tl.where(l[:, None] > 0, acc / tl.where(l > 0, l, 1.0)[:, None], 0.0)  # [BH, BV]
+    out_mask = (heads[:, None] < HEADS) & (v_dims[None, :] < V_DIM)
+    tl.store(part_out_ptr + part[:, None] * V_DIM + v_dims[None, :], out, mask=out_mask)
+    # a split with no valid column has weight exp2(-inf) = 0 in the merge
+    part_lse = tl.where(l > 0, m + tl.log2(tl.where(l > 0, l, 1.0)), float("-inf"))
+    tl.store(part_lse_ptr + part, part_lse, mask=heads < HEADS)
+
+
+@triton.jit
+def _merge_splits_kernel(
+    part_out_ptr,  # [T, H, NS, V] fp32
+    part_lse_ptr,  # [T, H, NS] fp32, log2 units
+    out_ptr,  # [T, H, V] q.dtype
+    lse_ptr,  # [T, H] fp32, written if WRITE_LSE
+    stride_ot, stride_oh, stride_lt,
+    HEADS: tl.constexpr, V_DIM: tl.constexpr, NUM_SPLITS: tl.constexpr,
+    BLOCK_S: tl.constexpr, BLOCK_V: tl.constexpr, WRITE_LSE: tl.constexpr,
+):  # fmt: skip
+    token = tl.program_id(0)
+    head = tl.program_id(1)
+    splits = tl.arange(0, BLOCK_S)
+    v_dims = tl.arange(0, BLOCK_V)
+    part = (token.to(tl.int64) * HEADS + head) * NUM_SPLITS + splits  # [BS]
+    part_lse = tl.load(part_lse_ptr + part, mask=splits < NUM_SPLITS, other=float("-inf"))  # [BS]
+    part_out = tl.load(
+        part_out_ptr + part[:, None] * V_DIM + v_dims[None, :],
+        mask=(splits[:, None] < NUM_SPLITS) & (v_dims[None, :] < V_DIM), other=0.0,
+    )  # [BS, BV]
+    top = tile_max(part_lse, 0)
+    top_safe = tl.where(top == float("-inf"), 0.0, top)
+    weight = tl.exp2(part_lse - top_safe)  # [BS], 0 for empty splits
+    total = tile_sum(weight, 0)
+    out = tile_sum(weight[:, None] * part_out, 0) / tl.where(total > 0, total, 1.0)  # [BV]
+    tl.store(out_ptr + token.to(tl.int64) * stride_ot + head * stride_oh + v_dims, out.to(out_ptr.dtype.element_ty),
+             mask=v_dims < V_DIM)  # fmt: skip
+    if WRITE_LSE:
+        lse = tl.where(total > 0, (top_safe + tl.log2(tl.where(total > 0, total, 1.0))) * LN2, float("-inf"))
+        tl.store(lse_ptr + token.to(tl.int64) * stride_lt + head, lse)
+
+
+def sparse_mla_decode(
+    q, kv_cache, page_table, q_seq, topk, sm_scale, v_dim, return_lse=False, *, out=None, lse=None, num_splits=None
+):
+    """Sparse MLA for decode, same contract as dsa_reference.sparse_mla_decode; `out` / `lse` written if given.
+
+    q [T, H, Dqk], kv_cache [S, Dqk], topk [T, K] -> out [T, H, v_dim] in q.dtype (and lse [T, H] fp32).
+    Decode has few tokens, so each token's K columns are split over NS programs to fill the GPU:
+    1. grid (T, head tiles, NS): each program runs sparse_mla_prefill's attend_topk over its
+       ceil(K / NS) columns -> normalised partial out [BH, v_dim] and lse in log2 units     # [T, H, NS, v_dim]
+    2. merge, one program per (t, h): w_s = exp2(lse_s - max lse); out = sum_s w_s out_s / sum_s w_s
+       (splits without a valid column weigh 0; an all -1 row gives out 0 and lse -inf)
+    num_splits: default ceil(K / 256) capped at 64. The kernel does not need one token per request.
+    """
+    check_sparse_mla_args(q, kv_cache, page_table, q_seq, topk, sm_scale, v_dim)
+    num_tokens, num_heads, _ = q.shape
+    topk_width = topk.shape[1]
+    if num_splits is None:
+        num_splits = min(MAX_SPLITS, max(1, triton.cdiv(topk_width, COLUMNS_PER_SPLIT)))
+    if not isinstance(num_splits, int) or not 1 <= num_splits <= MAX_SPLITS:
+        raise ValueError(f"num_splits must be an int in [1, {MAX_SPLITS}], got {num_splits!r}")
+    out = check_out(out, (num_tokens, num_heads, v_dim), q.dtype, q.device)
+    lse = check_out(lse, (num_tokens, num_heads), torch.float32, q.device) if return_lse else None
+    if num_tokens == 0:
+        return (out, lse) if return_lse else out
+    config = tile_config(q, v_dim)
+    # whole BLOCK_N steps per split, so no split starts mid-block
+    columns_per_split = triton.cdiv(triton.cdiv(max(topk_width, 1), num_splits), BLOCK_N) * BLOCK_N
+    part_out = torch.empty((num_tokens, num_heads, num_splits, v_dim), dtype=torch.float32, device=q.device)
+    part_lse = torch.empty((num_tokens, num_heads, num_splits), dtype=torch.float32, device=q.device)
+    grid = (num_tokens, triton.cdiv(num_heads, config["BLOCK_H"]), num_splits)
+    _sparse_mla_split_kernel[grid](
+        q, kv_cache, page_table, q_seq, topk, part_out, part_lse, topk_width, columns_per_split,
+        q.stride(0), q.stride(1), kv_cache.stride(0), page_table.stride(0), topk.stride(0),
+        sm_scale * math.log2(math.e), NUM_SPLITS=num_splits, num_warps=NUM_WARPS, **config,
+    )  # fmt: skip
+    _merge_splits_kernel[(num_tokens, num_heads)](
+        part_out, part_lse, out, lse if return_lse else out, out.stride(0), out.stride(1),
+        lse.stride(0) if return_lse else 0,
+        HEADS=num_heads, V_DIM=v_dim, NUM_SPLITS=num_splits, BLOCK_S=triton.next_power_of_2(num_splits),
+        BLOCK_V=block_size(v_dim), WRITE_LSE=return_lse, num_warps=COMBINE_NUM_WARPS,
+    )  # fmt: skip
+    return (out, lse) if return_lse else out

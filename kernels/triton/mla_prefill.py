@@ -1,0 +1,166 @@
+"""Sparse MLA over per-token top-k positions in the absorbed latent space, one program per (token, head tile)."""
+
+import math
+
+import torch
+import triton
+import triton.language as tl
+
+from sglang_glm5.kernels.triton.common import (
+    FLOAT_DTYPES,
+    INDEX_DTYPES,
+    block_size,
+    check_batch,
+    check_out,
+    check_size,
+    check_tensor,
+    dot_precision,
+    tile_max,
+    tile_sum,
+)
+
+BLOCK_N = 32  # selected positions per step
+MAX_BLOCK_H = 64  # head tile cap: up to 64 heads share one pass over the selected rows
+NUM_WARPS = 4
+LN2 = tl.constexpr(math.log(2.0))
+
+
+@triton.jit
+def attend_topk(
+    q_ptr, kv_ptr, page_row_ptr, topk_row_ptr,
+    token, head_start, col_start, col_end,
+    stride_qt, stride_qh, stride_kv, qk_scale_log2,
+    HEADS: tl.constexpr, V_DIM: tl.constexpr, ROPE_DIM: tl.constexpr,
+    BLOCK_H: tl.constexpr, BLOCK_V: tl.constexpr, BLOCK_R: tl.constexpr, BLOCK_N: tl.constexpr,
+    DOT_PRECISION: tl.constexpr,
+):  # fmt: skip
+    """Online softmax of one token's head tile over its topk columns [col_start, col_end) -> acc, m, l.
+
+    Scores are in log2 units (q pre-scaled by sm_scale * log2 e, so exp2 replaces exp). m [BH]: running max,
+    -inf while no valid column was seen; l [BH]: sum of exp2(s - m); acc [BH, BV]: sum of exp2(s - m) * v.
+    """
+    heads = head_start + tl.arange(0, BLOCK_H)
+    head_ok = heads < HEADS
+    v_dims = tl.arange(0, BLOCK_V)
+    r_dims = tl.arange(0, BLOCK_R)
+    v_ok = v_dims < V_DIM
+    r_ok = r_dims < ROPE_DIM
+    q_row = q_ptr + token.to(tl.int64) * stride_qt + heads[:, None] * stride_qh
+    q_v = tl.load(q_row + v_dims[None, :], mask=head_ok[:, None] & v_ok[None, :], other=0.0)  # [BH, BV]
+    q_r = tl.load(q_row + V_DIM + r_dims[None, :], mask=head_ok[:, None] & r_ok[None, :], other=0.0)  # [BH, BR]
+    q_v = q_v.to(tl.float32) * qk_scale_log2
+    q_r = q_r.to(tl.float32) * qk_scale_log2
+
+    m = tl.full([BLOCK_H], float("-inf"), tl.float32)
+    l = tl.full([BLOCK_H], 0, tl.float32)
+    acc = tl.full([BLOCK_H, BLOCK_V], 0, tl.float32)
+    cols = tl.arange(0, BLOCK_N)
+    for start in range(col_start, col_end, BLOCK_N):
+        in_range = start + cols < col_end
+        pos = tl.load(topk_row_ptr + start + cols, mask=in_range, other=-1)  # [BN]
+        valid = pos >= 0
+        slots = tl.load(page_row_ptr + pos, mask=valid, other=0).to(tl.int64)  # [BN]
+        kv_row = kv_ptr + slots[:, None] * stride_kv
+        kv_v = tl.load(kv_row + v_dims[None, :], mask=valid[:, None] & v_ok[None, :], other=0.0).to(tl.float32)
+        kv_r = tl.load(kv_row + V_DIM + r_dims[None, :], mask=valid[:, None] & r_ok[None, :], other=0.0).to(tl.float32)
+        scores = tl.dot(q_v, tl.trans(kv_v), input_precision=DOT_PRECISION)  # [BH, BN]
+        scores += tl.dot(q_r, tl.trans(kv_r), input_precision=DOT_PRECISION)
+        scores = tl.where(valid[None, :], scores, float("-inf"))
+        m_new = tl.maximum(m, tile_max(scores, 1))  # [BH]
+        # while m_new is -inf every score is -inf: subtract 0 so exp2 gives 0, not exp2(-inf + inf) = NaN
+        m_safe = tl.where(m_new == float("-inf"), 0.0, m_new)
+        p = tl.exp2(scores - m_safe[:, None])  # [BH, BN]
+        alpha = tl.exp2(m - m_safe)  # [BH]
+        l = l * alpha + tile_sum(p, 1)
+        acc = acc * alpha[:, None] + tl.dot(p, kv_v, input_precision=DOT_PRECISION)  # [BH, BV]
+        m = m_new
+    return acc, m, l
+
+
+@triton.jit
+def _sparse_mla_prefill_kernel(
+    q_ptr,  # [T, H, Dqk]
+    kv_ptr,  # [S, Dqk]
+    page_table_ptr,  # [B, L]
+    q_seq_ptr,  # [T]
+    topk_ptr,  # [T, K]
+    out_ptr,  # [T, H, V] q.dtype
+    lse_ptr,  # [T, H] fp32, written if WRITE_LSE
+    topk_width,
+    stride_qt, stride_qh, stride_kv, stride_pt, stride_tt, stride_ot, stride_oh, stride_lt,
+    qk_scale_log2,
+    HEADS: tl.constexpr, V_DIM: tl.constexpr, ROPE_DIM: tl.constexpr,
+    BLOCK_H: tl.constexpr, BLOCK_V: tl.constexpr, BLOCK_R: tl.constexpr, BLOCK_N: tl.constexpr,
+    WRITE_LSE: tl.constexpr, DOT_PRECISION: tl.constexpr,
+):  # fmt: skip
+    token = tl.program_id(0)
+    head_start = tl.program_id(1) * BLOCK_H
+    request = tl.load(q_seq_ptr + token).to(tl.int64)
+    acc, m, l = attend_topk(
+        q_ptr, kv_ptr, page_table_ptr + request * stride_pt, topk_ptr + token.to(tl.int64) * stride_tt,
+        token, head_start, 0, topk_width, stride_qt, stride_qh, stride_kv, qk_scale_log2,
+        HEADS, V_DIM, ROPE_DIM, BLOCK_H, BLOCK_V, BLOCK_R, BLOCK_N, DOT_PRECISION,
+    )  # fmt: skip
+    # an all -1 row has l = 0: output 0 and lse -inf, as the reference
+    out = tl.where(l[:, None] > 0, acc / tl.where(l > 0, l, 1.0)[:, None], 0.0)  # [BH, BV]
+    heads = head_start + tl.arange(0, BLOCK_H)
+    v_dims = tl.arange(0, BLOCK_V)
+    out_offs = token.to(tl.int64) * stride_ot + heads[:, None] * stride_oh + v_dims[None, :]
+    out_mask = (heads[:, None] < HEADS) & (v_dims[None, :] < V_DIM)
+    tl.store(out_ptr + out_offs, out.to(out_ptr.dtype.element_ty), mask=out_mask)
+    if WRITE_LSE:
+        lse = tl.where(l > 0, (m + tl.log2(tl.where(l > 0, l, 1.0))) * LN2, float("-inf"))  # natural log
+        tl.store(lse_ptr + token.to(tl.int64) * stride_lt + heads, lse, mask=heads < HEADS)
+
+
+def check_sparse_mla_args(q, kv_cache, page_table, q_seq, topk, sm_scale, v_dim):
+    check_tensor("q", q, 3, FLOAT_DTYPES)
+    num_tokens, num_heads, qk_dim = q.shape
+    check_tensor("kv_cache", kv_cache, 2, FLOAT_DTYPES, q.device)
+    check_size("kv_cache", kv_cache.shape[1], qk_dim, "head dim")
+    check_tensor("topk", topk, 2, INDEX_DTYPES, q.device)
+    check_size("topk", topk.shape[0], num_tokens, "number of query tokens")
+    check_batch(page_table, q_seq, None, num_tokens, q.device)
+    if not isinstance(v_dim, int) or not 0 < v_dim <= qk_dim:
+        raise ValueError(f"v_dim must be an int in [1, {qk_dim}], got {v_dim!r}")
+    if not sm_scale > 0:
+        raise ValueError(f"sm_scale must be > 0, got {sm_scale!r}")
+
+
+def tile_config(q, v_dim):
+    """Tile sizes (head tile right-sized to the head count, latent / rope parts padded to powers of two)."""
+    num_heads, qk_dim = q.shape[1], q.shape[2]
+    return dict(
+        HEADS=num_heads, V_DIM=v_dim, ROPE_DIM=qk_dim - v_dim,
+        BLOCK_H=min(block_size(num_heads), MAX_BLOCK_H), BLOCK_V=block_size(v_dim),
+        BLOCK_R=block_size(max(qk_dim - v_dim, 1)), BLOCK_N=BLOCK_N, DOT_PRECISION=dot_precision(q.dtype),
+    )  # fmt: skip
+
+
+def sparse_mla_prefill(q, kv_cache, page_table, q_seq, topk, sm_scale, v_dim, return_lse=False, *, out=None, lse=None):
+    """Sparse MLA, same contract as dsa_reference.sparse_mla_prefill; `out` / `lse` are written if given.
+
+    q [T, H, Dqk], kv_cache [S, Dqk] (latent | rope key), topk [T, K] positions (-1 = skip)
+    -> out [T, H, v_dim] in q.dtype (and lse [T, H] fp32, natural log, if return_lse).
+    One program per (query token t, tile of up to 64 heads); heads are not padded past a 16-row tile:
+    1. q[t] split into latent [BH, v_dim] and rope [BH, Dqk - v_dim] parts, both * sm_scale * log2 e
+    2. per BLOCK_N topk columns: slots = page_table[q_seq[t], pos] for pos >= 0            # [BN]
+       kv = kv_cache[slots] in fp32 (rows of -1 columns are never loaded)                  # [BN, Dqk]
+       s = q_latent @ kv_latent^T + q_rope @ kv_rope^T, -inf at -1                         # [BH, BN]
+    3. online softmax in base 2: m, l, acc += exp2(s - m) @ kv_latent                      # [BH, v_dim]
+    4. out = acc / l (0 for an all -1 row); lse = (m + log2 l) * ln 2 (-inf for an all -1 row)
+    """
+    check_sparse_mla_args(q, kv_cache, page_table, q_seq, topk, sm_scale, v_dim)
+    num_tokens, num_heads, _ = q.shape
+    out = check_out(out, (num_tokens, num_heads, v_dim), q.dtype, q.device)
+    lse = check_out(lse, (num_tokens, num_heads), torch.float32, q.device) if return_lse else None
+    config = tile_config(q, v_dim)
+    if num_tokens:
+        grid = (num_tokens, triton.cdiv(num_heads, config["BLOCK_H"]))
+        _sparse_mla_prefill_kernel[grid](
+            q, kv_cache, page_table, q_seq, topk, out, lse if return_lse else out, topk.shape[1],
+            q.stride(0), q.stride(1), kv_cache.stride(0), page_table.stride(0), topk.stride(0),
+            out.stride(0), out.stride(1), lse.stride(0) if return_lse else 0, sm_scale * math.log2(math.e),
+            WRITE_LSE=return_lse, num_warps=NUM_WARPS, **config,
+        )  # fmt: skip
+    return (out, lse) if return_lse else out

@@ -1,0 +1,125 @@
+"""Top-k positions per query token by radix select: ascending positions, ties to the lower position, -1 padding."""
+
+import torch
+import triton
+import triton.language as tl
+
+from sglang_glm5.kernels.triton.common import (
+    FLOAT_DTYPES,
+    INDEX_DTYPES,
+    check_out,
+    check_size,
+    check_tensor,
+    tile_exclusive_cumsum,
+    tile_sum,
+)
+
+PAD = tl.constexpr(-1)
+BLOCK_L = 1024  # logits scanned per step
+BLOCK_K = 256  # output columns padded per step
+RADIX_BITS = 4  # threshold digits decided per pass: 32 / 4 = 8 counting passes over the row
+NUM_WARPS = 4
+SIGN_BIT = tl.constexpr(-(2**31))  # int32 with only the sign bit set
+INT32_MAX = tl.constexpr(2**31 - 1)
+
+
+@triton.jit
+def _order_key(x):
+    """fp32 -> int32 whose signed order is the float order; -0.0 == +0.0, and NaN above +inf as torch.sort has it."""
+    x = tl.where(x == 0.0, 0.0, x)
+    bits = x.to(tl.int32, bitcast=True)
+    # negative floats order backwards in their bit pattern: flip all bits but the sign
+    key = tl.where(bits < 0, bits ^ INT32_MAX, bits)
+    return tl.where(x != x, INT32_MAX, key)
+
+
+@triton.jit
+def _topk_kernel(
+    logits_ptr,  # [T, L]
+    q_pos_ptr,  # [T]
+    out_ptr,  # [T, K] int32
+    k,
+    stride_lt,
+    stride_ot,
+    BLOCK_L: tl.constexpr,
+    BLOCK_K: tl.constexpr,
+    RADIX_BITS: tl.constexpr,
+):
+    token = tl.program_id(0)
+    row = logits_ptr + token.to(tl.int64) * stride_lt
+    out_row = out_ptr + token.to(tl.int64) * stride_ot
+    num_valid = tl.load(q_pos_ptr + token).to(tl.int32) + 1
+    num_sel = tl.minimum(num_valid, k)
+    offs = tl.arange(0, BLOCK_L)
+
+    # threshold = the num_sel-th largest key; the whole row is selected when it has <= k valid positions
+    threshold = num_valid * 0 + SIGN_BIT
+    num_above = num_valid
+    if num_valid > k:
+        digits = tl.arange(0, 1 << RADIX_BITS)  # [R]
+        prefix = num_valid * 0  # threshold bits found so far, in unsigned order (sign bit flipped)
+        for radix_pass in tl.static_range(32 // RADIX_BITS):
+            shift = 32 - RADIX_BITS * (radix_pass + 1)
+            candidates = (prefix | (digits << shift)) ^ SIGN_BIT  # [R] in signed order
+            at_least = tl.full([1 << RADIX_BITS], 0, tl.int32)  # [R] keys >= candidate
+            above = tl.full([1 << RADIX_BITS], 0, tl.int32)  # [R] keys > candidate
+            for start in range(0, num_valid, BLOCK_L):
+                in_row = start + offs < num_valid
+                key = _order_key(tl.load(row + start + offs, mask=in_row, other=0.0).to(tl.float32))  # [BL]
+                at_least += tile_sum(((key[:, None] >= candidates[None, :]) & in_row[:, None]).to(tl.int32), 0)
+                if shift == 0:
+                    above += tile_sum(((key[:, None] > candidates[None, :]) & in_row[:, None]).to(tl.int32), 0)
+            # counts fall with the digit and digit 0 always has >= num_sel: the largest digit keeping >= num_sel
+            digit = tile_sum((at_least >= num_sel).to(tl.int32), 0) - 1
+            prefix = prefix | (digit << shift)
+            if shift == 0:
+                num_above = tile_sum(tl.where(digits == digit, above, 0), 0)
+        threshold = prefix ^ SIGN_BIT
+
+    # one pass in position order: output slots come from a running count, so positions land ascending
+    ties_wanted = num_sel - num_above
+    written = num_valid * 0
+    ties_seen = num_valid * 0
+    for start in range(0, num_valid, BLOCK_L):
+        pos = start + offs
+        in_row = pos < num_valid
+        key = _order_key(tl.load(row + pos, mask=in_row, other=0.0).to(tl.float32))  # [BL]
+        tie = ((key == threshold) & in_row).to(tl.int32)
+        take = ((key > threshold) & in_row) | ((tie != 0) & (ties_seen + tile_exclusive_cumsum(tie, 0) < ties_wanted))
+        take_i = take.to(tl.int32)
+        tl.store(out_row + written + tile_exclusive_cumsum(take_i, 0), pos, mask=take)
+        written += tile_sum(take_i, 0)
+        ties_seen += tile_sum(tie, 0)
+
+    cols = tl.arange(0, BLOCK_K)
+    for start in range(0, k, BLOCK_K):
+        pad_cols = start + cols
+        tl.store(out_row + pad_cols, tl.full([BLOCK_K], PAD, tl.int32), mask=(pad_cols >= num_sel) & (pad_cols < k))
+
+
+def topk_positions(logits, q_pos, k, *, out=None):
+    """Top-k positions, same contract as dsa_reference.topk_positions; `out` [T, k] int32 is written if given.
+
+    logits [T, L], q_pos [T] -> [T, k] int32: the min(k, q_pos[t] + 1) best of positions 0..q_pos[t], ascending,
+    then -1. Equal scores go to the lower position; -0.0 equals +0.0; NaN ranks above +inf (torch.sort's order).
+    One program per query token t, reading only positions 0..q_pos[t]:
+    1. key = the fp32 logit's bits mapped to an int32 with the same order                 # [L]
+    2. if more than k valid: 8 passes decide the k-th largest key 4 bits at a time, each pass counting
+       keys >= each of the 16 candidates (prefix | digit << shift); the last pass also counts keys >
+    3. one pass in position order takes keys > threshold and the first (k - #greater) keys == threshold,
+       writing each at the running count (exclusive cumsum), so the output is ascending   # [k]
+    4. columns min(k, q_pos[t] + 1).. get -1
+    """
+    check_tensor("logits", logits, 2, FLOAT_DTYPES)
+    check_tensor("q_pos", q_pos, 1, INDEX_DTYPES, logits.device)
+    num_tokens, length = logits.shape
+    check_size("q_pos", q_pos.shape[0], num_tokens, "number of query tokens")
+    if not isinstance(k, int) or k < 1:
+        raise ValueError(f"k must be an int >= 1, got {k!r}")
+    out = check_out(out, (num_tokens, k), torch.int32, logits.device)
+    if num_tokens:
+        _topk_kernel[(num_tokens,)](
+            logits, q_pos, out, k, logits.stride(0), out.stride(0),
+            BLOCK_L=BLOCK_L, BLOCK_K=BLOCK_K, RADIX_BITS=RADIX_BITS, num_warps=NUM_WARPS,
+        )  # fmt: skip
+    return out

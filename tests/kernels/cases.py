@@ -1,0 +1,77 @@
+"""Batches, inputs, tolerances and readable ids shared by the kernel tests (sized for the Triton interpreter)."""
+
+import math
+from dataclasses import dataclass
+
+import torch
+
+KV_LORA_RANK, ROPE_DIM = 512, 64
+QK_DIM, V_DIM = KV_LORA_RANK + ROPE_DIM, KV_LORA_RANK  # GLM-5's 576-d absorbed query / key, 512-d latent value
+SM_SCALE = (192 + ROPE_DIM) ** -0.5
+INDEX_DIM = 128
+OUT_OF_RANGE = 1000  # page_table entries past a request's length: slot ids this many pools away
+
+# kernel vs reference, both computing in fp32 from the same inputs; fp16 outputs add one fp16 rounding
+TOL = {
+    torch.float32: dict(atol=2e-5, rtol=2e-5),
+    torch.float16: dict(atol=2e-3, rtol=2e-3),
+    torch.float8_e4m3fn: dict(atol=1e-4, rtol=2e-5),  # scales applied after the dot instead of before
+}
+DTYPE_ID = {torch.float32: "fp32", torch.float16: "fp16", torch.float8_e4m3fn: "fp8"}
+
+
+@dataclass
+class Batch:
+    page_table: torch.Tensor  # [B, L] int32
+    q_seq: torch.Tensor  # [T]
+    q_pos: torch.Tensor  # [T]
+    num_slots: int
+
+    @property
+    def num_tokens(self):
+        return self.q_seq.shape[0]
+
+    def referenced_slots(self):
+        return {int(self.page_table[int(b), p]) for b, n in zip(self.q_seq, self.q_pos) for p in range(int(n) + 1)}
+
+
+def make_batch(lengths, new_tokens, gen, page_size=64):
+    """Each request's positions on whole pages of `page_size` slots, pages shuffled over the pool (1 = per token).
+
+    page_table entries past a request's length hold out-of-range slot ids: reading one fails.
+    """
+    pages = [math.ceil(n / page_size) for n in lengths]
+    num_slots = (sum(pages) + 1) * page_size
+    page_ids = torch.randperm(num_slots // page_size, generator=gen)
+    page_table = torch.full((len(lengths), max(lengths)), OUT_OF_RANGE * num_slots, dtype=torch.int32)
+    offset = 0
+    for b, (n, count) in enumerate(zip(lengths, pages)):
+        runs = page_ids[offset : offset + count, None] * page_size + torch.arange(page_size)  # [pages, page_size]
+        page_table[b, :n] = runs.flatten()[:n].to(torch.int32)
+        offset += count
+    q_seq = torch.cat([torch.full((q,), b) for b, q in enumerate(new_tokens)])
+    q_pos = torch.cat([torch.arange(n - q, n) for n, q in zip(lengths, new_tokens)])
+    return Batch(page_table, q_seq, q_pos, num_slots)
+
+
+def nan_except(cache, slots):
+    """The cache with every row outside `slots` set to NaN: a kernel reading one shows it."""
+    keep = torch.zeros(cache.shape[0], dtype=torch.bool)
+    keep[sorted(slots)] = True
+    return torch.where(keep.view(-1, *[1] * (cache.dim() - 1)), cache.float(), float("nan")).to(cache.dtype)
+
+
+def random_topk(batch, k, gen, empty_rows=()):
+    """Random distinct valid positions per token, -1 padded, shuffled (kernels must not rely on order)."""
+    rows = []
+    for t in range(batch.num_tokens):
+        n = int(batch.q_pos[t]) + 1
+        chosen = [] if t in empty_rows else torch.randperm(n, generator=gen)[: min(k, n)].tolist()
+        row = torch.tensor(chosen + [-1] * (k - len(chosen)), dtype=torch.int32)
+        rows.append(row[torch.randperm(k, generator=gen)])
+    return torch.stack(rows)
+
+
+def batch_id(lengths, new_tokens):
+    kind = "decode" if set(new_tokens) == {1} else "prefill"
+    return f"B{len(lengths)}-S{'.'.join(map(str, lengths))}-{kind}"

@@ -1,0 +1,107 @@
+"""Triton sparse MLA prefill and decode against the reference, under the interpreter."""
+
+import pytest
+import torch
+
+from sglang_glm5.kernels.triton import sparse_mla_decode, sparse_mla_prefill
+from sglang_glm5.ops.dsa_reference import sparse_mla
+from tests.kernels.cases import (
+    DTYPE_ID,
+    QK_DIM,
+    SM_SCALE,
+    TOL,
+    V_DIM,
+    batch_id,
+    make_batch,
+    nan_except,
+    random_topk,
+)
+
+PREFILL = ([1, 63, 500], [1, 6, 5])  # odd lengths, ragged, a chunk at the end of a 500-token request
+DECODE = ([1, 64, 65, 500], [1, 1, 1, 1])  # one token per request, either side of a 64-slot page boundary
+# (heads, dtype, topk): every TP degree's head count; topk 256 > most lengths, so rows end in -1 padding
+SHAPES = [(8, torch.float32, 16), (16, torch.float16, 256), (32, torch.float32, 256), (64, torch.float16, 16)]
+
+
+def _inputs(lengths, new, heads, dtype, topk, seed):
+    gen = torch.Generator().manual_seed(seed)
+    batch = make_batch(lengths, new, gen)
+    q = torch.randn(batch.num_tokens, heads, QK_DIM, generator=gen).to(dtype)  # [T, H, 576]
+    kv_cache = torch.randn(batch.num_slots, QK_DIM, generator=gen).to(dtype)  # [S, 576]
+    sel = random_topk(batch, topk, gen, empty_rows={batch.num_tokens - 1})  # [T, K], last row all -1
+    selected = {int(batch.page_table[int(b), p]) for b, row in zip(batch.q_seq, sel.tolist()) for p in row if p >= 0}
+    return batch, q, nan_except(kv_cache, selected), sel
+
+
+def _check(entry, lengths, new, heads, dtype, topk, seed, **kwargs):
+    batch, q, kv_cache, sel = _inputs(lengths, new, heads, dtype, topk, seed)
+    out = torch.full((batch.num_tokens, heads, V_DIM), float("nan"), dtype=dtype)
+    lse = torch.full((batch.num_tokens, heads), float("nan"))
+    args = (q, kv_cache, batch.page_table, batch.q_seq, sel, SM_SCALE, V_DIM)
+    entry(*args, return_lse=True, out=out, lse=lse, **kwargs)
+    ref_out, ref_lse = sparse_mla(*args, return_lse=True)
+    assert not out.isnan().any() and not lse.isnan().any()
+    torch.testing.assert_close(out.float(), ref_out.float(), **TOL[dtype])
+    torch.testing.assert_close(lse, ref_lse, **TOL[torch.float32])
+    assert torch.equal(out[-1], torch.zeros_like(out[-1])) and torch.isneginf(lse[-1]).all()  # the all -1 row
+
+
+def _case_id(batch, heads, dtype, topk):
+    return f"{batch_id(*batch)}-H{heads}-{DTYPE_ID[dtype]}-topk{topk}"
+
+
+@pytest.mark.parametrize("heads,dtype,topk", SHAPES, ids=[_case_id(PREFILL, *s) for s in SHAPES])
+def test_sparse_mla_prefill_matches_reference(heads, dtype, topk):
+    _check(sparse_mla_prefill, *PREFILL, heads, dtype, topk, seed=heads)
+
+
+@pytest.mark.parametrize("heads,dtype,topk", SHAPES, ids=[_case_id(DECODE, *s) for s in SHAPES])
+def test_sparse_mla_decode_matches_reference(heads, dtype, topk):
+    _check(sparse_mla_decode, *DECODE, heads, dtype, topk, seed=heads + 1)
+
+
+@pytest.mark.parametrize("num_splits", [1, 3, 8], ids=lambda n: f"splits{n}")
+def test_sparse_mla_decode_splits(num_splits):
+    """Splits merge exactly, including splits whose columns are all -1 or past the end of the row."""
+    _check(sparse_mla_decode, *DECODE, 8, torch.float32, 96, seed=num_splits, num_splits=num_splits)
+
+
+def test_returns_q_dtype_without_lse():
+    batch, q, kv_cache, sel = _inputs([40], [2], 8, torch.float16, 16, seed=5)
+    args = (q, kv_cache, batch.page_table, batch.q_seq, sel, SM_SCALE, V_DIM)
+    for entry in (sparse_mla_prefill, sparse_mla_decode):
+        out = entry(*args)
+        assert out.dtype == torch.float16 and out.shape == (batch.num_tokens, 8, V_DIM)
+        torch.testing.assert_close(out, sparse_mla(*args), **TOL[torch.float16])
+
+
+def test_small_latent_of_the_tiny_checkpoint():
+    """kv_lora_rank 64 + rope 16 (tiny GLM-5): non-GLM-5 dims pad to power-of-two tiles."""
+    gen = torch.Generator().manual_seed(6)
+    batch = make_batch([30, 70], [30, 1], gen)
+    q = torch.randn(batch.num_tokens, 4, 80, generator=gen)
+    kv_cache = torch.randn(batch.num_slots, 80, generator=gen)
+    sel = random_topk(batch, 16, gen)
+    args = (q, kv_cache, batch.page_table, batch.q_seq, sel, 0.1, 64)
+    for entry in (sparse_mla_prefill, sparse_mla_decode):
+        torch.testing.assert_close(entry(*args), sparse_mla(*args), **TOL[torch.float32])
+
+
+@pytest.mark.parametrize("entry", [sparse_mla_prefill, sparse_mla_decode], ids=["prefill", "decode"])
+@pytest.mark.parametrize(
+    "argument,change",
+    [
+        ("q", lambda a: {**a, "q": a["q"].long()}),
+        ("kv_cache", lambda a: {**a, "kv_cache": a["kv_cache"][:, 1:]}),
+        ("topk", lambda a: {**a, "topk": a["topk"][1:]}),
+        ("q_seq", lambda a: {**a, "q_seq": a["q_seq"].float()}),
+        ("v_dim", lambda a: {**a, "v_dim": QK_DIM + 1}),
+        ("out", lambda a: {**a, "out": torch.empty(1)}),
+    ],
+)
+def test_bad_arguments_are_named(entry, argument, change):
+    batch, q, kv_cache, sel = _inputs([9], [2], 8, torch.float32, 4, seed=7)
+    args = dict(q=q, kv_cache=kv_cache, page_table=batch.page_table, q_seq=batch.q_seq, topk=sel, sm_scale=SM_SCALE,
+                v_dim=V_DIM)  # fmt: skip
+    with pytest.raises((TypeError, ValueError), match=argument):
+        entry(**change(args))

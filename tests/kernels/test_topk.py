@@ -1,0 +1,92 @@
+"""Triton top-k selection against the reference, under the interpreter: index sets, canonical layout, ties."""
+
+import pytest
+import torch
+
+from sglang_glm5.kernels.triton import topk_positions
+from sglang_glm5.ops.dsa_reference import topk_positions as ref_topk_positions
+
+SENTINEL = -7  # pre-filled into the output: an unwritten element shows
+
+
+def _q_pos(length, k, count, gen):
+    """Edge rows (position 0, 1, k - 1, k, last) plus random ones."""
+    edges = torch.tensor([0, 1, k - 1, k, length - 1]).clamp(0, length - 1)
+    return torch.cat([edges, torch.randint(0, length, (count,), generator=gen)])
+
+
+def _run(logits, q_pos, k):
+    out = torch.full((logits.shape[0], k), SENTINEL, dtype=torch.int32)
+    topk_positions(logits, q_pos, k, out=out)
+    assert not (out == SENTINEL).any(), "output element left unwritten"
+    return out
+
+
+def _assert_canonical(out, q_pos, k):
+    """Per row: min(k, q_pos + 1) distinct valid positions ascending, then -1."""
+    for row, pos in zip(out.tolist(), q_pos.tolist()):
+        count = min(k, pos + 1)
+        assert row[:count] == sorted(set(row[:count])) and all(0 <= p <= pos for p in row[:count])
+        assert row[count:] == [-1] * (k - count)
+
+
+@pytest.mark.parametrize(
+    "length,k",
+    [(1, 16), (63, 16), (500, 16), (500, 64), (63, 200), (500, 2048)],
+    ids=lambda v: str(v),
+)
+def test_topk_index_sets_match_reference(length, k):
+    gen = torch.Generator().manual_seed(length * 7 + k)
+    q_pos = _q_pos(length, k, 6, gen)
+    logits = torch.randn(q_pos.shape[0], length, generator=gen)
+    logits = torch.where(torch.arange(length) <= q_pos[:, None], logits, float("nan"))  # never read past q_pos
+    out = _run(logits, q_pos, k)
+    ref = ref_topk_positions(logits, q_pos, k)
+    assert [set(r) - {-1} for r in out.tolist()] == [set(r) - {-1} for r in ref.tolist()]
+    _assert_canonical(out, q_pos, k)
+
+
+@pytest.mark.parametrize("length,k,levels", [(500, 64, 3), (63, 16, 2), (500, 16, 1)], ids=["L500-topk64-3levels",
+                         "L63-topk16-2levels", "L500-topk16-all-equal"])  # fmt: skip
+def test_ties_go_to_lower_positions(length, k, levels):
+    gen = torch.Generator().manual_seed(levels)
+    q_pos = _q_pos(length, k, 6, gen)
+    logits = torch.randint(0, levels, (q_pos.shape[0], length), generator=gen).float()
+    assert torch.equal(_run(logits, q_pos, k), ref_topk_positions(logits, q_pos, k))
+
+
+def test_special_values():
+    nan, inf = float("nan"), float("inf")
+    logits = torch.tensor(
+        [
+            [1.0, 5.0, 5.0, nan, inf],  # q_pos 2: NaN and +inf past it are not candidates
+            [-0.0, 0.0, -0.0, 0.0, 1.0],  # -0.0 ties +0.0: lower positions win
+            [-inf] * 5,  # valid -inf scores are still selected
+            [-1.0, -3.0, -2.0, -inf, -0.5],  # negatives order correctly
+            [nan, 1.0, 2.0, 3.0, 4.0],  # a valid NaN ranks above everything, as torch.sort has it
+        ]
+    )
+    q_pos = torch.tensor([2, 4, 1, 4, 4])
+    for k in (1, 2, 3, 7):
+        assert torch.equal(_run(logits, q_pos, k), ref_topk_positions(logits, q_pos, k)), f"k={k}"
+
+
+def test_fp16_logits_and_int32_positions():
+    gen = torch.Generator().manual_seed(4)
+    q_pos = _q_pos(130, 16, 4, gen).to(torch.int32)
+    logits = torch.randn(q_pos.shape[0], 130, generator=gen).half()
+    assert torch.equal(topk_positions(logits, q_pos, 16), ref_topk_positions(logits, q_pos, 16))
+
+
+@pytest.mark.parametrize(
+    "argument,call",
+    [
+        ("logits", lambda lg, qp: topk_positions(lg[0], qp, 4)),
+        ("q_pos", lambda lg, qp: topk_positions(lg, qp[1:], 4)),
+        ("k", lambda lg, qp: topk_positions(lg, qp, 0)),
+        ("out", lambda lg, qp: topk_positions(lg, qp, 4, out=torch.empty(2, 4, dtype=torch.int64))),
+    ],
+)
+def test_bad_arguments_are_named(argument, call):
+    with pytest.raises((TypeError, ValueError), match=argument):
+        call(torch.randn(2, 9), torch.tensor([3, 8]))
