@@ -13,6 +13,7 @@ from sglang_glm5.presets.files import PRESETS_DIR, PresetError, configs_dir, fie
 GPUS_FILE = "gpus.json"
 FEATURES_FILE = "features.json"
 OPTIONS_FILE = "sglang-options.json"
+DEFAULTS_FILE = "preset-defaults.json"
 MODEL_CONFIG_FILE = "glm5-config.json"
 PRESET_FIELDS = frozenset({"description", "hardware", "dtype", "tp", "model_path", "options", "notes"})
 REQUIREMENT_KEYS = ("vendor", "dtype")
@@ -101,6 +102,9 @@ class Catalog:
     def offering(self, feature: Feature) -> list[str]:
         return [name for name, preset in self.presets.items() if preset.refusal_of(feature) is None]
 
+    def allowed_features(self, preset: Preset) -> list[str]:
+        return [name for name, feature in self.features.items() if preset.refusal_of(feature) is None]
+
 
 def load_catalog(root: Path | None = None) -> Catalog:
     root = Path(root) if root is not None else configs_dir()
@@ -109,8 +113,9 @@ def load_catalog(root: Path | None = None) -> Catalog:
     gpus = read_json(gpus_path)
     hardware = {k: _hardware(k, v, f"{gpus_path}: hardware.{k}") for k, v in field(gpus, "hardware", dict, str(gpus_path)).items()}
     vendors = field(gpus, "vendors", dict, str(gpus_path))
-    for vendor in {h.vendor for h in hardware.values()} - set(vendors):
-        raise PresetError(f"{gpus_path}: vendors: missing vendor '{vendor}'")
+    missing = sorted({h.vendor for h in hardware.values()} - set(vendors))
+    if missing:
+        raise PresetError(f"{gpus_path}: vendors: missing {missing}")
     dtypes = {v: tuple(field(d, "dtypes", list, f"{gpus_path}: vendors.{v}")) for v, d in vendors.items()}
     why_not = {v: field(d, "why_not", dict, f"{gpus_path}: vendors.{v}") for v, d in vendors.items()}
     options_path = root / OPTIONS_FILE
@@ -120,9 +125,12 @@ def load_catalog(root: Path | None = None) -> Catalog:
         k: _feature(k, v, f"{features_path}: features.{k}", options, model)
         for k, v in field(read_json(features_path), "features", dict, str(features_path)).items()
     }
+    defaults_path = root / DEFAULTS_FILE
+    defaults = field(read_json(defaults_path), "options", dict, str(defaults_path))
+    _check_options(defaults, options, f"{defaults_path}: field 'options'")
     presets = {}
     for path in sorted((root / PRESETS_DIR).glob("*.json")):
-        presets[path.stem] = _preset(path, hardware, dtypes, options, model)
+        presets[path.stem] = _preset(path, hardware, dtypes, options, model, defaults)
     if not presets:
         raise PresetError(f"{root / PRESETS_DIR}: no preset files (*.json)")
     return Catalog(root, model, freeze(hardware), freeze(dtypes), freeze(why_not), freeze(features), freeze(options), freeze(presets))
@@ -195,7 +203,7 @@ def _check_indexcache_pattern(pattern: Any, model: Glm5Config, where: str) -> No
         raise PresetError(f"{where}: must start with F (layer 0 has no earlier indexer to reuse)")
 
 
-def _preset(path: Path, hardware, dtypes, known_options, model: Glm5Config) -> Preset:
+def _preset(path: Path, hardware, dtypes, known_options, model: Glm5Config, defaults: Mapping[str, Any]) -> Preset:
     d = read_json(path)
     where = str(path)
     unknown = sorted(set(d) - PRESET_FIELDS)
@@ -215,7 +223,7 @@ def _preset(path: Path, hardware, dtypes, known_options, model: Glm5Config) -> P
     notes = field(d, "notes", list, where)
     return Preset(
         path.stem, path, field(d, "description", str, where), hardware[hw], dtype, tp,
-        field(d, "model_path", (str, type(None)), where), freeze(options), tuple(notes),
+        field(d, "model_path", (str, type(None)), where), freeze({**defaults, **options}), tuple(notes),
     )
 
 

@@ -14,7 +14,7 @@ COLUMNS = ("preset", "hardware", "dtype", "tp", "model", "--with", "description"
 def rows(catalog: Catalog) -> list[tuple[str, ...]]:
     out = []
     for name, p in catalog.presets.items():
-        features = [f for f, feature in catalog.features.items() if p.refusal_of(feature) is None]
+        features = catalog.allowed_features(p)
         out.append((name, p.hardware.name, p.dtype, str(p.tp), p.model_path or "--model-path DIR", ",".join(features) or "-", p.description))
     return out
 

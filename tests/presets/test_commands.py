@@ -1,8 +1,8 @@
 """Every preset x every allowed feature combination parses with the installed SGLang's own argument parser,
 and its values are the cookbook's (expected values are written here from the cookbook, not read from configs/)."""
 
-import itertools
 import json
+import shutil
 
 import pytest
 
@@ -10,6 +10,7 @@ from sglang_glm5.presets.catalog import load_catalog
 from sglang_glm5.presets.compose import compose
 from sglang_glm5.presets.flags import SGLangArgumentError, is_deprecated, parse, to_argv
 from sglang_glm5.presets.launch_cli import build
+from tests.presets.combos import preset_feature_combinations
 
 CATALOG = load_catalog()
 MODEL_PATH = "/models/glm-5"
@@ -28,22 +29,15 @@ B200_FP8 = {
     "moe_runner_backend": "flashinfer_trtllm", "quantization": "fp8",
 }
 AMD = {"dsa_prefill_backend": "tilelang", "dsa_decode_backend": "tilelang", "chunked_prefill_size": 131072, "watchdog_timeout": 1200}
-PARSERS = {"reasoning_parser": "glm45", "tool_call_parser": "glm47"}
+PARSERS = {"reasoning_parser": "glm5", "tool_call_parser": "glm5"}  # ours (plugin); the cookbook's: glm45 / glm47
+COOKBOOK_PARSERS = {"reasoning_parser": "glm45", "tool_call_parser": "glm47"}
 H200_FP8_README = {"mem_fraction_static": 0.85, "served_model_name": "glm-5-fp8"}
 EAGLE = {"speculative_algorithm": "EAGLE", "speculative_num_steps": 3, "speculative_eagle_topk": 1, "speculative_num_draft_tokens": 4}
 RELEASED_PATTERN = "FFSFSSSFSSFFFSSSFFFSFSSSSSSFFSFFSFFSSFFFFFFSFFFFFSFFSSSSSSFSFFFSFSSSFSFFSFFSSS"
 CPU = {"device": "cpu", "tp_size": 1, "attention_backend": "dsa"}
 
 
-def combinations():
-    for name, preset in CATALOG.presets.items():
-        allowed = [f for f, feature in CATALOG.features.items() if preset.refusal_of(feature) is None]
-        for k in range(len(allowed) + 1):
-            for features in itertools.combinations(allowed, k):
-                yield pytest.param(name, features, id="+".join((name, *features)))
-
-
-COMBINATIONS = list(combinations())
+COMBINATIONS = preset_feature_combinations(CATALOG)
 
 
 def expected(name: str, features: tuple[str, ...]) -> dict:
@@ -90,6 +84,18 @@ def test_command_uses_no_deprecated_flag(server_arg_parser, name, features):
     argv = to_argv(server_arg_parser, CATALOG.options, compose(CATALOG, name, features, model_path=MODEL_PATH).options)
     deprecated = {s for a in server_arg_parser._actions if is_deprecated(a) for s in a.option_strings}
     assert not [a for a in argv if a in deprecated]
+
+
+def test_switching_back_to_the_cookbook_parsers_is_one_data_change(server_arg_parser, tmp_path):
+    root = tmp_path / "configs"
+    shutil.copytree(CATALOG.root, root)
+    defaults = json.loads((root / "preset-defaults.json").read_text())
+    defaults["options"].update(COOKBOOK_PARSERS)
+    (root / "preset-defaults.json").write_text(json.dumps(defaults))
+    catalog = load_catalog(root)
+    for name in catalog.presets:
+        ns = parse(server_arg_parser, to_argv(server_arg_parser, catalog.options, compose(catalog, name, model_path=MODEL_PATH).options))
+        assert {k: getattr(ns, k) for k in COOKBOOK_PARSERS} == COOKBOOK_PARSERS
 
 
 def test_cookbook_nsa_flags_are_rejected_by_the_installed_sglang(server_arg_parser):

@@ -47,7 +47,7 @@ def test_chat_request_is_answered(server):
 def test_the_preset_command_ran_with_our_model_and_backend(server):
     log = server.log_path.read_text()
     launched = next(line for line in log.splitlines() if line.startswith("+ ") and "sglang.launch_server" in line)
-    for flag in ("--device cpu", "--reasoning-parser glm45", "--tool-call-parser glm47", "--attention-backend dsa", "--disable-cuda-graph"):
+    for flag in ("--device cpu", "--reasoning-parser glm5", "--tool-call-parser glm5", "--attention-backend dsa", "--disable-cuda-graph"):
         assert flag in launched
     assert "GLM-5 model: sglang_glm5.models.glm5.GlmMoeDsaForCausalLM" in log
     assert "GLM-5 DSA backend: prefill=reference decode=reference" in log

@@ -8,6 +8,7 @@ from sglang_glm5.cli import main
 from sglang_glm5.presets.catalog import load_catalog
 from sglang_glm5.presets.compose import Refusal
 from sglang_glm5.presets.planner import plan
+from tests.presets.combos import preset_feature_combinations
 
 CATALOG = load_catalog()
 MIB = 2**20
@@ -142,10 +143,8 @@ def test_cpu_tiny_has_nothing_to_plan():
 
 
 def test_every_allowed_combination_fits_except_dp_attention_on_the_tightest():
-    from tests.presets.test_commands import COMBINATIONS
-
     refused = []
-    for param in COMBINATIONS:
+    for param in preset_feature_combinations(CATALOG):
         name, features = param.values
         if name != "cpu-tiny" and not plan(CATALOG, name, features).weights_fit:
             refused.append(param.id)
