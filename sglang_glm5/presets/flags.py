@@ -42,8 +42,23 @@ def is_deprecated(action: argparse.Action) -> bool:
     return type(action).__name__.lower().startswith(DEPRECATED) or help_text.startswith(DEPRECATED)
 
 
+def _usable_actions(parser: argparse.ArgumentParser) -> dict[str, argparse.Action]:
+    return {a.dest: a for a in parser._actions if a.option_strings and not is_deprecated(a)}
+
+
+def parsed_options(parser: argparse.ArgumentParser, table: Mapping[str, tuple], ns: argparse.Namespace) -> dict[str, Any]:
+    """Our option names -> the values SGLang parsed into the arguments that carry them (options it lacks are left out)."""
+    actions = _usable_actions(parser)
+    out = {}
+    for name, candidates in table.items():
+        dest = next((c["dest"] for c in candidates if c["dest"] in actions), None)
+        if dest is not None:
+            out[name] = getattr(ns, dest)
+    return out
+
+
 def to_argv(parser: argparse.ArgumentParser, table: Mapping[str, tuple], options: Mapping[str, Any]) -> list[str]:
-    actions = {a.dest: a for a in parser._actions if a.option_strings and not is_deprecated(a)}
+    actions = _usable_actions(parser)
     argv: list[str] = []
     for name, value in options.items():
         if name not in table:

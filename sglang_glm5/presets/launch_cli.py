@@ -6,11 +6,12 @@ import argparse
 import os
 import shlex
 import sys
+from typing import Any
 
 from sglang_glm5.presets.catalog import Catalog, load_catalog
-from sglang_glm5.presets.compose import LaunchSpec, compose, parse_features
+from sglang_glm5.presets.compose import LaunchSpec, Refusal, compose, parse_features
 from sglang_glm5.presets.files import PresetError
-from sglang_glm5.presets.flags import parse, sglang_parser, to_argv
+from sglang_glm5.presets.flags import parse, parsed_options, sglang_parser, to_argv
 from sglang_glm5.presets.planner import check_weights_fit
 from sglang_glm5.serving.cli import launch_command
 
@@ -20,13 +21,22 @@ MULTI_NODE_NOTE = (
 )
 
 
-def build(catalog: Catalog, spec: LaunchSpec, extra: list[str], env: dict[str, str]) -> tuple[list[str], dict[str, str]]:
-    """The launch_server process (command, env) for `spec` plus `extra` flags, checked by the installed SGLang's parser."""
+def build(catalog: Catalog, spec: LaunchSpec, extra: list[str], env: dict[str, str]) -> tuple[list[str], dict[str, str], dict[str, Any]]:
+    """The launch_server process (command, env) for `spec` plus `extra` flags, checked by the installed SGLang's parser,
+    and the values it parsed under our option names."""
     parser = sglang_parser()
     argv = to_argv(parser, catalog.options, spec.options) + extra
     command, env = launch_command(argv, env)
-    parse(parser, command[command.index("sglang.launch_server") + 1 :])
-    return command, env
+    ns = parse(parser, command[command.index("sglang.launch_server") + 1 :])
+    return command, env, parsed_options(parser, catalog.options, ns)
+
+
+def check_extra(catalog: Catalog, spec: LaunchSpec, parsed: dict[str, Any]) -> None:
+    """Flags after `--` win in launch_server; the preset's checks must see what will really run."""
+    if parsed["tp"] != spec.tp:
+        raise Refusal(f"tp {parsed['tp']} given after `--` would skip the preset's checks: use --tp {parsed['tp']} instead")
+    if parsed.get("mem_fraction_static") != spec.options.get("mem_fraction_static"):
+        check_weights_fit(catalog, spec, parsed["mem_fraction_static"])
 
 
 def run(args: argparse.Namespace) -> int:
@@ -35,7 +45,8 @@ def run(args: argparse.Namespace) -> int:
         catalog = load_catalog()
         spec = compose(catalog, args.preset, parse_features(args.features), args.tp, args.model_path)
         check_weights_fit(catalog, spec)
-        command, env = build(catalog, spec, extra, dict(os.environ))
+        command, env, parsed = build(catalog, spec, extra, dict(os.environ))
+        check_extra(catalog, spec, parsed)
     except PresetError as e:
         print(f"sglang-glm5 launch: error: {e}", file=sys.stderr)
         return 2

@@ -155,14 +155,14 @@ def smallest_fitting_tp(catalog: Catalog, memory_plan: MemoryPlan, **kwargs) -> 
     return None
 
 
-def check_weights_fit(catalog: Catalog, spec: LaunchSpec) -> None:
+def check_weights_fit(catalog: Catalog, spec: LaunchSpec, mem_fraction_static: float | None = None) -> None:
     """Refuse a GPU launch whose weights cannot fit the static memory fraction, naming the tp that would."""
     if spec.preset.hardware.memory_mib is None:
         return
-    p = plan(catalog, spec.preset.name, spec.features, tp=spec.tp)
+    p = plan(catalog, spec.preset.name, spec.features, tp=spec.tp, mem_fraction_static=mem_fraction_static)
     if p.weights_fit:
         return
-    fitting_tp = smallest_fitting_tp(catalog, p, features=spec.features)
+    fitting_tp = smallest_fitting_tp(catalog, p, features=spec.features, mem_fraction_static=mem_fraction_static)
     instead = f": use --tp {fitting_tp} instead" if fitting_tp else ""
     raise Refusal(
         f"preset {p.preset} at tp {p.tp} does not fit: the weights need {p.weight_bytes / GIB:.2f} GiB per GPU,"

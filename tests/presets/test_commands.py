@@ -6,6 +6,7 @@ import shutil
 
 import pytest
 
+from sglang_glm5.cli import main
 from sglang_glm5.presets.catalog import load_catalog
 from sglang_glm5.presets.compose import compose
 from sglang_glm5.presets.flags import SGLangArgumentError, is_deprecated, parse, to_argv
@@ -106,8 +107,16 @@ def test_cookbook_nsa_flags_are_rejected_by_the_installed_sglang(server_arg_pars
 
 def test_cpu_tiny_launch_adds_the_serve_cpu_defaults_and_parses():
     spec = compose(CATALOG, "cpu-tiny", model_path=MODEL_PATH)
-    command, env = build(CATALOG, spec, ["--port", "30123"], {})
+    command, env, parsed = build(CATALOG, spec, ["--port", "30123"], {})
     args = command[command.index("sglang.launch_server") + 1 :]
     assert args[args.index("--device") + 1] == "cpu" and "--disable-overlap-schedule" in args
     assert args[args.index("--port") + 1] == "30123"
     assert env["SGLANG_USE_CPU_ENGINE"] == "1"
+    assert parsed["device"] == "cpu" and parsed["tp"] == 1 and parsed["mem_fraction_static"] == 0.05
+
+
+def test_launch_prints_the_multi_node_note_and_the_command(capsys):
+    assert main(["launch", "--preset", "h100-fp8", "--print-only"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert "tp 16 spans 2 nodes of 8 GPUs: run this command on every node, adding `--node-rank R --dist-init-addr HOST:PORT`" in out[-2]
+    assert out[-1].startswith("+ ") and " -m sglang.launch_server --model-path zai-org/GLM-5-FP8 --device cuda --tp-size 16 --nnodes 2 " in out[-1]

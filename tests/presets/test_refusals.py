@@ -174,3 +174,22 @@ def test_local_fp8_checkpoint_on_amd_is_read_from_its_config(tmp_path):
 def test_launch_refuses_weights_that_do_not_fit(capsys, argv, message):
     assert main(["launch", *argv, "--print-only"]) == 2
     assert message in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    "extra,message",
+    [
+        (["--tp-size", "4"], "tp 4 given after `--` would skip the preset's checks: use --tp 4 instead"),
+        (["--mem-fraction-static", "0.5"], "preset h200-fp8 at tp 8 does not fit: the weights need 88.69 GiB per GPU,"
+         " mem-fraction-static 0.5 of NVIDIA H200 SXM 141GB holds 70.20 GiB: use --tp 16 instead"),
+    ],
+    ids=["tp-after-dashes", "mem-fraction-after-dashes"],
+)
+def test_flags_after_dashes_are_checked_too(capsys, extra, message):
+    assert main(["launch", "--preset", "h200-fp8", "--print-only", "--", *extra]) == 2
+    assert message in capsys.readouterr().err
+
+
+def test_a_larger_mem_fraction_after_dashes_is_accepted(capsys):
+    assert main(["launch", "--preset", "h200-fp8", "--print-only", "--", "--mem-fraction-static", "0.9"]) == 0
+    assert capsys.readouterr().out.rstrip().endswith("--mem-fraction-static 0.9")
