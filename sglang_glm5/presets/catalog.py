@@ -55,6 +55,7 @@ class Feature:
     options_from_preset: Mapping[str, str]
     requires: Mapping[str, tuple[str, ...]]
     refusals: Mapping[str, str]
+    note: str | None
 
 
 @dataclass(frozen=True)
@@ -190,7 +191,7 @@ def _feature(name: str, d: Mapping[str, Any], where: str, known: Mapping[str, An
         _check_indexcache_pattern(pattern, model, f"{where}: options.model_override_args.index_topk_pattern")
     return Feature(
         name, field(d, "help", str, where), freeze(options), freeze(from_preset),
-        freeze({k: list(v) for k, v in requires.items()}), freeze(refusals),
+        freeze({k: list(v) for k, v in requires.items()}), freeze(refusals), d.get("note"),
     )
 
 

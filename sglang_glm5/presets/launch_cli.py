@@ -50,6 +50,9 @@ def run(args: argparse.Namespace) -> int:
     except PresetError as e:
         print(f"sglang-glm5 launch: error: {e}", file=sys.stderr)
         return 2
+    for name in spec.features:
+        if catalog.features[name].note:
+            print(f"note ({name}): {catalog.features[name].note}")
     if spec.nnodes > 1:
         print(MULTI_NODE_NOTE.format(tp=spec.tp, nnodes=spec.nnodes, per_node=spec.preset.hardware.gpus_per_node))
     print("+", shlex.join(command), flush=True)

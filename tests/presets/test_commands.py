@@ -120,3 +120,9 @@ def test_launch_prints_the_multi_node_note_and_the_command(capsys):
     out = capsys.readouterr().out.splitlines()
     assert "tp 16 spans 2 nodes of 8 GPUs: run this command on every node, adding `--node-rank R --dist-init-addr HOST:PORT`" in out[-2]
     assert out[-1].startswith("+ ") and " -m sglang.launch_server --model-path zai-org/GLM-5-FP8 --device cuda --tp-size 16 --nnodes 2 " in out[-1]
+
+
+def test_launch_with_indexcache_says_sglang_ignores_the_pattern_for_glm5(capsys):
+    assert main(["launch", "--preset", "h200-fp8", "--with", "indexcache", "--print-only"]) == 0
+    out = capsys.readouterr().out
+    assert "note (indexcache): SGLang 0.5.23 reads the config's indexer_types before index_topk_pattern" in out
