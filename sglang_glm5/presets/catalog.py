@@ -2,13 +2,20 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from types import MappingProxyType
-from typing import Any, Mapping
+from typing import Any
 
 from sglang_glm5.config import Glm5Config, Glm5ConfigError
-from sglang_glm5.presets.files import PRESETS_DIR, PresetError, configs_dir, field, read_json
+from sglang_glm5.presets.files import (
+    PRESETS_DIR,
+    PresetError,
+    configs_dir,
+    field,
+    read_json,
+)
 
 GPUS_FILE = "gpus.json"
 FEATURES_FILE = "features.json"

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable, Mapping
+from typing import Any
 
 from sglang_glm5.config import CONFIG_FILE
 from sglang_glm5.presets.catalog import Catalog, Preset, freeze

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 CONFIGS_ENV = "SGLANG_GLM5_CONFIGS"  # another configs/ folder (tests, site-specific presets)
 REPO_CONFIGS = Path(__file__).resolve().parents[2] / "configs"

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import argparse
 import json
+from collections.abc import Mapping
 from importlib.metadata import version
-from typing import Any, Mapping
+from typing import Any
 
 from sglang_glm5.presets.catalog import OPTIONS_FILE, thaw
 from sglang_glm5.presets.files import PresetError

@@ -10,7 +10,6 @@ from sglang_glm5.presets.compose import parse_features
 from sglang_glm5.presets.files import PresetError
 from sglang_glm5.presets.planner import GIB, MemoryPlan, plan, smallest_fitting_tp
 
-
 LABEL_WIDTH = 44
 
 
@@ -18,8 +17,11 @@ def gib(n: float) -> str:
     return f"{n / GIB:.2f} GiB"
 
 
+def line(label: str, value: str) -> str:
+    return f"{label:<{LABEL_WIDTH}}{value}"
+
+
 def describe(p: MemoryPlan, fitting_tp: int | None) -> tuple[list[str], bool]:
-    line = lambda label, value: f"{label:<{LABEL_WIDTH}}{value}"  # noqa: E731
     dp = f", attention DP {p.attention_dp}" if p.attention_dp > 1 else ""
     lines = [
         f"{p.preset} on {p.gpu}: tp {p.tp}{dp}, kv-cache {p.kv_cache_dtype}, mem-fraction-static {p.mem_fraction_static}",
@@ -47,10 +49,10 @@ def describe(p: MemoryPlan, fitting_tp: int | None) -> tuple[list[str], bool]:
 def run(args: argparse.Namespace) -> int:
     try:
         catalog = load_catalog()
-        options = dict(
-            features=parse_features(args.features), context=args.context, concurrency=args.concurrency,
-            mem_fraction_static=args.mem_fraction_static, kv_cache_dtype=args.kv_cache_dtype,
-        )
+        options = {
+            "features": parse_features(args.features), "context": args.context, "concurrency": args.concurrency,
+            "mem_fraction_static": args.mem_fraction_static, "kv_cache_dtype": args.kv_cache_dtype,
+        }
         p = plan(catalog, args.preset, tp=args.tp, **options)
         fitting_tp = None if p.weights_fit else smallest_fitting_tp(catalog, p, **options)
     except PresetError as e:

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Iterable
 
 from sglang_glm5.checkpoint.schema import tensor_specs
 from sglang_glm5.config import Glm5Config

@@ -99,7 +99,7 @@ def test_fp8_kv_cache_is_656_plus_132_bytes_per_token_per_layer():
 
 def test_eagle_adds_the_mtp_layer_and_its_kv():
     base, eagle = plan(CATALOG, "h200-fp8", context=CONTEXT), plan(CATALOG, "h200-fp8", ["eagle"], context=CONTEXT)
-    mtp = dict((i.label, i.bytes) for i in eagle.weights)["MTP layer (EAGLE draft)"]
+    mtp = {i.label: i.bytes for i in eagle.weights}["MTP layer (EAGLE draft)"]
     assert mtp == pytest.approx(mtp_layer_bytes(True, 8), rel=1e-12)
     assert eagle.weight_bytes == pytest.approx(base.weight_bytes + mtp, rel=1e-12)
     assert eagle.kv_bytes_per_token == (LAYERS + 1) * (KV_BF16_PER_LAYER + INDEXER_PER_LAYER)

@@ -45,8 +45,8 @@ def test_tp_that_does_not_divide_the_heads(tp, instead):
 @pytest.mark.parametrize(
     "preset,feature,message",
     [
-        ("h200-bf16", "indexcache", "the released IndexCache pattern was searched for GLM-5-FP8 (cookbook): launch without "
-         f"indexcache, or use {INDEXCACHE_PRESETS} instead"),
+        ("h200-bf16", "indexcache", ("the released IndexCache pattern was searched for GLM-5-FP8 (cookbook): launch without "
+         f"indexcache, or use {INDEXCACHE_PRESETS} instead")),
         ("mi355x-bf16", "indexcache", "the released IndexCache pattern was searched for GLM-5-FP8"),
         ("cpu-tiny", "dp-attention", "DP attention needs several GPUs"),
         ("cpu-tiny", "eagle", "nor by our CPU path: launch without eagle"),
@@ -138,8 +138,8 @@ def test_broken_file_names_file_and_field(configs_copy, file, change, message):
 @pytest.mark.parametrize(
     "preset,model_path,message",
     [
-        ("mi300x-bf16", "zai-org/GLM-5-FP8", "zai-org/GLM-5-FP8 holds FP8 weights but preset mi300x-bf16 serves BF16: the cookbook"
-         " lists no FP8 deployment of GLM-5 on AMD GPUs: use zai-org/GLM-5 instead"),
+        ("mi300x-bf16", "zai-org/GLM-5-FP8", ("zai-org/GLM-5-FP8 holds FP8 weights but preset mi300x-bf16 serves BF16: the cookbook"
+         " lists no FP8 deployment of GLM-5 on AMD GPUs: use zai-org/GLM-5 instead")),
         ("h200-bf16", "zai-org/GLM-5-FP8", "zai-org/GLM-5-FP8 holds FP8 weights but preset h200-bf16 serves BF16: use h200-fp8 instead"),
         ("h200-fp8", "zai-org/GLM-5", "zai-org/GLM-5 holds BF16 weights but preset h200-fp8 serves FP8: use h200-bf16 instead"),
     ],
@@ -164,10 +164,10 @@ def test_local_fp8_checkpoint_on_amd_is_read_from_its_config(tmp_path):
 @pytest.mark.parametrize(
     "argv,message",
     [
-        (["--preset", "h100-fp8", "--tp", "8"], "preset h100-fp8 at tp 8 does not fit: the weights need 88.69 GiB per GPU,"
-         " mem-fraction-static 0.85 of NVIDIA H100 SXM 80GB holds 67.70 GiB: use --tp 16 instead"),
-        (["--preset", "h100-bf16", "--with", "dp-attention"], "preset h100-bf16 at tp 32 does not fit: the weights need 68.06 GiB"
-         " per GPU, mem-fraction-static 0.85 of NVIDIA H100 SXM 80GB holds 67.70 GiB: use --tp 64 instead"),
+        (["--preset", "h100-fp8", "--tp", "8"], ("preset h100-fp8 at tp 8 does not fit: the weights need 88.69 GiB per GPU,"
+         " mem-fraction-static 0.85 of NVIDIA H100 SXM 80GB holds 67.70 GiB: use --tp 16 instead")),
+        (["--preset", "h100-bf16", "--with", "dp-attention"], ("preset h100-bf16 at tp 32 does not fit: the weights need 68.06 GiB"
+         " per GPU, mem-fraction-static 0.85 of NVIDIA H100 SXM 80GB holds 67.70 GiB: use --tp 64 instead")),
     ],
     ids=["h100-fp8-tp8", "h100-bf16-dp-attention"],
 )
@@ -180,8 +180,8 @@ def test_launch_refuses_weights_that_do_not_fit(capsys, argv, message):
     "extra,message",
     [
         (["--tp-size", "4"], "tp 4 given after `--` would skip the preset's checks: use --tp 4 instead"),
-        (["--mem-fraction-static", "0.5"], "preset h200-fp8 at tp 8 does not fit: the weights need 88.69 GiB per GPU,"
-         " mem-fraction-static 0.5 of NVIDIA H200 SXM 141GB holds 70.20 GiB: use --tp 16 instead"),
+        (["--mem-fraction-static", "0.5"], ("preset h200-fp8 at tp 8 does not fit: the weights need 88.69 GiB per GPU,"
+         " mem-fraction-static 0.5 of NVIDIA H200 SXM 141GB holds 70.20 GiB: use --tp 16 instead")),
     ],
     ids=["tp-after-dashes", "mem-fraction-after-dashes"],
 )
