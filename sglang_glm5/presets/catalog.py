@@ -198,7 +198,8 @@ def _feature(name: str, d: Mapping[str, Any], where: str, known: Mapping[str, An
         _check_indexcache_pattern(pattern, model, f"{where}: options.model_override_args.index_topk_pattern")
     return Feature(
         name, field(d, "help", str, where), freeze(options), freeze(from_preset),
-        freeze({k: list(v) for k, v in requires.items()}), freeze(refusals), d.get("note"),
+        freeze({k: list(v) for k, v in requires.items()}), freeze(refusals),
+        field(d, "note", str, where) if "note" in d else None,
     )
 
 

@@ -8,14 +8,18 @@ import sys
 from sglang_glm5.presets.catalog import Catalog, load_catalog
 from sglang_glm5.presets.files import PresetError
 
-COLUMNS = ("preset", "hardware", "dtype", "tp", "model", "--with", "description")
+COLUMNS = ("preset", "hardware", "dtype", "tp", "model", "--with", "mem", "kv cache", "description")
+UNSET = "-"
 
 
 def rows(catalog: Catalog) -> list[tuple[str, ...]]:
     out = []
     for name, p in catalog.presets.items():
         features = catalog.allowed_features(p)
-        out.append((name, p.hardware.name, p.dtype, str(p.tp), p.model_path or "--model-path DIR", ",".join(features) or "-", p.description))
+        out.append((
+            name, p.hardware.name, p.dtype, str(p.tp), p.model_path or "--model-path DIR", ",".join(features) or UNSET,
+            str(p.options.get("mem_fraction_static", UNSET)), p.options.get("kv_cache_dtype", UNSET), p.description,
+        ))
     return out
 
 

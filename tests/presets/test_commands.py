@@ -126,3 +126,11 @@ def test_launch_with_indexcache_says_sglang_ignores_the_pattern_for_glm5(capsys)
     assert main(["launch", "--preset", "h200-fp8", "--with", "indexcache", "--print-only"]) == 0
     out = capsys.readouterr().out
     assert "note (indexcache): SGLang 0.5.23 reads the config's indexer_types before index_topk_pattern" in out
+
+
+def test_presets_table_lists_every_preset_with_its_features(capsys):
+    assert main(["presets"]) == 0
+    rows = {line.split()[0]: line.split() for line in capsys.readouterr().out.splitlines()[1:] if line.strip() and not line.startswith("files:")}
+    assert set(rows) == set(CATALOG.presets)
+    assert rows["h200-fp8"][:6] == ["h200-fp8", "h200", "fp8", "8", "zai-org/GLM-5-FP8", "eagle,dp-attention,indexcache"]
+    assert rows["mi355x-bf16"][5] == "dp-attention" and rows["cpu-tiny"][4:7] == ["--model-path", "DIR", "-"]

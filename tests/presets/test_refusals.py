@@ -124,9 +124,11 @@ def edit(path, change):
         ("features.json", lambda d: d["features"]["eagle"]["refusals"].clear(), "features.json: features.eagle: refusals.vendor: missing the message"),
         ("glm5-config.json", lambda d: d.pop("index_topk"), "glm5-config.json: missing field 'index_topk' (DSA indexer)"),
         ("gpus.json", lambda d: d["hardware"]["h100"].update(gpus_per_node=0), "gpus.json: hardware.h100: field 'gpus_per_node' must be >= 1"),
+        ("preset-defaults.json", lambda d: d["options"].update(reasoning="glm5"), "preset-defaults.json: field 'options': unknown option 'reasoning'"),
     ],
     ids=["tp-not-dividing-heads", "tp-wrong-type", "unknown-option", "missing-hardware", "unknown-hardware",
-         "fp8-on-amd-file", "unknown-field", "indexcache-pattern-length", "refusal-message-missing", "model-config-field", "gpus-per-node"],
+         "fp8-on-amd-file", "unknown-field", "indexcache-pattern-length", "refusal-message-missing", "model-config-field", "gpus-per-node",
+         "defaults-unknown-option"],
 )
 def test_broken_file_names_file_and_field(configs_copy, file, change, message):
     edit(configs_copy / file, change)
