@@ -9,7 +9,8 @@ from pathlib import Path
 from typing import Any
 
 CONFIGS_ENV = "SGLANG_GLM5_CONFIGS"  # another configs/ folder (tests, site-specific presets)
-REPO_CONFIGS = Path(__file__).resolve().parents[2] / "configs"
+# The repository's top-level configs/, through a link that package-data follows, so wheels carry the files.
+PACKAGED_CONFIGS = Path(__file__).parent / "configs"
 PRESETS_DIR = "presets"
 
 
@@ -18,7 +19,7 @@ class PresetError(ValueError):
 
 
 def configs_dir() -> Path:
-    path = Path(os.environ.get(CONFIGS_ENV) or REPO_CONFIGS)
+    path = Path(os.environ.get(CONFIGS_ENV) or PACKAGED_CONFIGS).resolve()
     if not path.is_dir():
         raise PresetError(f"{path}: no configs folder (set {CONFIGS_ENV} to one)")
     return path
