@@ -7,7 +7,14 @@ import triton
 import triton.language as tl
 
 from sglang_glm5.kernels.triton.common import block_size, check_out, tile_max, tile_sum
-from sglang_glm5.kernels.triton.mla_prefill import BLOCK_N, LN2, attend_topk, check_sparse_mla_args, tile_config
+from sglang_glm5.kernels.triton.mla_prefill import (
+    BLOCK_N,
+    LN2,
+    attend_topk,
+    check_sparse_mla_args,
+    kv_views,
+    tile_config,
+)
 
 COLUMNS_PER_SPLIT = 256  # top-k columns per program: GLM-5's 2048 -> 8 splits per (token, head tile)
 MAX_SPLITS = 64
@@ -18,18 +25,20 @@ COMBINE_NUM_WARPS = 4
 @triton.jit
 def _sparse_mla_split_kernel(
     q_ptr,  # [T, H, Dqk]
-    kv_ptr,  # [S, Dqk]
+    kv_ptr,  # [S, Dqk] float, or the e4m3 view of [S, 656] FP8 rows
+    scale_ptr,  # fp32 view of the FP8 rows (KV_FP8 only)
+    rope_ptr,  # kv_ptr, or the bf16 view of the FP8 rows
     page_table_ptr,  # [B, L]
     q_seq_ptr,  # [T]
     topk_ptr,  # [T, K]
     part_out_ptr,  # [T, H, NS, V] fp32, normalised per split
     part_lse_ptr,  # [T, H, NS] fp32, log2 units
     topk_width, columns_per_split,
-    stride_qt, stride_qh, stride_kv, stride_pt, stride_tt,
+    stride_qt, stride_qh, stride_kv, stride_scale, stride_rope, stride_pt, stride_tt,
     qk_scale_log2,
     HEADS: tl.constexpr, V_DIM: tl.constexpr, ROPE_DIM: tl.constexpr, NUM_SPLITS: tl.constexpr,
     BLOCK_H: tl.constexpr, BLOCK_V: tl.constexpr, BLOCK_R: tl.constexpr, BLOCK_N: tl.constexpr,
-    DOT_PRECISION: tl.constexpr,
+    KV_FP8: tl.constexpr, SCALE_OFFSET: tl.constexpr, ROPE_OFFSET: tl.constexpr, DOT_PRECISION: tl.constexpr,
 ):  # fmt: skip
     token = tl.program_id(0)
     head_start = tl.program_id(1) * BLOCK_H
@@ -38,9 +47,10 @@ def _sparse_mla_split_kernel(
     col_end = tl.minimum(col_start + columns_per_split, topk_width)
     request = tl.load(q_seq_ptr + token).to(tl.int64)
     acc, m, l = attend_topk(
-        q_ptr, kv_ptr, page_table_ptr + request * stride_pt, topk_ptr + token.to(tl.int64) * stride_tt,
-        token, head_start, col_start, col_end, stride_qt, stride_qh, stride_kv, qk_scale_log2,
-        HEADS, V_DIM, ROPE_DIM, BLOCK_H, BLOCK_V, BLOCK_R, BLOCK_N, DOT_PRECISION,
+        q_ptr, kv_ptr, scale_ptr, rope_ptr, page_table_ptr + request * stride_pt,
+        topk_ptr + token.to(tl.int64) * stride_tt, token, head_start, col_start, col_end,
+        stride_qt, stride_qh, stride_kv, stride_scale, stride_rope, qk_scale_log2,
+        HEADS, V_DIM, ROPE_DIM, BLOCK_H, BLOCK_V, BLOCK_R, BLOCK_N, KV_FP8, SCALE_OFFSET, ROPE_OFFSET, DOT_PRECISION,
     )  # fmt: skip
     heads = head_start + tl.arange(0, BLOCK_H)
     v_dims = tl.arange(0, BLOCK_V)
@@ -90,7 +100,8 @@ def sparse_mla_decode(
 ):
     """Sparse MLA for decode, same contract as dsa_reference.sparse_mla_decode; `out` / `lse` written if given.
 
-    q [T, H, Dqk], kv_cache [S, Dqk], topk [T, K] -> out [T, H, v_dim] in q.dtype (and lse [T, H] fp32).
+    q [T, H, Dqk], kv_cache [S, Dqk] float or [S, 656] uint8 FP8 rows (kv_layout.py), topk [T, K]
+    -> out [T, H, v_dim] in q.dtype (and lse [T, H] fp32).
     Decode has few tokens, so each token's K columns are split over NS programs to fill the GPU:
     1. grid (T, head tiles, NS): each program runs sparse_mla_prefill's attend_topk over its
        ceil(K / NS) columns -> normalised partial out [BH, v_dim] and lse in log2 units     # [T, H, NS, v_dim]
@@ -114,11 +125,12 @@ def sparse_mla_decode(
     columns_per_split = triton.cdiv(triton.cdiv(max(topk_width, 1), num_splits), BLOCK_N) * BLOCK_N
     part_out = torch.empty((num_tokens, num_heads, num_splits, v_dim), dtype=torch.float32, device=q.device)
     part_lse = torch.empty((num_tokens, num_heads, num_splits), dtype=torch.float32, device=q.device)
+    (kv, scale, rope), (stride_kv, stride_scale, stride_rope), layout = kv_views(kv_cache, v_dim)
     grid = (num_tokens, triton.cdiv(num_heads, config["BLOCK_H"]), num_splits)
     _sparse_mla_split_kernel[grid](
-        q, kv_cache, page_table, q_seq, topk, part_out, part_lse, topk_width, columns_per_split,
-        q.stride(0), q.stride(1), kv_cache.stride(0), page_table.stride(0), topk.stride(0),
-        sm_scale * math.log2(math.e), NUM_SPLITS=num_splits, num_warps=NUM_WARPS, **config,
+        q, kv, scale, rope, page_table, q_seq, topk, part_out, part_lse, topk_width, columns_per_split,
+        q.stride(0), q.stride(1), stride_kv, stride_scale, stride_rope, page_table.stride(0), topk.stride(0),
+        sm_scale * math.log2(math.e), NUM_SPLITS=num_splits, num_warps=NUM_WARPS, **config, **layout,
     )  # fmt: skip
     _merge_splits_kernel[(num_tokens, num_heads)](
         part_out, part_lse, out, lse if return_lse else out, out.stride(0), out.stride(1),

@@ -18,26 +18,30 @@ from sglang_glm5.kernels.triton.common import (
     tile_max,
     tile_sum,
 )
+from sglang_glm5.kernels.triton.kv_layout import FP8_TILE, check_fp8_kv, fp8_kv_offsets
 
 BLOCK_N = 32  # selected positions per step
 MAX_BLOCK_H = 64  # head tile cap: up to 64 heads share one pass over the selected rows
 NUM_WARPS = 4
 LN2 = tl.constexpr(math.log(2.0))
+FP8_TILE_SIZE = tl.constexpr(FP8_TILE)  # latent values per fp32 scale in FP8 rows
 
 
 @triton.jit
 def attend_topk(
-    q_ptr, kv_ptr, page_row_ptr, topk_row_ptr,
+    q_ptr, kv_ptr, scale_ptr, rope_ptr, page_row_ptr, topk_row_ptr,
     token, head_start, col_start, col_end,
-    stride_qt, stride_qh, stride_kv, qk_scale_log2,
+    stride_qt, stride_qh, stride_kv, stride_scale, stride_rope, qk_scale_log2,
     HEADS: tl.constexpr, V_DIM: tl.constexpr, ROPE_DIM: tl.constexpr,
     BLOCK_H: tl.constexpr, BLOCK_V: tl.constexpr, BLOCK_R: tl.constexpr, BLOCK_N: tl.constexpr,
-    DOT_PRECISION: tl.constexpr,
+    KV_FP8: tl.constexpr, SCALE_OFFSET: tl.constexpr, ROPE_OFFSET: tl.constexpr, DOT_PRECISION: tl.constexpr,
 ):  # fmt: skip
     """Online softmax of one token's head tile over its topk columns [col_start, col_end) -> acc, m, l.
 
     Scores are in log2 units (q pre-scaled by sm_scale * log2 e, so exp2 replaces exp). m [BH]: running max,
     -inf while no valid column was seen; l [BH]: sum of exp2(s - m); acc [BH, BV]: sum of exp2(s - m) * v.
+    A cache row's latent is at kv_ptr, its rope key at rope_ptr + ROPE_OFFSET (the same row of a float cache);
+    with KV_FP8 the latent is e4m3 and its per-tile fp32 scales are at scale_ptr + SCALE_OFFSET (kv_layout.py).
     """
     heads = head_start + tl.arange(0, BLOCK_H)
     head_ok = heads < HEADS
@@ -60,9 +64,13 @@ def attend_topk(
         pos = tl.load(topk_row_ptr + start + cols, mask=in_range, other=-1)  # [BN]
         valid = pos >= 0
         slots = tl.load(page_row_ptr + pos, mask=valid, other=0).to(tl.int64)  # [BN]
-        kv_row = kv_ptr + slots[:, None] * stride_kv
-        kv_v = tl.load(kv_row + v_dims[None, :], mask=valid[:, None] & v_ok[None, :], other=0.0).to(tl.float32)
-        kv_r = tl.load(kv_row + V_DIM + r_dims[None, :], mask=valid[:, None] & r_ok[None, :], other=0.0).to(tl.float32)
+        v_mask = valid[:, None] & v_ok[None, :]
+        kv_v = tl.load(kv_ptr + slots[:, None] * stride_kv + v_dims[None, :], mask=v_mask, other=0.0).to(tl.float32)
+        if KV_FP8:
+            tile_scale = scale_ptr + slots[:, None] * stride_scale + SCALE_OFFSET + v_dims[None, :] // FP8_TILE_SIZE
+            kv_v = kv_v * tl.load(tile_scale, mask=v_mask, other=0.0)  # [BN, BV] dequantized latent
+        rope_row = rope_ptr + slots[:, None] * stride_rope + ROPE_OFFSET
+        kv_r = tl.load(rope_row + r_dims[None, :], mask=valid[:, None] & r_ok[None, :], other=0.0).to(tl.float32)
         scores = tl.dot(q_v, tl.trans(kv_v), input_precision=DOT_PRECISION)  # [BH, BN]
         scores += tl.dot(q_r, tl.trans(kv_r), input_precision=DOT_PRECISION)
         scores = tl.where(valid[None, :], scores, float("-inf"))
@@ -80,26 +88,30 @@ def attend_topk(
 @triton.jit
 def _sparse_mla_prefill_kernel(
     q_ptr,  # [T, H, Dqk]
-    kv_ptr,  # [S, Dqk]
+    kv_ptr,  # [S, Dqk] float, or the e4m3 view of [S, 656] FP8 rows
+    scale_ptr,  # fp32 view of the FP8 rows (KV_FP8 only)
+    rope_ptr,  # kv_ptr, or the bf16 view of the FP8 rows
     page_table_ptr,  # [B, L]
     q_seq_ptr,  # [T]
     topk_ptr,  # [T, K]
     out_ptr,  # [T, H, V] q.dtype
     lse_ptr,  # [T, H] fp32, written if WRITE_LSE
     topk_width,
-    stride_qt, stride_qh, stride_kv, stride_pt, stride_tt, stride_ot, stride_oh, stride_lt,
+    stride_qt, stride_qh, stride_kv, stride_scale, stride_rope, stride_pt, stride_tt, stride_ot, stride_oh, stride_lt,
     qk_scale_log2,
     HEADS: tl.constexpr, V_DIM: tl.constexpr, ROPE_DIM: tl.constexpr,
     BLOCK_H: tl.constexpr, BLOCK_V: tl.constexpr, BLOCK_R: tl.constexpr, BLOCK_N: tl.constexpr,
+    KV_FP8: tl.constexpr, SCALE_OFFSET: tl.constexpr, ROPE_OFFSET: tl.constexpr,
     WRITE_LSE: tl.constexpr, DOT_PRECISION: tl.constexpr,
 ):  # fmt: skip
     token = tl.program_id(0)
     head_start = tl.program_id(1) * BLOCK_H
     request = tl.load(q_seq_ptr + token).to(tl.int64)
     acc, m, l = attend_topk(
-        q_ptr, kv_ptr, page_table_ptr + request * stride_pt, topk_ptr + token.to(tl.int64) * stride_tt,
-        token, head_start, 0, topk_width, stride_qt, stride_qh, stride_kv, qk_scale_log2,
-        HEADS, V_DIM, ROPE_DIM, BLOCK_H, BLOCK_V, BLOCK_R, BLOCK_N, DOT_PRECISION,
+        q_ptr, kv_ptr, scale_ptr, rope_ptr, page_table_ptr + request * stride_pt,
+        topk_ptr + token.to(tl.int64) * stride_tt, token, head_start, 0, topk_width,
+        stride_qt, stride_qh, stride_kv, stride_scale, stride_rope, qk_scale_log2,
+        HEADS, V_DIM, ROPE_DIM, BLOCK_H, BLOCK_V, BLOCK_R, BLOCK_N, KV_FP8, SCALE_OFFSET, ROPE_OFFSET, DOT_PRECISION,
     )  # fmt: skip
     # an all -1 row has l = 0: output 0 and lse -inf, as the reference
     out = tl.where(l[:, None] > 0, acc / tl.where(l > 0, l, 1.0)[:, None], 0.0)  # [BH, BV]
@@ -116,15 +128,31 @@ def _sparse_mla_prefill_kernel(
 def check_sparse_mla_args(q, kv_cache, page_table, q_seq, topk, sm_scale, v_dim):
     check_tensor("q", q, 3, FLOAT_DTYPES)
     num_tokens, num_heads, qk_dim = q.shape
-    check_tensor("kv_cache", kv_cache, 2, FLOAT_DTYPES, q.device)
-    check_size("kv_cache", kv_cache.shape[1], qk_dim, "head dim")
+    check_tensor("kv_cache", kv_cache, 2, FLOAT_DTYPES + (torch.uint8,), q.device)
     check_tensor("topk", topk, 2, INDEX_DTYPES, q.device)
     check_size("topk", topk.shape[0], num_tokens, "number of query tokens")
     check_batch(page_table, q_seq, None, num_tokens, q.device)
     if not isinstance(v_dim, int) or not 0 < v_dim <= qk_dim:
         raise ValueError(f"v_dim must be an int in [1, {qk_dim}], got {v_dim!r}")
+    if kv_cache.dtype == torch.uint8:
+        check_fp8_kv("kv_cache", kv_cache, v_dim, qk_dim - v_dim)
+    else:
+        check_size("kv_cache", kv_cache.shape[1], qk_dim, "head dim")
     if not sm_scale > 0:
         raise ValueError(f"sm_scale must be > 0, got {sm_scale!r}")
+
+
+def kv_views(kv_cache, v_dim):
+    """(kv, scale, rope) tensors, their row strides, and the constexprs saying where each row part is."""
+    if kv_cache.dtype != torch.uint8:
+        views = (kv_cache, kv_cache, kv_cache)
+        constexprs = dict(KV_FP8=False, SCALE_OFFSET=0, ROPE_OFFSET=v_dim)
+    else:
+        # three typed views of the same FP8 rows, so each part is loaded with its own dtype
+        views = (kv_cache.view(torch.float8_e4m3fn), kv_cache.view(torch.float32), kv_cache.view(torch.bfloat16))
+        scale_offset, rope_offset = fp8_kv_offsets(v_dim)
+        constexprs = dict(KV_FP8=True, SCALE_OFFSET=scale_offset, ROPE_OFFSET=rope_offset)
+    return views, tuple(view.stride(0) for view in views), constexprs
 
 
 def tile_config(q, v_dim):
@@ -140,12 +168,13 @@ def tile_config(q, v_dim):
 def sparse_mla_prefill(q, kv_cache, page_table, q_seq, topk, sm_scale, v_dim, return_lse=False, *, out=None, lse=None):
     """Sparse MLA, same contract as dsa_reference.sparse_mla_prefill; `out` / `lse` are written if given.
 
-    q [T, H, Dqk], kv_cache [S, Dqk] (latent | rope key), topk [T, K] positions (-1 = skip)
-    -> out [T, H, v_dim] in q.dtype (and lse [T, H] fp32, natural log, if return_lse).
+    q [T, H, Dqk], kv_cache [S, Dqk] (latent | rope key) or [S, 656] uint8 in FlashMLA's FP8 layout
+    (kv_layout.py), topk [T, K] positions (-1 = skip) -> out [T, H, v_dim] in q.dtype (and lse [T, H] fp32,
+    natural log, if return_lse).
     One program per (query token t, tile of up to 64 heads); heads are not padded past a 16-row tile:
     1. q[t] split into latent [BH, v_dim] and rope [BH, Dqk - v_dim] parts, both * sm_scale * log2 e
     2. per BLOCK_N topk columns: slots = page_table[q_seq[t], pos] for pos >= 0            # [BN]
-       kv = kv_cache[slots] in fp32 (rows of -1 columns are never loaded)                  # [BN, Dqk]
+       kv = kv_cache[slots] in fp32, FP8 latents * their tile scale (-1 columns: no load)   # [BN, Dqk]
        s = q_latent @ kv_latent^T + q_rope @ kv_rope^T, -inf at -1                         # [BH, BN]
     3. online softmax in base 2: m, l, acc += exp2(s - m) @ kv_latent                      # [BH, v_dim]
     4. out = acc / l (0 for an all -1 row); lse = (m + log2 l) * ln 2 (-inf for an all -1 row)
@@ -155,12 +184,13 @@ def sparse_mla_prefill(q, kv_cache, page_table, q_seq, topk, sm_scale, v_dim, re
     out = check_out(out, (num_tokens, num_heads, v_dim), q.dtype, q.device)
     lse = check_out(lse, (num_tokens, num_heads), torch.float32, q.device) if return_lse else None
     config = tile_config(q, v_dim)
+    (kv, scale, rope), (stride_kv, stride_scale, stride_rope), layout = kv_views(kv_cache, v_dim)
     if num_tokens:
         grid = (num_tokens, triton.cdiv(num_heads, config["BLOCK_H"]))
         _sparse_mla_prefill_kernel[grid](
-            q, kv_cache, page_table, q_seq, topk, out, lse if return_lse else out, topk.shape[1],
-            q.stride(0), q.stride(1), kv_cache.stride(0), page_table.stride(0), topk.stride(0),
+            q, kv, scale, rope, page_table, q_seq, topk, out, lse if return_lse else out, topk.shape[1],
+            q.stride(0), q.stride(1), stride_kv, stride_scale, stride_rope, page_table.stride(0), topk.stride(0),
             out.stride(0), out.stride(1), lse.stride(0) if return_lse else 0, sm_scale * math.log2(math.e),
-            WRITE_LSE=return_lse, num_warps=NUM_WARPS, **config,
+            WRITE_LSE=return_lse, num_warps=NUM_WARPS, **config, **layout,
         )  # fmt: skip
     return (out, lse) if return_lse else out

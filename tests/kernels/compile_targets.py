@@ -2,7 +2,7 @@
 
 Prints one JSON line per (kernel, target): status "ok" (with the binary's size), or "error" with the message.
 Runs in its own process without TRITON_INTERPRET, so the kernels are decorated for the compiler.
-GLM-5's shapes: 576/512 latent, indexer 32 heads x 128, bf16 (and e4m3 for the FP8 indexer).
+GLM-5's shapes: 576/512 latent, indexer 32 heads x 128, bf16 (and e4m3 for the FP8 indexer and KV cache).
 """
 
 import json
@@ -18,6 +18,7 @@ from sglang_glm5.kernels.triton import indexer as indexer_mod
 from sglang_glm5.kernels.triton import mla_decode as decode_mod
 from sglang_glm5.kernels.triton import mla_prefill as prefill_mod
 from sglang_glm5.kernels.triton import topk as topk_mod
+from sglang_glm5.kernels.triton.kv_layout import fp8_kv_offsets
 
 TARGETS = {
     "sm90": GPUTarget("cuda", 90, 32),
@@ -29,9 +30,11 @@ KV_LORA_RANK, ROPE_DIM = 512, 64
 FLOAT_ARGS = {"score_scale", "qk_scale_log2"}
 
 
-def _mla_tiles(heads):
+def _mla_tiles(heads, kv_fp8=False):
+    scale_offset, rope_offset = fp8_kv_offsets(KV_LORA_RANK) if kv_fp8 else (0, KV_LORA_RANK)
     return dict(HEADS=heads, V_DIM=KV_LORA_RANK, ROPE_DIM=ROPE_DIM, BLOCK_H=max(16, heads), BLOCK_V=KV_LORA_RANK,
-                BLOCK_R=ROPE_DIM, BLOCK_N=prefill_mod.BLOCK_N, DOT_PRECISION="tf32")  # fmt: skip
+                BLOCK_R=ROPE_DIM, BLOCK_N=prefill_mod.BLOCK_N, KV_FP8=kv_fp8, SCALE_OFFSET=scale_offset,
+                ROPE_OFFSET=rope_offset, DOT_PRECISION="tf32")  # fmt: skip
 
 
 def kernel_specs():
@@ -39,7 +42,9 @@ def kernel_specs():
     index_ptrs = dict(page_table_ptr="i32", q_seq_ptr="i64", q_pos_ptr="i64")
     indexer = dict(HEADS=INDEX_HEADS, HEAD_DIM=INDEX_DIM, BLOCK_H=INDEX_HEADS, BLOCK_L=indexer_mod.BLOCK_L,
                    DOT_PRECISION="tf32")  # fmt: skip
-    mla_ptrs = dict(q_ptr="bf16", kv_ptr="bf16", topk_ptr="i32", page_table_ptr="i32", q_seq_ptr="i64")
+    mla_ptrs = dict(q_ptr="bf16", kv_ptr="bf16", scale_ptr="bf16", rope_ptr="bf16", topk_ptr="i32",
+                    page_table_ptr="i32", q_seq_ptr="i64")  # fmt: skip
+    fp8_kv_ptrs = dict(mla_ptrs, kv_ptr="fp8e4nv", scale_ptr="fp32", rope_ptr="bf16")
     specs = [
         ("indexer_logits-bf16", indexer_mod._indexer_logits_kernel,
          dict(q_ptr="bf16", q_scale_ptr="bf16", weights_ptr="fp32", k_ptr="bf16", k_scale_ptr="bf16", out_ptr="fp32",
@@ -56,6 +61,9 @@ def kernel_specs():
          dict(mla_ptrs, out_ptr="bf16", lse_ptr="fp32"), dict(_mla_tiles(64), WRITE_LSE=True), prefill_mod.NUM_WARPS),
         ("sparse_mla_decode-H8", decode_mod._sparse_mla_split_kernel,
          dict(mla_ptrs, part_out_ptr="fp32", part_lse_ptr="fp32"), dict(_mla_tiles(8), NUM_SPLITS=8),
+         decode_mod.NUM_WARPS),
+        ("sparse_mla_decode-H8-fp8kv", decode_mod._sparse_mla_split_kernel,
+         dict(fp8_kv_ptrs, part_out_ptr="fp32", part_lse_ptr="fp32"), dict(_mla_tiles(8, kv_fp8=True), NUM_SPLITS=8),
          decode_mod.NUM_WARPS),
         ("sparse_mla_decode_merge-H8", decode_mod._merge_splits_kernel,
          dict(part_out_ptr="fp32", part_lse_ptr="fp32", out_ptr="bf16", lse_ptr="fp32"),

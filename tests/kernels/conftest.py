@@ -15,6 +15,7 @@ import triton.experimental.gluon  # noqa: F401
 
 KERNEL_MODULES = [
     "sglang_glm5.kernels.triton.common",
+    "sglang_glm5.kernels.triton.kv_layout",
     "sglang_glm5.kernels.triton.indexer",
     "sglang_glm5.kernels.triton.topk",
     "sglang_glm5.kernels.triton.mla_prefill",

@@ -4,6 +4,7 @@ import pytest
 import torch
 
 from sglang_glm5.kernels.triton import sparse_mla_decode, sparse_mla_prefill
+from sglang_glm5.kernels.triton.kv_layout import fp8_kv_offsets, fp8_kv_width, pack_fp8_kv, unpack_fp8_kv
 from sglang_glm5.ops.dsa_reference import sparse_mla
 from tests.kernels.cases import (
     DTYPE_ID,
@@ -105,3 +106,53 @@ def test_bad_arguments_are_named(entry, argument, change):
                 v_dim=V_DIM)  # fmt: skip
     with pytest.raises((TypeError, ValueError), match=argument):
         entry(**change(args))
+
+
+# ---- FlashMLA's FP8 KV cache layout ----
+
+
+def test_fp8_kv_layout_round_trip():
+    gen = torch.Generator().manual_seed(8)
+    kv = torch.randn(5, QK_DIM, generator=gen) * torch.logspace(-2, 2, 5)[:, None]
+    kv[0, :128] = 0.0  # a zero tile gets scale 1
+    packed = pack_fp8_kv(kv, V_DIM)
+    assert packed.dtype == torch.uint8 and packed.shape == (5, 656) == (5, fp8_kv_width(V_DIM, QK_DIM - V_DIM))
+    back = unpack_fp8_kv(packed, V_DIM, QK_DIM - V_DIM)
+    assert torch.equal(back[:, V_DIM:], kv[:, V_DIM:].bfloat16().float())  # rope key: bf16, unscaled
+    tile_amax = kv[:, :V_DIM].abs().view(5, 4, 128).amax(-1, keepdim=True).expand(5, 4, 128).reshape(5, V_DIM)
+    # e4m3: 3 mantissa bits (relative error <= 2**-4); below its smallest normal the spacing is 2**-9 of the scale
+    assert ((back[:, :V_DIM] - kv[:, :V_DIM]).abs() <= kv[:, :V_DIM].abs() * 2**-4 + tile_amax / 448 * 2**-9).all()
+
+
+def _check_fp8(entry, lengths, new, heads, dtype, topk, seed):
+    batch, q, kv_cache, sel = _inputs(lengths, new, heads, dtype, topk, seed)
+    packed = pack_fp8_kv(torch.nan_to_num(kv_cache.float()), V_DIM)
+    scale_start, _ = fp8_kv_offsets(V_DIM)
+    unread = kv_cache.float().isnan().any(1)  # rows no selected position refers to: NaN scales, never read
+    packed.view(torch.float32)[unread, scale_start : scale_start + V_DIM // 128] = float("nan")
+    args = (batch.page_table, batch.q_seq, sel, SM_SCALE, V_DIM)
+    out = torch.full((batch.num_tokens, heads, V_DIM), float("nan"), dtype=dtype)
+    lse = torch.full((batch.num_tokens, heads), float("nan"))
+    entry(q, packed, *args, return_lse=True, out=out, lse=lse)
+    ref_out, ref_lse = sparse_mla(q, unpack_fp8_kv(packed, V_DIM, QK_DIM - V_DIM), *args, return_lse=True)
+    assert not out.isnan().any() and not lse.isnan().any()
+    torch.testing.assert_close(out.float(), ref_out.float(), **TOL[dtype])
+    torch.testing.assert_close(lse, ref_lse, **TOL[torch.float32])
+
+
+@pytest.mark.parametrize("heads,dtype,topk", SHAPES[:2], ids=[_case_id(PREFILL, *s) + "-fp8kv" for s in SHAPES[:2]])
+def test_sparse_mla_prefill_fp8_kv_matches_dequantized_reference(heads, dtype, topk):
+    _check_fp8(sparse_mla_prefill, *PREFILL, heads, dtype, topk, seed=heads + 2)
+
+
+@pytest.mark.parametrize("heads,dtype,topk", SHAPES[:2], ids=[_case_id(DECODE, *s) + "-fp8kv" for s in SHAPES[:2]])
+def test_sparse_mla_decode_fp8_kv_matches_dequantized_reference(heads, dtype, topk):
+    _check_fp8(sparse_mla_decode, *DECODE, heads, dtype, topk, seed=heads + 3)
+
+
+def test_fp8_kv_needs_whole_latent_tiles():
+    batch, q, kv_cache, sel = _inputs([9], [2], 8, torch.float32, 4, seed=9)
+    with pytest.raises(ValueError, match="kv_cache: FP8 layout rows are 656 bytes"):
+        sparse_mla_prefill(q, pack_fp8_kv(kv_cache, V_DIM)[:, 1:], batch.page_table, batch.q_seq, sel, SM_SCALE, V_DIM)
+    with pytest.raises(ValueError, match="tiles of 128"):
+        sparse_mla_decode(q, torch.zeros(4, 600, dtype=torch.uint8), batch.page_table, batch.q_seq, sel, SM_SCALE, 448)

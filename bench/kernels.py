@@ -1,0 +1,274 @@
+"""DSA kernels, one layer of GLM-5 at batch 1 decode: per op and provider, time, TFLOPS, GB/s (and % of the card's
+memory bandwidth on a GPU), and the decode-cost curve sparse (indexer + top-k + sparse MLA) vs dense MLA.
+
+Shapes are GLM-5's real ones: indexer 32 heads x 128, top-k 2048, MLA 576-d query/key and 512-d latent value,
+bf16 caches (the serving dtype), `--heads` query heads per GPU (64 at TP 1, 8 at TP 8). FLOP model per token:
+sparse = 2*32*128*ctx + 2*H*1088*2048, dense = 2*H*1088*ctx (1088 = 576 for q.k + 512 for p.v).
+Providers: `reference` (sglang_glm5.ops.dsa_reference, torch) everywhere; `triton` (sglang_glm5.kernels.triton) on a
+GPU only: on a CPU it would run in Triton's interpreter, whose time says nothing about the kernel.
+
+Run from the repo root: .venv/bin/python bench/kernels.py [--contexts 4096 16384 65536] [--heads 64] [--repeats 5]
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # `bench` importable when run as a script
+
+from bench import common  # noqa: E402
+from sglang_glm5.ops import dsa_reference  # noqa: E402
+
+NAME = "kernels"
+INDEX_HEADS, INDEX_DIM, INDEX_TOPK = 32, 128, 2048
+KV_LORA_RANK, ROPE_DIM, QK_NOPE_DIM = 512, 64, 192
+QK_DIM, V_DIM = KV_LORA_RANK + ROPE_DIM, KV_LORA_RANK
+SM_SCALE = (QK_NOPE_DIM + ROPE_DIM) ** -0.5
+MLA_FLOPS_PER_KEY = 2 * (QK_DIM + V_DIM)  # per head: q.k over 576 dims, p.v over 512
+CACHE_DTYPE = torch.bfloat16
+INDEX_BYTES = 4  # int32 page-table entries and top-k positions
+LOGIT_BYTES = 4  # fp32 indexer logits
+# GOALS (issue 4): dense/sparse at the largest context, sparse largest/smallest context
+GOAL_DENSE_OVER_SPARSE = 8.0
+GOAL_SPARSE_GROWTH = 3.0
+GOAL_H200_DECODE_8H_US = 16.8  # padded FlashMLA: ~22.8 us
+BANDWIDTH_TBPS = {"H100": 3.35, "H200": 4.8, "B200": 8.0, "MI300X": 5.3, "MI355X": 8.0}  # DESIGN.md
+OPS = ("indexer", "topk", "sparse_mla", "dense_mla")
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--contexts", type=int, nargs="+", default=[4096, 16384, 65536], help="cached tokens")
+    p.add_argument("--heads", type=int, nargs="+", default=[64], help="MLA query heads per GPU")
+    p.add_argument("--providers", nargs="+", default=["reference", "triton"], choices=["reference", "triton"])
+    p.add_argument("--repeats", type=int, default=5, help="timed runs per op (median reported); one warm-up first")
+    p.add_argument("--no-write", action="store_true", help="print only: no JSON, no RESULTS.md section")
+    return p.parse_args(argv)
+
+
+def flops_model(ctx: int, heads: int) -> dict:
+    """Per decoded token, as issue 4 states it; topk is min(2048, ctx)."""
+    selected = min(INDEX_TOPK, ctx)
+    indexer = 2 * INDEX_HEADS * INDEX_DIM * ctx
+    return {
+        "indexer": indexer,
+        "topk": 0,
+        "sparse_mla": heads * MLA_FLOPS_PER_KEY * selected,
+        "dense_mla": heads * MLA_FLOPS_PER_KEY * ctx,
+    }
+
+
+def bytes_model(ctx: int, heads: int) -> dict:
+    """Bytes each op must move at least: cache rows read, queries, logits and outputs."""
+    cache = torch.tensor([], dtype=CACHE_DTYPE).element_size()
+    selected = min(INDEX_TOPK, ctx)
+    q_and_out = heads * (QK_DIM + V_DIM) * cache
+    return {
+        "indexer": ctx * (INDEX_DIM * cache + INDEX_BYTES + LOGIT_BYTES),
+        "topk": ctx * LOGIT_BYTES + INDEX_TOPK * INDEX_BYTES,
+        "sparse_mla": selected * (QK_DIM * cache + 2 * INDEX_BYTES) + q_and_out,
+        "dense_mla": ctx * (QK_DIM * cache + INDEX_BYTES) + q_and_out,
+    }
+
+
+def make_problem(ctx: int, heads: int, device: torch.device, seed: int = 0) -> dict:
+    """One request at position ctx - 1, its cache on shuffled slots of a pool of exactly ctx slots."""
+    gen = torch.Generator().manual_seed(seed)
+    page_table = torch.randperm(ctx, generator=gen).to(torch.int32)[None]  # [1, ctx]
+    problem = dict(
+        page_table=page_table,
+        q_seq=torch.zeros(1, dtype=torch.int64),
+        q_pos=torch.full((1,), ctx - 1, dtype=torch.int64),
+        index_q=torch.randn(1, INDEX_HEADS, INDEX_DIM, generator=gen).to(CACHE_DTYPE),  # [1, 32, 128]
+        index_w=(torch.randn(1, INDEX_HEADS, generator=gen) * INDEX_HEADS**-0.5).to(CACHE_DTYPE),  # [1, 32]
+        index_k=torch.randn(ctx, INDEX_DIM, generator=gen).to(CACHE_DTYPE),  # [S, 128]
+        q=torch.randn(1, heads, QK_DIM, generator=gen).to(CACHE_DTYPE),  # [1, H, 576]
+        kv_cache=torch.randn(ctx, QK_DIM, generator=gen).to(CACHE_DTYPE),  # [S, 576]
+    )
+    problem = {k: v.to(device) for k, v in problem.items()}
+    problem["logits"] = dsa_reference.indexer_logits(
+        problem["index_q"], problem["index_w"], problem["index_k"], problem["page_table"], problem["q_seq"],
+        problem["q_pos"],
+    )  # fmt: skip
+    problem["topk"] = dsa_reference.topk_positions(problem["logits"], problem["q_pos"], INDEX_TOPK)
+    return problem
+
+
+def op_calls(impl, p: dict) -> dict:
+    """Each op of one decode step as a closure over its inputs; dense MLA always uses the reference."""
+    return {
+        "indexer": lambda: impl.indexer_logits(p["index_q"], p["index_w"], p["index_k"], p["page_table"], p["q_seq"],
+                                               p["q_pos"]),  # fmt: skip
+        "topk": lambda: impl.topk_positions(p["logits"], p["q_pos"], INDEX_TOPK),
+        "sparse_mla": lambda: impl.sparse_mla_decode(p["q"], p["kv_cache"], p["page_table"], p["q_seq"], p["topk"],
+                                                     SM_SCALE, V_DIM),  # fmt: skip
+        "dense_mla": lambda: dsa_reference.dense_mla(p["q"], p["kv_cache"], p["page_table"], p["q_seq"], p["q_pos"],
+                                                     SM_SCALE, V_DIM),  # fmt: skip
+    }
+
+
+def time_call(fn, repeats: int, device: torch.device) -> float:
+    """Median seconds of `repeats` runs after one warm-up (CUDA: triton.testing.do_bench's median)."""
+    if device.type == "cuda":
+        import triton.testing
+
+        return triton.testing.do_bench(fn, return_mode="median") / 1e3
+    fn()
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return common.median(times)
+
+
+def card_bandwidth_tbps(device: torch.device) -> tuple[str, float | None]:
+    if device.type != "cuda":
+        return common.cpu_model(), None
+    name = torch.cuda.get_device_name(device)
+    return name, next((bw for card, bw in BANDWIDTH_TBPS.items() if card in name.replace(" ", "")), None)
+
+
+def check_triton_matches(problem: dict) -> None:
+    """Correctness before timing: each triton op against the reference on this very problem."""
+    from sglang_glm5.kernels import triton as kernels
+
+    calls, ref_calls = op_calls(kernels, problem), op_calls(dsa_reference, problem)
+    logits = calls["indexer"]()
+    torch.testing.assert_close(logits, ref_calls["indexer"](), atol=1e-3, rtol=1e-3)
+    got, want = calls["topk"](), ref_calls["topk"]()
+    assert [set(r.tolist()) for r in got] == [set(r.tolist()) for r in want], "triton top-k differs"
+    torch.testing.assert_close(calls["sparse_mla"]().float(), ref_calls["sparse_mla"]().float(), atol=2e-2, rtol=2e-2)
+
+
+def run(args) -> dict:
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    card, bandwidth = card_bandwidth_tbps(device)
+    providers = {"reference": dsa_reference}
+    skipped = {}
+    if "triton" in args.providers:
+        if device.type == "cuda":
+            from sglang_glm5.kernels import triton as kernels
+
+            providers["triton"] = kernels
+        else:
+            skipped["triton"] = "no GPU: the Triton interpreter's time says nothing about the kernel"
+    rows = []
+    for heads in args.heads:
+        for ctx in args.contexts:
+            problem = make_problem(ctx, heads, device)
+            flops, moved = flops_model(ctx, heads), bytes_model(ctx, heads)
+            for provider, impl in providers.items():
+                if provider == "triton":
+                    check_triton_matches(problem)
+                for op, call in op_calls(impl, problem).items():
+                    if provider != "reference" and op == "dense_mla":
+                        continue
+                    seconds = time_call(call, args.repeats, device)
+                    rows.append(dict(
+                        heads=heads, ctx=ctx, provider=provider, op=op, seconds=seconds, flops=flops[op],
+                        bytes=moved[op], tflops=flops[op] / seconds / 1e12, gbps=moved[op] / seconds / 1e9,
+                        bandwidth_pct=None if bandwidth is None else 100 * moved[op] / seconds / (bandwidth * 1e12),
+                    ))  # fmt: skip
+                    print(f"H{heads} ctx {ctx:>6} {provider:>9} {op:>10}: {seconds * 1e3:10.3f} ms", flush=True)
+            del problem
+    return dict(device=device.type, card=card, bandwidth_tbps=bandwidth, skipped=skipped, rows=rows,
+                curves=decode_curves(rows, args))  # fmt: skip
+
+
+def decode_curves(rows: list[dict], args) -> list[dict]:
+    """Per (heads, provider): one decode step per context, sparse = indexer + topk + sparse MLA vs dense MLA."""
+    curves = []
+    by_key = {(r["heads"], r["provider"], r["ctx"], r["op"]): r for r in rows}
+    for heads in args.heads:
+        for provider in sorted({r["provider"] for r in rows}):
+            points = []
+            for ctx in args.contexts:
+                parts = [by_key.get((heads, provider, ctx, op)) for op in ("indexer", "topk", "sparse_mla")]
+                dense = by_key.get((heads, "reference", ctx, "dense_mla"))
+                if None in parts or dense is None:
+                    continue
+                sparse_s = sum(p["seconds"] for p in parts)
+                model = flops_model(ctx, heads)
+                points.append(dict(
+                    ctx=ctx, sparse_s=sparse_s, dense_s=dense["seconds"], dense_over_sparse=dense["seconds"] / sparse_s,
+                    model_dense_over_sparse=model["dense_mla"] / (model["indexer"] + model["sparse_mla"]),
+                    indexer_share=parts[0]["seconds"] / sparse_s, topk_share=parts[1]["seconds"] / sparse_s,
+                ))  # fmt: skip
+            if points:
+                first, last = points[0], points[-1]
+                model = {ctx: flops_model(ctx, heads) for ctx in (first["ctx"], last["ctx"])}
+                growth_model = (model[last["ctx"]]["indexer"] + model[last["ctx"]]["sparse_mla"]) / (
+                    model[first["ctx"]]["indexer"] + model[first["ctx"]]["sparse_mla"]
+                )
+                curves.append(dict(heads=heads, provider=provider, points=points,
+                                   sparse_growth=last["sparse_s"] / first["sparse_s"], sparse_growth_model=growth_model))  # fmt: skip
+    return curves
+
+
+def markdown(payload: dict) -> str:
+    res = payload["result"]
+    lines = [
+        "## DSA kernels: one GLM-5 layer, batch 1 decode (`bench/kernels.py`)",
+        "",
+        f"`{payload['command']}`",
+        "",
+        f"{payload['date']}, commit {payload['commit']}; "
+        + (f"**{res['card']}**" if res["device"] == "cuda" else common.machine_line(payload["machine"])) + ".",
+        "",
+        "GLM-5 dims: indexer 32 heads x 128, top-k 2048, MLA 576/512 latent, bf16 caches on shuffled slots. "
+        "FLOP model per token: sparse = 2·32·128·ctx + 2·H·1088·2048, dense = 2·H·1088·ctx.",
+    ]
+    for provider, reason in res["skipped"].items():
+        lines += ["", f"Provider `{provider}` not run: {reason}."]
+    bw = res["bandwidth_tbps"]
+    header = ["H", "ctx", "provider", "op", "time ms", "GFLOP", "TFLOPS", "GB/s"] + (["% of BW"] if bw else [])
+    table = [
+        [r["heads"], r["ctx"], r["provider"], r["op"], f"{r['seconds'] * 1e3:.3f}", f"{r['flops'] / 1e9:.3f}",
+         f"{r['tflops']:.4f}", f"{r['gbps']:.2f}"] + ([f"{r['bandwidth_pct']:.1f}"] if bw else [])
+        for r in res["rows"]
+    ]  # fmt: skip
+    lines += ["", common.md_table(header, table)]
+    for curve in res["curves"]:
+        lines += ["", f"Decode step, {curve['heads']} heads, `{curve['provider']}` sparse path vs reference dense MLA:", ""]
+        lines.append(common.md_table(
+            ["ctx", "sparse ms", "dense ms", "dense/sparse", "model dense/sparse", "indexer share", "top-k share"],
+            [[p["ctx"], f"{p['sparse_s'] * 1e3:.2f}", f"{p['dense_s'] * 1e3:.2f}", f"{p['dense_over_sparse']:.2f}x",
+              f"{p['model_dense_over_sparse']:.2f}x", f"{100 * p['indexer_share']:.0f}%",
+              f"{100 * p['topk_share']:.0f}%"] for p in curve["points"]],
+        ))  # fmt: skip
+        last = curve["points"][-1]
+        lines += [
+            "",
+            f"dense/sparse at {last['ctx']}: **{last['dense_over_sparse']:.2f}x** (goal >= {GOAL_DENSE_OVER_SPARSE:g}x, "
+            f"model {last['model_dense_over_sparse']:.1f}x); sparse {last['ctx']}/{curve['points'][0]['ctx']}: "
+            f"**{curve['sparse_growth']:.2f}x** (goal <= {GOAL_SPARSE_GROWTH:g}x, model {curve['sparse_growth_model']:.1f}x).",
+        ]
+    for r in res["rows"]:
+        if r["provider"] == "triton" and r["op"] == "sparse_mla" and r["heads"] == 8:
+            lines += ["", f"triton sparse MLA decode, 8 heads, ctx {r['ctx']}: **{r['seconds'] * 1e6:.1f} us** per layer "
+                          f"(goal < {GOAL_H200_DECODE_8H_US} us on H200; padded FlashMLA ~22.8 us)."]  # fmt: skip
+    return "\n".join(lines)
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    command = common.announce(argv)
+    machine = common.machine()
+    result = run(args)
+    payload = dict(command=command, date=common.utc_now(), commit=common.git_commit(), machine=machine, result=result)
+    text = markdown(payload)
+    print(text)
+    if not args.no_write:
+        stem = NAME if result["device"] == "cpu" else f"{NAME}-{result['device']}"
+        print(f"wrote {common.write_json(payload, stem)}")
+        print(f"updated {common.update_section(stem, text)}")
+
+
+if __name__ == "__main__":
+    main()
