@@ -1,4 +1,4 @@
-"""GLM-5's reasoning and tool-call markup, and the one helper every streaming scanner here needs."""
+"""GLM-5's reasoning and tool-call markup, and the two helpers the streaming scanners here share."""
 
 THINK_START = "<think>"
 THINK_END = "</think>"
@@ -22,3 +22,14 @@ def partial_tag_len(text: str, tags: tuple[str, ...]) -> int:
                 longest = n
                 break
     return longest
+
+
+def find_first(text: str, tags: tuple[str, ...], start: int = 0) -> tuple[int, str] | None:
+    """(index, tag) of the earliest of `tags` in `text` at or after `start`, or None."""
+    found = [(i, tag) for tag in tags if (i := text.find(tag, start)) >= 0]
+    return min(found) if found else None
+
+
+def rescan_from(scanned: int, tags: tuple[str, ...]) -> int:
+    """Where to resume a search after `scanned` characters held no tag: a tag may have begun just before."""
+    return max(0, scanned - max(map(len, tags)) + 1)

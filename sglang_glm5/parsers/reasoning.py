@@ -14,9 +14,11 @@ from enum import Enum
 
 from sglang.srt.parser.reasoning_parser import BaseReasoningFormatDetector, StreamingParseResult
 
-from sglang_glm5.parsers.markup import CALL_START, THINK_END, THINK_START
+from sglang_glm5.parsers.markup import CALL_START, THINK_END, THINK_START, find_first, rescan_from
 
 logger = logging.getLogger(__name__)
+
+THINKING_ENDS = (THINK_END, CALL_START)
 
 
 class Phase(Enum):
@@ -48,6 +50,7 @@ class Glm5ReasoningDetector(BaseReasoningFormatDetector):
             force_nonempty_content=force_nonempty_content,
         )
         self._phase = Phase.START
+        self._scanned = 0  # characters of held reasoning already searched for its end
         if continue_final_message and THINK_END in previous_content:
             self._phase = Phase.CONTENT
         elif continue_final_message and THINK_START in previous_content:
@@ -88,10 +91,11 @@ class Glm5ReasoningDetector(BaseReasoningFormatDetector):
             self._phase = Phase.TEMPLATE_THINKING if self._in_reasoning else Phase.CONTENT
 
     def _close_thinking(self) -> StreamingParseResult:
-        ends = [(i, tag) for tag in (THINK_END, CALL_START) if (i := self._buffer.find(tag)) >= 0]
-        if not ends:
+        end = find_first(self._buffer, THINKING_ENDS, rescan_from(self._scanned, THINKING_ENDS))
+        if end is None:
+            self._scanned = len(self._buffer)
             return StreamingParseResult()
-        i, tag = min(ends)
+        i, tag = end
         reasoning = self._buffer[:i]
         content = self._buffer[i + len(THINK_END):] if tag == THINK_END else self._buffer[i:]
         self._buffer = ""

@@ -8,7 +8,9 @@ closing tag is missing) or at the end of the output.
 
 from dataclasses import dataclass
 
-from sglang_glm5.parsers.markup import CALL_END, CALL_START, TOOL_TAGS, partial_tag_len
+from sglang_glm5.parsers.markup import CALL_END, CALL_START, TOOL_TAGS, find_first, partial_tag_len, rescan_from
+
+CALL_ENDINGS = (CALL_END, CALL_START)
 
 END_OF_OUTPUT = ""
 
@@ -36,6 +38,7 @@ class ToolMarkupScanner:
     def __init__(self):
         self._buffer = ""
         self._in_call = False
+        self._scanned = 0  # characters of a call's body already searched for its end
         self._seen_call = False
         self._run_has_text = False  # the current content run has more than whitespace
 
@@ -58,10 +61,12 @@ class ToolMarkupScanner:
     def _step(self, events: list) -> bool:
         """Consume what can be decided now; True while progress is possible."""
         if self._in_call:
-            ends = [(i, tag) for tag in (CALL_END, CALL_START) if (i := self._buffer.find(tag)) >= 0]
-            if not ends:
+            end = find_first(self._buffer, CALL_ENDINGS, rescan_from(self._scanned, CALL_ENDINGS))
+            if end is None:
+                self._scanned = len(self._buffer)
                 return False
-            i, tag = min(ends)
+            i, tag = end
+            self._scanned = 0
             events.append(CallMarkup(self._buffer[:i], tag))
             self._buffer = self._buffer[i + len(CALL_END):] if tag == CALL_END else self._buffer[i:]
             self._in_call, self._run_has_text = False, False

@@ -41,13 +41,13 @@ def every_split(text: str) -> list[list[str]]:
     return [chunks_at(text, [i]) for i in range(1, n)] + [chunks_at(text, list(range(1, n)))]
 
 
-def tools_non_streamed(text: str, tools) -> ToolResult:
-    content, items = FunctionCallParser(tools, PARSER_NAME).parse_non_stream(text)
+def tools_non_streamed(text: str, tools, parser: str = PARSER_NAME) -> ToolResult:
+    content, items = FunctionCallParser(tools, parser).parse_non_stream(text)
     return ToolResult(content, [(c.name, json.loads(c.parameters)) for c in items])
 
 
-def tools_streamed(chunks: list[str], tools) -> ToolResult:
-    parser = FunctionCallParser(tools, PARSER_NAME)
+def tools_streamed(chunks: list[str], tools, parser_name: str = PARSER_NAME) -> ToolResult:
+    parser = FunctionCallParser(tools, parser_name)
     content, names, args = "", {}, {}
     steps = [parser.parse_stream_chunk(c) for c in chunks] + [parser.parse_stream_end()]
     for text, items in steps:
@@ -56,7 +56,14 @@ def tools_streamed(chunks: list[str], tools) -> ToolResult:
             if item.name:
                 names[item.tool_index] = item.name
             args[item.tool_index] = args.get(item.tool_index, "") + item.parameters
-    return ToolResult(content, [(names[i], json.loads(args[i])) for i in sorted(names)])
+    return ToolResult(content, [(names.get(i), _json_or_text(args.get(i, ""))) for i in sorted({*names, *args})])
+
+
+def _json_or_text(text: str):
+    try:
+        return json.loads(text)
+    except ValueError:
+        return text
 
 
 def reasoning_non_streamed(text: str, thinking: bool) -> ReasoningResult:

@@ -4,6 +4,7 @@ and feeding the `glm5` tool-call parser as serving does."""
 import pytest
 from sglang.srt.parser.reasoning_parser import ReasoningParser
 
+from sglang_glm5.parsers.reasoning import Glm5ReasoningDetector
 from tests.parsers.fixtures import REASONING_CASES, TOOLS, WEATHER, ReasoningCase
 from tests.parsers.streaming import (
     ReasoningResult,
@@ -15,6 +16,7 @@ from tests.parsers.streaming import (
 )
 
 CASES = [pytest.param(case, id=case.id) for case in REASONING_CASES]
+STREAM_CHUNK_CHARS = 3
 
 
 @pytest.mark.parametrize("case", CASES)
@@ -60,3 +62,23 @@ def test_reasoning_then_tools_streamed_equals_non_streamed(text, thinking):
     assert expected[1].calls and expected[1].calls[0][0] == "get_weather"
     for chunks in every_split(text):
         assert pipeline_streamed(chunks, thinking) == expected, chunks
+
+
+@pytest.mark.parametrize(
+    "previous,output,expected",
+    [
+        pytest.param("<think>Let me", " see.</think>Four.", ReasoningResult(" see.", "Four."), id="inside-thinking"),
+        pytest.param("<think>ok</think>The", " answer.", ReasoningResult("", " answer."), id="after-thinking"),
+    ],
+)
+def test_continue_final_message(previous, output, expected):
+    detector = Glm5ReasoningDetector(force_reasoning=True, continue_final_message=True, previous_content=previous)
+    result = detector.detect_and_parse(output)
+    assert ReasoningResult(result.reasoning_text, result.normal_text) == expected
+
+
+def test_long_reasoning_streamed_in_small_chunks():
+    thought = "step " * 20000
+    text = thought + "</think>done"
+    chunks = [text[i:i + STREAM_CHUNK_CHARS] for i in range(0, len(text), STREAM_CHUNK_CHARS)]
+    assert reasoning_streamed(chunks, True) == ReasoningResult(thought, "done")

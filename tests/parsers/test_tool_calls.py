@@ -3,12 +3,15 @@
 import logging
 
 import pytest
+from sglang.srt.function_call.function_call_parser import FunctionCallParser
 
-from tests.parsers.fixtures import TOOL_CASES, TOOLS, ToolCase
+from sglang_glm5.parsers import PARSER_NAME
+from tests.parsers.fixtures import TOOL_CASES, TOOLS, WEATHER, ToolCase, call
 from tests.parsers.streaming import ToolResult, every_split, tools_non_streamed, tools_streamed
 
 CASES = [pytest.param(case, id=case.id) for case in TOOL_CASES]
 PARSER_LOGGER = "sglang_glm5.parsers"
+STREAM_CHUNK_CHARS = 3
 
 
 def warnings_of(caplog) -> list[str]:
@@ -37,12 +40,8 @@ def test_streamed_at_every_split_equals_non_streamed(case: ToolCase, caplog):
 
 
 def test_calls_are_numbered_in_order_across_chunks():
-    from tests.parsers.fixtures import WEATHER, call
-
     text = WEATHER + call("now") + call("lookup", ("id", "9"))
-    from sglang.srt.function_call.function_call_parser import FunctionCallParser
-
-    parser = FunctionCallParser(TOOLS, "glm5")
+    parser = FunctionCallParser(TOOLS, PARSER_NAME)
     indices = [item.tool_index for c in (text[:40], text[40:90], text[90:]) for item in parser.parse_stream_chunk(c)[1]]
     assert indices == [0, 1, 2]
     assert parser.detector.streamed_args_for_tool[0] == '{"city": "Paris", "days": 3}'
@@ -50,3 +49,10 @@ def test_calls_are_numbered_in_order_across_chunks():
 
 def test_without_tools_the_text_is_content():
     assert tools_non_streamed(TOOL_CASES[1].text, []) == ToolResult(TOOL_CASES[1].text, [])
+
+
+def test_long_argument_streamed_in_small_chunks():
+    body = "line of a long file\n" * 5000
+    text = call("lookup", ("id", body))
+    chunks = [text[i:i + STREAM_CHUNK_CHARS] for i in range(0, len(text), STREAM_CHUNK_CHARS)]
+    assert tools_streamed(chunks, TOOLS) == ToolResult("", [("lookup", {"id": body})])
