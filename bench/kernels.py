@@ -46,7 +46,8 @@ def parse_args(argv=None):
     p.add_argument("--contexts", type=int, nargs="+", default=[4096, 16384, 65536], help="cached tokens")
     p.add_argument("--heads", type=int, nargs="+", default=[64], help="MLA query heads per GPU")
     p.add_argument("--providers", nargs="+", default=["reference", "triton"], choices=["reference", "triton"])
-    p.add_argument("--repeats", type=int, default=5, help="timed runs per op (median reported); one warm-up first")
+    p.add_argument("--repeats", type=int, default=5, help="timed runs per op (CPU: fastest reported); one warm-up first")
+    p.add_argument("--threads", type=int, default=1, help="torch CPU threads (1: steadier on a shared machine)")
     p.add_argument("--no-write", action="store_true", help="print only: no JSON, no RESULTS.md section")
     return p.parse_args(argv)
 
@@ -113,7 +114,8 @@ def op_calls(impl, p: dict) -> dict:
 
 
 def time_call(fn, repeats: int, device: torch.device) -> float:
-    """Median seconds of `repeats` runs after one warm-up (CUDA: triton.testing.do_bench's median)."""
+    """Seconds per call. CPU: the fastest of `repeats` runs after one warm-up, since other jobs on a shared machine
+    only ever add time; CUDA: triton.testing.do_bench's median."""
     if device.type == "cuda":
         import triton.testing
 
@@ -124,7 +126,7 @@ def time_call(fn, repeats: int, device: torch.device) -> float:
         start = time.perf_counter()
         fn()
         times.append(time.perf_counter() - start)
-    return common.median(times)
+    return min(times)
 
 
 def card_bandwidth_tbps(device: torch.device) -> tuple[str, float | None]:
@@ -221,7 +223,8 @@ def markdown(payload: dict) -> str:
         f"{payload['date']}, commit {payload['commit']}; "
         + (f"**{res['card']}**" if res["device"] == "cuda" else common.machine_line(payload["machine"])) + ".",
         "",
-        "GLM-5 dims: indexer 32 heads x 128, top-k 2048, MLA 576/512 latent, bf16 caches on shuffled slots. "
+        "GLM-5 dims: indexer 32 heads x 128, top-k 2048, MLA 576/512 latent, bf16 caches on shuffled slots; "
+        f"{payload['threads']} torch thread(s), fastest of {payload['repeats']} runs per op on CPU. "
         "FLOP model per token: sparse = 2·32·128·ctx + 2·H·1088·2048, dense = 2·H·1088·ctx.",
     ]
     for provider, reason in res["skipped"].items():
@@ -259,9 +262,11 @@ def markdown(payload: dict) -> str:
 def main(argv=None):
     args = parse_args(argv)
     command = common.announce(argv)
+    torch.set_num_threads(args.threads)
     machine = common.machine()
     result = run(args)
-    payload = dict(command=command, date=common.utc_now(), commit=common.git_commit(), machine=machine, result=result)
+    payload = dict(command=command, date=common.utc_now(), commit=common.git_commit(), machine=machine,
+                   threads=args.threads, repeats=args.repeats, result=result)  # fmt: skip
     text = markdown(payload)
     print(text)
     if not args.no_write:

@@ -116,6 +116,7 @@ def indexer_logits(q, weights, k_cache, page_table, q_seq, q_pos, *, out=None):
     3. k = k_cache[slots] in fp32; s = q[t] @ k^T * D**-0.5                # [BL, D], [H, BL]
     4. logits = sum_h weights[t, h] * relu(s[h]); -inf where p > q_pos[t]  # [BL]
     Heads are padded to a 16-row tile (tl.dot's minimum), not to 64.
+    Index values (q_seq, q_pos) are trusted, not checked: that would sync the device; the reference checks them.
     """
     _check_common(q, weights, k_cache, page_table, q_seq, q_pos, FLOAT_DTYPES, FLOAT_DTYPES)
     return _launch(q, None, weights, k_cache, None, page_table, q_seq, q_pos, out)

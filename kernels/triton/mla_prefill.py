@@ -178,6 +178,8 @@ def sparse_mla_prefill(q, kv_cache, page_table, q_seq, topk, sm_scale, v_dim, re
        s = q_latent @ kv_latent^T + q_rope @ kv_rope^T, -inf at -1                         # [BH, BN]
     3. online softmax in base 2: m, l, acc += exp2(s - m) @ kv_latent                      # [BH, v_dim]
     4. out = acc / l (0 for an all -1 row); lse = (m + log2 l) * ln 2 (-inf for an all -1 row)
+    With FP8 rows and a bf16/fp16 q, the dequantized latent enters the dot as tf32 (FlashMLA rounds it to bf16).
+    Index values (q_seq, topk) are trusted, not checked: that would sync the device; the reference checks them.
     """
     check_sparse_mla_args(q, kv_cache, page_table, q_seq, topk, sm_scale, v_dim)
     num_tokens, num_heads, _ = q.shape

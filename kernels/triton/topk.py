@@ -17,6 +17,7 @@ from sglang_glm5.kernels.triton.common import (
 PAD = tl.constexpr(-1)
 BLOCK_L = 1024  # logits scanned per step
 BLOCK_K = 256  # output columns padded per step
+KEY_BITS = tl.constexpr(32)  # int32 order keys
 RADIX_BITS = 4  # threshold digits decided per pass: 32 / 4 = 8 counting passes over the row
 NUM_WARPS = 4
 SIGN_BIT = tl.constexpr(-(2**31))  # int32 with only the sign bit set
@@ -58,8 +59,8 @@ def _topk_kernel(
     if num_valid > k:
         digits = tl.arange(0, 1 << RADIX_BITS)  # [R]
         prefix = num_valid * 0  # threshold bits found so far, in unsigned order (sign bit flipped)
-        for radix_pass in tl.static_range(32 // RADIX_BITS):
-            shift = 32 - RADIX_BITS * (radix_pass + 1)
+        for radix_pass in tl.static_range(KEY_BITS // RADIX_BITS):
+            shift = KEY_BITS - RADIX_BITS * (radix_pass + 1)
             candidates = (prefix | (digits << shift)) ^ SIGN_BIT  # [R] in signed order
             at_least = tl.full([1 << RADIX_BITS], 0, tl.int32)  # [R] keys >= candidate
             above = tl.full([1 << RADIX_BITS], 0, tl.int32)  # [R] keys > candidate
@@ -109,6 +110,7 @@ def topk_positions(logits, q_pos, k, *, out=None):
     3. one pass in position order takes keys > threshold and the first (k - #greater) keys == threshold,
        writing each at the running count (exclusive cumsum), so the output is ascending   # [k]
     4. columns min(k, q_pos[t] + 1).. get -1
+    q_pos values are trusted (< L), not checked: that would sync the device; the reference checks them.
     """
     check_tensor("logits", logits, 2, FLOAT_DTYPES)
     check_tensor("q_pos", q_pos, 1, INDEX_DTYPES, logits.device)

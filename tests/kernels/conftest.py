@@ -10,6 +10,7 @@ import importlib
 import os
 import sys
 
+import pytest
 import triton  # noqa: F401
 import triton.experimental.gluon  # noqa: F401
 
@@ -25,6 +26,7 @@ KERNEL_MODULES = [
 
 
 def _import_interpreted():
+    """Returns TRITON_INTERPRET as it was (None: unset), which it is again afterwards."""
     previous = os.environ.get("TRITON_INTERPRET")
     os.environ["TRITON_INTERPRET"] = "1"
     try:
@@ -37,6 +39,12 @@ def _import_interpreted():
             del os.environ["TRITON_INTERPRET"]
         else:
             os.environ["TRITON_INTERPRET"] = previous
+    return previous
 
 
-_import_interpreted()
+TRITON_INTERPRET_BEFORE = _import_interpreted()
+
+
+@pytest.fixture
+def triton_interpret_before():
+    return TRITON_INTERPRET_BEFORE
