@@ -15,9 +15,11 @@ OUT_OF_RANGE = 1000  # page_table entries past a request's length: slot ids this
 TOL = {
     torch.float32: dict(atol=2e-5, rtol=2e-5),
     torch.float16: dict(atol=2e-3, rtol=2e-3),
+    # one bf16 ulp (2**-7 relative): the interpreter truncates fp32 -> bf16 stores where a GPU rounds to nearest
+    torch.bfloat16: dict(atol=1e-3, rtol=8e-3),
     torch.float8_e4m3fn: dict(atol=1e-4, rtol=2e-5),  # scales applied after the dot instead of before
 }
-DTYPE_ID = {torch.float32: "fp32", torch.float16: "fp16", torch.float8_e4m3fn: "fp8"}
+DTYPE_ID = {torch.float32: "fp32", torch.float16: "fp16", torch.bfloat16: "bf16", torch.float8_e4m3fn: "fp8"}
 
 
 @dataclass

@@ -18,7 +18,7 @@ BATCHES = [
 CASES = [
     pytest.param(*b, heads, dtype, id=f"{batch_id(*b[:2])}-P{b[2]}-H{heads}-{DTYPE_ID[dtype]}")
     for b in BATCHES
-    for heads, dtype in [(8, torch.float32), (16, torch.float16), (32, torch.float32), (32, torch.float16)]
+    for heads, dtype in [(8, torch.float32), (16, torch.float16), (32, torch.float32), (32, torch.bfloat16)]
 ] + [pytest.param([1, 63], [1, 4], 64, 64, torch.float32, id="B2-S1.63-prefill-P64-H64-fp32")]
 
 

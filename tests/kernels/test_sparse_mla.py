@@ -21,7 +21,8 @@ from tests.kernels.cases import (
 PREFILL = ([1, 63, 500], [1, 6, 5])  # odd lengths, ragged, a chunk at the end of a 500-token request
 DECODE = ([1, 64, 65, 500], [1, 1, 1, 1])  # one token per request, either side of a 64-slot page boundary
 # (heads, dtype, topk): every TP degree's head count; topk 256 > most lengths, so rows end in -1 padding
-SHAPES = [(8, torch.float32, 16), (16, torch.float16, 256), (32, torch.float32, 256), (64, torch.float16, 16)]
+SHAPES = [(8, torch.float32, 16), (16, torch.float16, 256), (32, torch.float32, 256), (64, torch.float16, 16),
+          (8, torch.bfloat16, 16)]  # fmt: skip
 
 
 def _inputs(lengths, new, heads, dtype, topk, seed):
