@@ -6,7 +6,8 @@ also open its own `<think>` at the start. Thinking the template opened but the m
 skipped thinking: that output is content (SGLang's glm45 returns it as reasoning with empty content). Only a
 `<think>` the model wrote itself and never closed is reasoning cut short. Since which case holds is known only once
 `</think>` or the end arrives, reasoning is held back until then, and any chunking gives the non-streamed result.
-Everything after the reasoning is content, verbatim.
+Everything after the reasoning is content, verbatim. `stream_reasoning` changes nothing (reasoning is held anyway);
+`force_nonempty_content` is accepted but not applied: reasoning already sent cannot become content afterwards.
 """
 
 import logging
