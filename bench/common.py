@@ -1,0 +1,141 @@
+"""What every benchmark shares: the command line that produced it, the machine, result JSON and RESULTS.md sections."""
+
+from __future__ import annotations
+
+import datetime
+import json
+import os
+import platform
+import re
+import shlex
+import statistics
+import subprocess
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+BENCH_DIR = REPO / "bench"
+RESULTS_DIR = BENCH_DIR / "results"
+RESULTS_MD = BENCH_DIR / "RESULTS.md"
+RESULTS_MD_HEADER = (
+    "# Benchmark results\n\n"
+    "Each section is written by the script named in its command (re-running it replaces the section).\n"
+)
+CACHE_ROOT = Path(os.environ.get("SGLANG_GLM5_BENCH_CACHE", "/tmp/sglang_glm5_bench"))
+_SECTION = "<!-- bench:{key}:{edge} -->"
+
+
+def command_line(argv: list[str] | None = None) -> str:
+    """The command that reproduces this run, relative to the repo root where possible."""
+    exe = Path(sys.executable)
+    exe_str = str(exe.relative_to(REPO)) if exe.is_relative_to(REPO) else str(exe)
+    script = Path(sys.argv[0]).resolve()
+    script_str = str(script.relative_to(REPO)) if script.is_relative_to(REPO) else sys.argv[0]
+    return shlex.join([exe_str, script_str, *(sys.argv[1:] if argv is None else argv)])
+
+
+def announce(argv: list[str] | None = None) -> str:
+    cmd = command_line(argv)
+    print(f"+ {cmd}", flush=True)
+    return cmd
+
+
+def cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+def mem_total_gib() -> float | None:
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemTotal:"):
+                return round(int(line.split()[1]) / 2**20, 1)
+    except OSError:
+        pass
+    return None
+
+
+def mem_available_gib() -> float | None:
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                return round(int(line.split()[1]) / 2**20, 1)
+    except OSError:
+        pass
+    return None
+
+
+def git_commit() -> str | None:
+    try:
+        out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True, text=True)
+    except OSError:
+        return None
+    return out.stdout.strip() or None
+
+
+def machine() -> dict:
+    """CPU model, cores, memory, and the load average at start (other jobs share this machine)."""
+    import torch
+
+    return {
+        "cpu_model": cpu_model(),
+        "cores": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "mem_total_gib": mem_total_gib(),
+        "mem_available_gib_at_start": mem_available_gib(),
+        "loadavg_1m_at_start": round(os.getloadavg()[0], 2),
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+    }
+
+
+def utc_now() -> str:
+    return datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+
+
+def median(xs: list[float]) -> float:
+    return statistics.median(xs)
+
+
+def result_stem(name: str, quick: bool) -> str:
+    return f"{name}-quick" if quick else name
+
+
+def write_json(payload: dict, stem: str, results_dir: Path = RESULTS_DIR) -> Path:
+    results_dir.mkdir(parents=True, exist_ok=True)
+    path = results_dir / f"{stem}.json"
+    path.write_text(json.dumps(payload, indent=2, sort_keys=False) + "\n")
+    return path
+
+
+def machine_line(m: dict) -> str:
+    return (
+        f"{m['cpu_model']}, {m['cores']} cores ({m['torch_threads']} torch threads), {m['mem_total_gib']} GiB RAM;"
+        f" load average {m['loadavg_1m_at_start']} at start (the machine is shared with other jobs)"
+    )
+
+
+def update_section(key: str, body: str, path: Path = RESULTS_MD) -> Path:
+    """Replace the `key` section of RESULTS.md (between its markers), or append it."""
+    start, end = _SECTION.format(key=key, edge="start"), _SECTION.format(key=key, edge="end")
+    block = f"{start}\n{body.strip()}\n{end}\n"
+    text = path.read_text() if path.exists() else RESULTS_MD_HEADER
+    pattern = re.compile(re.escape(start) + r".*?" + re.escape(end) + r"\n?", re.S)
+    if pattern.search(text):
+        text = pattern.sub(lambda _: block, text, count=1)
+    else:
+        text = text.rstrip("\n") + "\n\n" + block
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)
+    return path
+
+
+def md_table(header: list[str], rows: list[list]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
+    return "\n".join(lines)
