@@ -63,17 +63,17 @@ def test_indexer_logits_allocates_and_accepts_int64_indices():
     torch.testing.assert_close(indexer_logits(*args), ref_indexer_logits(*args), **TOL[torch.float32])
 
 
-@pytest.mark.parametrize(
-    "argument,change",
-    [
-        ("q", lambda a: {**a, "q": a["q"][0]}),
-        ("weights", lambda a: {**a, "weights": a["weights"][:, 1:]}),
-        ("k_cache", lambda a: {**a, "k_cache": a["k_cache"][:, :64]}),
-        ("page_table", lambda a: {**a, "page_table": a["page_table"].float()}),
-        ("q_pos", lambda a: {**a, "q_pos": a["q_pos"][1:]}),
-        ("out", lambda a: {**a, "out": torch.empty(1, 1)}),
-    ],
-)
+BAD_ARGUMENTS = [
+    ("q", lambda a: {**a, "q": a["q"][0]}),
+    ("weights", lambda a: {**a, "weights": a["weights"][:, 1:]}),
+    ("k_cache", lambda a: {**a, "k_cache": a["k_cache"][:, :64]}),
+    ("page_table", lambda a: {**a, "page_table": a["page_table"].float()}),
+    ("q_pos", lambda a: {**a, "q_pos": a["q_pos"][1:]}),
+    ("out", lambda a: {**a, "out": torch.empty(1, 1)}),
+]
+
+
+@pytest.mark.parametrize("argument,change", BAD_ARGUMENTS, ids=[case[0] for case in BAD_ARGUMENTS])
 def test_bad_arguments_are_named(argument, change):
     gen = torch.Generator().manual_seed(3)
     batch, q, weights, k_cache = _inputs([9], [2], 64, 8, torch.float32, gen)

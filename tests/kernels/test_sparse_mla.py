@@ -89,18 +89,18 @@ def test_small_latent_of_the_tiny_checkpoint():
         torch.testing.assert_close(entry(*args), sparse_mla(*args), **TOL[torch.float32])
 
 
+BAD_ARGUMENTS = [
+    ("q", lambda a: {**a, "q": a["q"].long()}),
+    ("kv_cache", lambda a: {**a, "kv_cache": a["kv_cache"][:, 1:]}),
+    ("topk", lambda a: {**a, "topk": a["topk"][1:]}),
+    ("q_seq", lambda a: {**a, "q_seq": a["q_seq"].float()}),
+    ("v_dim", lambda a: {**a, "v_dim": QK_DIM + 1}),
+    ("out", lambda a: {**a, "out": torch.empty(1)}),
+]
+
+
 @pytest.mark.parametrize("entry", [sparse_mla_prefill, sparse_mla_decode], ids=["prefill", "decode"])
-@pytest.mark.parametrize(
-    "argument,change",
-    [
-        ("q", lambda a: {**a, "q": a["q"].long()}),
-        ("kv_cache", lambda a: {**a, "kv_cache": a["kv_cache"][:, 1:]}),
-        ("topk", lambda a: {**a, "topk": a["topk"][1:]}),
-        ("q_seq", lambda a: {**a, "q_seq": a["q_seq"].float()}),
-        ("v_dim", lambda a: {**a, "v_dim": QK_DIM + 1}),
-        ("out", lambda a: {**a, "out": torch.empty(1)}),
-    ],
-)
+@pytest.mark.parametrize("argument,change", BAD_ARGUMENTS, ids=[case[0] for case in BAD_ARGUMENTS])
 def test_bad_arguments_are_named(entry, argument, change):
     batch, q, kv_cache, sel = _inputs([9], [2], 8, torch.float32, 4, seed=7)
     args = dict(q=q, kv_cache=kv_cache, page_table=batch.page_table, q_seq=batch.q_seq, topk=sel, sm_scale=SM_SCALE,

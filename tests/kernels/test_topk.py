@@ -30,11 +30,10 @@ def _assert_canonical(out, q_pos, k):
         assert row[count:] == [-1] * (k - count)
 
 
-@pytest.mark.parametrize(
-    "length,k",
-    [(1, 16), (63, 16), (500, 16), (500, 64), (63, 200), (500, 2048)],
-    ids=lambda v: str(v),
-)
+TOPK_CASES = [(1, 16), (63, 16), (500, 16), (500, 64), (63, 200), (500, 2048)]  # the last two: k > length
+
+
+@pytest.mark.parametrize("length,k", TOPK_CASES, ids=[f"T11-S{n}-topk{k}" for n, k in TOPK_CASES])
 def test_topk_index_sets_match_reference(length, k):
     gen = torch.Generator().manual_seed(length * 7 + k)
     q_pos = _q_pos(length, k, 6, gen)
@@ -46,8 +45,8 @@ def test_topk_index_sets_match_reference(length, k):
     _assert_canonical(out, q_pos, k)
 
 
-@pytest.mark.parametrize("length,k,levels", [(500, 64, 3), (63, 16, 2), (500, 16, 1)], ids=["L500-topk64-3levels",
-                         "L63-topk16-2levels", "L500-topk16-all-equal"])  # fmt: skip
+@pytest.mark.parametrize("length,k,levels", [(500, 64, 3), (63, 16, 2), (500, 16, 1)], ids=["T11-S500-topk64-3levels",
+                         "T11-S63-topk16-2levels", "T11-S500-topk16-all-equal"])  # fmt: skip
 def test_ties_go_to_lower_positions(length, k, levels):
     gen = torch.Generator().manual_seed(levels)
     q_pos = _q_pos(length, k, 6, gen)
@@ -78,15 +77,15 @@ def test_fp16_logits_and_int32_positions():
     assert torch.equal(topk_positions(logits, q_pos, 16), ref_topk_positions(logits, q_pos, 16))
 
 
-@pytest.mark.parametrize(
-    "argument,call",
-    [
-        ("logits", lambda lg, qp: topk_positions(lg[0], qp, 4)),
-        ("q_pos", lambda lg, qp: topk_positions(lg, qp[1:], 4)),
-        ("k", lambda lg, qp: topk_positions(lg, qp, 0)),
-        ("out", lambda lg, qp: topk_positions(lg, qp, 4, out=torch.empty(2, 4, dtype=torch.int64))),
-    ],
-)
+BAD_ARGUMENTS = [
+    ("logits", lambda lg, qp: topk_positions(lg[0], qp, 4)),
+    ("q_pos", lambda lg, qp: topk_positions(lg, qp[1:], 4)),
+    ("k", lambda lg, qp: topk_positions(lg, qp, 0)),
+    ("out", lambda lg, qp: topk_positions(lg, qp, 4, out=torch.empty(2, 4, dtype=torch.int64))),
+]
+
+
+@pytest.mark.parametrize("argument,call", BAD_ARGUMENTS, ids=[case[0] for case in BAD_ARGUMENTS])
 def test_bad_arguments_are_named(argument, call):
     with pytest.raises((TypeError, ValueError), match=argument):
         call(torch.randn(2, 9), torch.tensor([3, 8]))
