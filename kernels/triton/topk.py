@@ -18,7 +18,7 @@ PAD = tl.constexpr(-1)
 BLOCK_L = 1024  # logits scanned per step
 BLOCK_K = 256  # output columns padded per step
 KEY_BITS = tl.constexpr(32)  # int32 order keys
-RADIX_BITS = 4  # threshold digits decided per pass: 32 / 4 = 8 counting passes over the row
+RADIX_BITS = 8  # threshold bits decided per pass: 32 / 8 = 4 histogram passes over the row
 NUM_WARPS = 4
 SIGN_BIT = tl.constexpr(-(2**31))  # int32 with only the sign bit set
 INT32_MAX = tl.constexpr(2**31 - 1)
@@ -45,6 +45,7 @@ def _topk_kernel(
     BLOCK_L: tl.constexpr,
     BLOCK_K: tl.constexpr,
     RADIX_BITS: tl.constexpr,
+    NUM_BINS: tl.constexpr,
 ):
     token = tl.program_id(0)
     row = logits_ptr + token.to(tl.int64) * stride_lt
@@ -53,32 +54,34 @@ def _topk_kernel(
     num_sel = tl.minimum(num_valid, k)
     offs = tl.arange(0, BLOCK_L)
 
-    # threshold = the num_sel-th largest key; the whole row is selected when it has <= k valid positions
+    # threshold = the num_sel-th largest key, ties_wanted = how many keys equal to it are taken;
+    # the whole row is taken when it has <= k valid positions
     threshold = num_valid * 0 + SIGN_BIT
-    num_above = num_valid
+    ties_wanted = num_valid * 0
     if num_valid > k:
-        digits = tl.arange(0, 1 << RADIX_BITS)  # [R]
+        bins = tl.arange(0, NUM_BINS)  # [R]
         prefix = num_valid * 0  # threshold bits found so far, in unsigned order (sign bit flipped)
+        remaining = num_sel  # keys still to take among those whose higher bits equal prefix
         for radix_pass in tl.static_range(KEY_BITS // RADIX_BITS):
             shift = KEY_BITS - RADIX_BITS * (radix_pass + 1)
-            candidates = (prefix | (digits << shift)) ^ SIGN_BIT  # [R] in signed order
-            at_least = tl.full([1 << RADIX_BITS], 0, tl.int32)  # [R] keys >= candidate
-            above = tl.full([1 << RADIX_BITS], 0, tl.int32)  # [R] keys > candidate
+            hist = tl.full([NUM_BINS], 0, tl.int32)  # [R] digits of the keys still in the running
             for start in range(0, num_valid, BLOCK_L):
                 in_row = start + offs < num_valid
                 key = _order_key(tl.load(row + start + offs, mask=in_row, other=0.0).to(tl.float32))  # [BL]
-                at_least += tile_sum(((key[:, None] >= candidates[None, :]) & in_row[:, None]).to(tl.int32), 0)
-                if shift == 0:
-                    above += tile_sum(((key[:, None] > candidates[None, :]) & in_row[:, None]).to(tl.int32), 0)
-            # counts fall with the digit and digit 0 always has >= num_sel: the largest digit keeping >= num_sel
-            digit = tile_sum((at_least >= num_sel).to(tl.int32), 0) - 1
+                bits = key ^ SIGN_BIT  # unsigned order; >> sign-extends, but both sides of == alike, & drops it
+                in_running = in_row
+                if radix_pass > 0:
+                    in_running = in_row & ((bits >> (shift + RADIX_BITS)) == (prefix >> (shift + RADIX_BITS)))
+                hist += tl.histogram((bits >> shift) & (NUM_BINS - 1), NUM_BINS, mask=in_running)
+            at_least = tile_sum(hist, 0) - tile_exclusive_cumsum(hist, 0)  # [R] keys with digit >= bin
+            # at_least falls with the bin and bin 0 holds all `remaining`: the largest bin still holding them
+            digit = tile_sum((at_least >= remaining).to(tl.int32), 0) - 1
+            remaining -= tile_sum(tl.where(bins == digit, at_least - hist, 0), 0)  # those above digit are taken
             prefix = prefix | (digit << shift)
-            if shift == 0:
-                num_above = tile_sum(tl.where(digits == digit, above, 0), 0)
         threshold = prefix ^ SIGN_BIT
+        ties_wanted = remaining
 
     # one pass in position order: output slots come from a running count, so positions land ascending
-    ties_wanted = num_sel - num_above
     written = num_valid * 0
     ties_seen = num_valid * 0
     for start in range(0, num_valid, BLOCK_L):
@@ -105,8 +108,8 @@ def topk_positions(logits, q_pos, k, *, out=None):
     then -1. Equal scores go to the lower position; -0.0 equals +0.0; NaN ranks above +inf (torch.sort's order).
     One program per query token t, reading only positions 0..q_pos[t]:
     1. key = the fp32 logit's bits mapped to an int32 with the same order                 # [L]
-    2. if more than k valid: 8 passes decide the k-th largest key 4 bits at a time, each pass counting
-       keys >= each of the 16 candidates (prefix | digit << shift); the last pass also counts keys >
+    2. if more than k valid: 4 passes decide the k-th largest key 8 bits at a time (radix select), each a
+       256-bin histogram of the next digit over the keys whose higher bits equal the threshold's so far  # [256]
     3. one pass in position order takes keys > threshold and the first (k - #greater) keys == threshold,
        writing each at the running count (exclusive cumsum), so the output is ascending   # [k]
     4. columns min(k, q_pos[t] + 1).. get -1
@@ -122,6 +125,6 @@ def topk_positions(logits, q_pos, k, *, out=None):
     if num_tokens:
         _topk_kernel[(num_tokens,)](
             logits, q_pos, out, k, logits.stride(0), out.stride(0),
-            BLOCK_L=BLOCK_L, BLOCK_K=BLOCK_K, RADIX_BITS=RADIX_BITS, num_warps=NUM_WARPS,
+            BLOCK_L=BLOCK_L, BLOCK_K=BLOCK_K, RADIX_BITS=RADIX_BITS, NUM_BINS=1 << RADIX_BITS, num_warps=NUM_WARPS,
         )  # fmt: skip
     return out

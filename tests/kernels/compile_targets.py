@@ -53,7 +53,8 @@ def kernel_specs():
          dict(q_ptr="fp8e4nv", q_scale_ptr="fp32", weights_ptr="fp32", k_ptr="fp8e4nv", k_scale_ptr="fp32",
               out_ptr="fp32", **index_ptrs), dict(indexer, HAS_SCALES=True), indexer_mod.NUM_WARPS),
         ("topk", topk_mod._topk_kernel, dict(logits_ptr="fp32", q_pos_ptr="i64", out_ptr="i32"),
-         dict(BLOCK_L=topk_mod.BLOCK_L, BLOCK_K=topk_mod.BLOCK_K, RADIX_BITS=topk_mod.RADIX_BITS), topk_mod.NUM_WARPS),
+         dict(BLOCK_L=topk_mod.BLOCK_L, BLOCK_K=topk_mod.BLOCK_K, RADIX_BITS=topk_mod.RADIX_BITS,
+              NUM_BINS=1 << topk_mod.RADIX_BITS), topk_mod.NUM_WARPS),
     ]  # fmt: skip
     # prefill at TP 1 (64 heads: the largest tile), decode at TP 8 (8 heads: the latency case)
     specs += [

@@ -54,6 +54,15 @@ def test_ties_go_to_lower_positions(length, k, levels):
     assert torch.equal(_run(logits, q_pos, k), ref_topk_positions(logits, q_pos, k))
 
 
+@pytest.mark.parametrize("step_exponent", [-20, -10], ids=["T11-S500-topk64-low-bits", "T11-S500-topk64-mid-bits"])
+def test_keys_differing_only_in_later_radix_digits(step_exponent):
+    """Scores 1 + n * 2**e share their high bytes, so the threshold is decided in the second to fourth pass."""
+    gen = torch.Generator().manual_seed(-step_exponent)
+    q_pos = _q_pos(500, 64, 6, gen)
+    logits = 1.0 + torch.randint(0, 300, (q_pos.shape[0], 500), generator=gen).float() * 2.0**step_exponent
+    assert torch.equal(_run(logits, q_pos, 64), ref_topk_positions(logits, q_pos, 64))
+
+
 def test_special_values():
     nan, inf = float("nan"), float("inf")
     logits = torch.tensor(
