@@ -11,7 +11,14 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from sglang_glm5.parsers.arguments import typed_value
-from sglang_glm5.parsers.markup import ARGUMENT_TAGS, CALL_END, KEY_END, KEY_START, VALUE_END, VALUE_START
+from sglang_glm5.parsers.markup import (
+    ARGUMENT_TAGS,
+    CALL_END,
+    KEY_END,
+    KEY_START,
+    VALUE_END,
+    VALUE_START,
+)
 
 _TAG_RE = re.compile("(" + "|".join(map(re.escape, ARGUMENT_TAGS)) + ")")
 

@@ -13,9 +13,18 @@ Everything after the reasoning is content, verbatim. `stream_reasoning` changes 
 import logging
 from enum import Enum
 
-from sglang.srt.parser.reasoning_parser import BaseReasoningFormatDetector, StreamingParseResult
+from sglang.srt.parser.reasoning_parser import (
+    BaseReasoningFormatDetector,
+    StreamingParseResult,
+)
 
-from sglang_glm5.parsers.markup import CALL_START, THINK_END, THINK_START, find_first, rescan_from
+from sglang_glm5.parsers.markup import (
+    CALL_START,
+    THINK_END,
+    THINK_START,
+    find_first,
+    rescan_from,
+)
 
 logger = logging.getLogger(__name__)
 

@@ -14,7 +14,9 @@ from sglang.srt.entrypoints.openai.protocol import Tool
 from sglang.srt.environ import envs
 from sglang.srt.function_call.base_format_detector import BaseFormatDetector
 from sglang.srt.function_call.core_types import StreamingParseResult, ToolCallItem
-from sglang.srt.function_call.glm47_moe_detector import _glm47_native_structural_tag_available
+from sglang.srt.function_call.glm47_moe_detector import (
+    _glm47_native_structural_tag_available,
+)
 
 from sglang_glm5.parsers.call_body import MalformedCall, parse_call
 from sglang_glm5.parsers.markup import CALL_END, CALL_START, TOOL_TAGS

@@ -8,7 +8,14 @@ closing tag is missing) or at the end of the output.
 
 from dataclasses import dataclass
 
-from sglang_glm5.parsers.markup import CALL_END, CALL_START, TOOL_TAGS, find_first, partial_tag_len, rescan_from
+from sglang_glm5.parsers.markup import (
+    CALL_END,
+    CALL_START,
+    TOOL_TAGS,
+    find_first,
+    partial_tag_len,
+    rescan_from,
+)
 
 CALL_ENDINGS = (CALL_END, CALL_START)
 

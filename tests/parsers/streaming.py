@@ -7,6 +7,7 @@ inside a multi-byte character yields an empty chunk and the character arrives wh
 import codecs
 import json
 from dataclasses import dataclass
+from itertools import pairwise
 
 from sglang.srt.function_call.function_call_parser import FunctionCallParser
 from sglang.srt.parser.reasoning_parser import ReasoningParser
@@ -30,7 +31,7 @@ def chunks_at(text: str, byte_splits: list[int]) -> list[str]:
     data = text.encode()
     decoder = codecs.getincrementaldecoder("utf-8")()
     bounds = [0, *byte_splits, len(data)]
-    out = [decoder.decode(data[a:b]) for a, b in zip(bounds, bounds[1:])]
+    out = [decoder.decode(data[a:b]) for a, b in pairwise(bounds)]
     out[-1] += decoder.decode(b"", final=True)
     return out
 

@@ -7,7 +7,12 @@ from sglang.srt.function_call.function_call_parser import FunctionCallParser
 
 from sglang_glm5.parsers import PARSER_NAME
 from tests.parsers.fixtures import TOOL_CASES, TOOLS, WEATHER, ToolCase, call
-from tests.parsers.streaming import ToolResult, every_split, tools_non_streamed, tools_streamed
+from tests.parsers.streaming import (
+    ToolResult,
+    every_split,
+    tools_non_streamed,
+    tools_streamed,
+)
 
 CASES = [pytest.param(case, id=case.id) for case in TOOL_CASES]
 PARSER_LOGGER = "sglang_glm5.parsers"
