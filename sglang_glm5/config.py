@@ -1,11 +1,12 @@
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import dataclass
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any, Mapping
+
+from sglang_glm5.jsonfile import read_json_object
 
 CONFIG_FILE = "config.json"
 SUPPORTED_FP8_FORMATS = ("e4m3",)
@@ -162,15 +163,7 @@ class Glm5Config:
     @classmethod
     def from_pretrained(cls, model_dir: str | Path, overrides: Mapping[str, Any] | None = None) -> Glm5Config:
         path = Path(model_dir) / CONFIG_FILE
-        try:
-            d = json.loads(path.read_text())
-        except FileNotFoundError:
-            raise Glm5ConfigError(f"{path}: no such file") from None
-        except json.JSONDecodeError as e:
-            raise Glm5ConfigError(f"{path}: invalid JSON: {e}") from None
-        if not isinstance(d, dict):
-            raise Glm5ConfigError(f"{path}: expected a JSON object, got {type(d).__name__}")
-        return cls.from_dict(d, source=str(path), overrides=overrides)
+        return cls.from_dict(read_json_object(path, Glm5ConfigError), source=str(path), overrides=overrides)
 
 
 _OVERRIDABLE = (

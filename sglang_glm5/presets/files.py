@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
+
+from sglang_glm5.jsonfile import read_json_object
 
 CONFIGS_ENV = "SGLANG_GLM5_CONFIGS"  # another configs/ folder (tests, site-specific presets)
 # The repository's top-level configs/, through a link that package-data follows, so wheels carry the files.
@@ -26,15 +27,7 @@ def configs_dir() -> Path:
 
 
 def read_json(path: Path) -> dict[str, Any]:
-    try:
-        data = json.loads(path.read_text())
-    except FileNotFoundError:
-        raise PresetError(f"{path}: no such file") from None
-    except json.JSONDecodeError as e:
-        raise PresetError(f"{path}: invalid JSON: {e}") from None
-    if not isinstance(data, dict):
-        raise PresetError(f"{path}: expected a JSON object, got {type(data).__name__}")
-    return data
+    return read_json_object(path, PresetError)
 
 
 def field(data: Mapping[str, Any], name: str, kind: type | tuple[type, ...], where: str) -> Any:
