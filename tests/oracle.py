@@ -40,12 +40,22 @@ def hf_greedy(checkpoint: Path, ids: list[int], max_new_tokens: int) -> list[int
     return new
 
 
-def dequantized_copy(src: Path, dst: Path) -> Path:
-    """An FP8 block checkpoint rewritten unquantized in float32, by a plain per-block loop (independent of
+def dequantize_block_loop(w: torch.Tensor, scale: torch.Tensor, block: tuple[int, int]) -> torch.Tensor:
+    """[N, K] fp8 weight times its per-block scale, by a plain slice loop (fp32)."""
+    block_n, block_k = block
+    out = w.to(torch.float32)
+    for i in range(scale.shape[0]):
+        for j in range(scale.shape[1]):
+            out[i * block_n : (i + 1) * block_n, j * block_k : (j + 1) * block_k] *= scale[i, j]
+    return out
+
+
+def dequantized_copy(src: Path, dst: Path, dtype: torch.dtype = torch.float32) -> Path:
+    """An FP8 block checkpoint rewritten unquantized in `dtype`, by `dequantize_block_loop` (independent of
     sglang_glm5.quant; HF's own FP8 loader needs `accelerate` and mis-scales ragged blocks)."""
     shutil.copytree(src, dst)
     config = json.loads((src / "config.json").read_text())
-    block_n, block_k = config.pop("quantization_config")["weight_block_size"]
+    block = tuple(config.pop("quantization_config")["weight_block_size"])
     (dst / "config.json").write_text(json.dumps(config))
     for shard in src.glob("*.safetensors"):
         tensors = load_file(shard)
@@ -54,12 +64,7 @@ def dequantized_copy(src: Path, dst: Path) -> Path:
             if name.endswith("_scale_inv"):
                 continue
             scale = tensors.get(name + "_scale_inv")
-            if scale is not None:
-                tensor = tensor.to(torch.float32)
-                for i in range(scale.shape[0]):
-                    for j in range(scale.shape[1]):
-                        tensor[i * block_n : (i + 1) * block_n, j * block_k : (j + 1) * block_k] *= scale[i, j]
-            out[name] = tensor
+            out[name] = tensor if scale is None else dequantize_block_loop(tensor, scale, block).to(dtype)
         save_file(out, dst / shard.name)
     index = json.loads((src / "model.safetensors.index.json").read_text())
     index["weight_map"] = {k: v for k, v in index["weight_map"].items() if not k.endswith("_scale_inv")}

@@ -10,19 +10,19 @@ import hashlib
 import json
 import math
 import re
-import shutil
 from pathlib import Path
 
 import pytest
 import torch
 from safetensors import safe_open
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 from transformers import AutoConfig, AutoTokenizer, GlmMoeDsaForCausalLM
 from transformers.integrations.finegrained_fp8 import Fp8Dequantize
 
 from sglang_glm5.checkpoint import write_tiny_checkpoint
 from sglang_glm5.cli import main
 from sglang_glm5.config import Glm5Config
+from tests.oracle import dequantize_block_loop, dequantized_copy
 
 NUM_LAYERS = 4
 MTP_LAYER = NUM_LAYERS
@@ -183,35 +183,6 @@ def tree_hashes(d: Path) -> dict[str, str]:
     return {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(d.iterdir())}
 
 
-def dequantize_block_loop(w: torch.Tensor, scale: torch.Tensor, block: tuple[int, int]) -> torch.Tensor:
-    bn, bk = block
-    out = w.to(torch.float32)
-    for i in range(scale.shape[0]):
-        for j in range(scale.shape[1]):
-            out[i * bn : (i + 1) * bn, j * bk : (j + 1) * bk] *= scale[i, j]
-    return out
-
-
-def dequantize_checkpoint(src: Path, dst: Path) -> Path:
-    shutil.copytree(src, dst)
-    config = json.loads((src / "config.json").read_text())
-    block = tuple(config.pop("quantization_config")["weight_block_size"])
-    (dst / "config.json").write_text(json.dumps(config))
-    for f in src.glob("*.safetensors"):
-        sd = load_file(f)
-        out = {}
-        for name, t in sd.items():
-            if name.endswith("_scale_inv"):
-                continue
-            scale = sd.get(name + "_scale_inv")
-            out[name] = t if scale is None else dequantize_block_loop(t, scale, block).to(torch.bfloat16)
-        save_file(out, dst / f.name)
-    index = json.loads((src / "model.safetensors.index.json").read_text())
-    index["weight_map"] = {k: v for k, v in index["weight_map"].items() if not k.endswith("_scale_inv")}
-    (dst / "model.safetensors.index.json").write_text(json.dumps(index))
-    return dst
-
-
 @pytest.fixture(scope="session")
 def tiny_root(tmp_path_factory) -> Path:
     return tmp_path_factory.mktemp("tiny")
@@ -238,7 +209,7 @@ def hf_bf16(ckpt):
 
 @pytest.fixture(scope="session")
 def fp8_dequantized(ckpt, tiny_root) -> Path:
-    return dequantize_checkpoint(ckpt("fp8"), tiny_root / "fp8-dequantized")
+    return dequantized_copy(ckpt("fp8"), tiny_root / "fp8-dequantized", dtype=torch.bfloat16)
 
 
 @pytest.fixture(scope="session")
