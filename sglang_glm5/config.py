@@ -6,6 +6,7 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any, Mapping
 
+from sglang_glm5.indexcache.plan import PLAN_KEYS, IndexCachePlanError, IndexerPlan, resolve_plan
 from sglang_glm5.jsonfile import read_json_object
 
 CONFIG_FILE = "config.json"
@@ -115,6 +116,7 @@ class Glm5Config:
     num_nextn_predict_layers: int
     tie_word_embeddings: bool
     hidden_act: str
+    indexer_plan: IndexerPlan
     eos_token_ids: tuple[int, ...] = ()
     quant: Fp8BlockQuant | None = None
 
@@ -178,6 +180,7 @@ _OVERRIDABLE = (
         "num_key_value_heads",
         "scoring_func",
         "topk_method",
+        *PLAN_KEYS,
     }
 )
 
@@ -193,6 +196,7 @@ class _Parser:
         unknown = sorted(k for k in overrides if k not in _OVERRIDABLE)
         if unknown:
             raise self.error(f"unknown override field(s) {unknown}")
+        written = d
         d = {**d, **overrides}
         if "rope_theta" in overrides and isinstance(d.get("rope_parameters"), Mapping):
             d["rope_parameters"] = {k: v for k, v in d["rope_parameters"].items() if k != "rope_theta"}
@@ -208,7 +212,14 @@ class _Parser:
         values["quant"] = self.quant(d.get("quantization_config"))
         self.check_choices(d, values)
         self.check_consistency(d, values)
+        values["indexer_plan"] = self.indexer_plan(written, overrides, values["num_hidden_layers"])
         return Glm5Config(**values)
+
+    def indexer_plan(self, written: Mapping[str, Any], overrides: Mapping[str, Any], num_layers: int) -> IndexerPlan:
+        try:
+            return resolve_plan(written, overrides, num_layers, config_source=self.source)
+        except IndexCachePlanError as err:
+            raise Glm5ConfigError(str(err)) from err
 
     def check(self, name: str, value: Any, spec: _Field) -> Any:
         where = f"field '{name}' ({spec.group})"

@@ -5,19 +5,23 @@ phase (prefill / decode) comes from the implementation table in `impls.py`.
 """
 
 import logging
+import os
 
 import torch
 from sglang.srt.layers.attention.base_attn_backend import AttentionBackend
 
 from sglang_glm5.attention.impls import resolve_impl
-from sglang_glm5.attention.metadata import DSAMetadata
+from sglang_glm5.attention.metadata import DraftStep, DSAMetadata
 
 logger = logging.getLogger(__name__)
 
+TRACE_INDEXER_ENV = "SGLANG_GLM5_TRACE_INDEXER"  # "1": log every indexer call (layer, phase, tokens)
+
 
 class Glm5DSABackend(AttentionBackend):
-    def __init__(self, model_runner):
+    def __init__(self, model_runner, draft_step: DraftStep | None = None):
         super().__init__()
+        self.draft_step = draft_step
         self.device = model_runner.device
         self.req_to_token_pool = model_runner.req_to_token_pool
         self.token_to_kv_pool = model_runner.token_to_kv_pool
@@ -35,17 +39,24 @@ class Glm5DSABackend(AttentionBackend):
             logger.warning("GLM-5 DSA: the torch reference implementation runs on %s; it is correct but slow", device_type)
         self.index_topk = hf_config.index_topk
         pool = self.token_to_kv_pool
-        self.start_layer = pool.start_layer
+        # IndexCache: only layers that run their own indexer get an indexer key cache (S layers never read one).
+        plan = model_runner.model.glm5_config.indexer_plan
+        layers = range(pool.start_layer, pool.start_layer + pool.layer_num)
+        self.index_k_row = {layer: row for row, layer in enumerate(l for l in layers if plan.runs_indexer(l))}
         # Indexer keys stay in the model dtype: the reference matches HF's unquantized indexer exactly.
         self.index_k_cache = torch.zeros(
-            (pool.layer_num, pool.size + pool.page_size, hf_config.index_head_dim),
+            (len(self.index_k_row), pool.size + pool.page_size, hf_config.index_head_dim),
             dtype=model_runner.model_config.dtype,
             device=self.device,
-        )  # [layers, S, D]
+        )  # [indexer layers, S, D]
+        logger.info("GLM-5 DSA indexer key cache: layers %s", sorted(self.index_k_row))
+        self.trace_indexer = os.environ.get(TRACE_INDEXER_ENV) == "1"
         self.forward_metadata: DSAMetadata | None = None
 
     def init_forward_metadata(self, forward_batch):
-        self.forward_metadata = DSAMetadata.from_forward_batch(forward_batch, self.req_to_token_pool.req_to_token)
+        self.forward_metadata = DSAMetadata.from_forward_batch(
+            forward_batch, self.req_to_token_pool.req_to_token, self.draft_step
+        )
 
     def select_topk(
         self,
@@ -56,7 +67,10 @@ class Glm5DSABackend(AttentionBackend):
     ) -> torch.Tensor:  # [T, index_topk] positions, -1 padded
         meta = self.forward_metadata
         impl = self.impls[meta.phase]
-        k_cache = self.index_k_cache[layer_id - self.start_layer]  # [S, D]
+        assert layer_id in self.index_k_row, f"layer {layer_id} is an IndexCache S layer: it runs no indexer"
+        if self.trace_indexer:
+            logger.info("GLM-5 DSA indexer call: layer %d %s %d tokens", layer_id, meta.phase, q.shape[0])
+        k_cache = self.index_k_cache[self.index_k_row[layer_id]]  # [S, D]
         k_cache[meta.out_cache_loc] = k.to(k_cache.dtype)
         logits = impl.indexer_logits(q, weights, k_cache, meta.page_table, meta.q_seq, meta.q_pos)  # [T, L]
         return impl.topk_positions(logits, meta.q_pos, self.index_topk)

@@ -25,21 +25,20 @@ logger = logging.getLogger(__name__)
 GLM5_ROUTER_FIELDS = {"scoring_func": "sigmoid", "topk_method": "noaux_tc"}
 
 
-def indexer_layers(hf_config, num_layers: int) -> list[bool]:
-    """Which layers run their own indexer (transformers fills `indexer_types`; "shared" layers reuse top-k)."""
-    types = getattr(hf_config, "indexer_types", None) or ["full"] * num_layers
-    return [t != "shared" for t in types]
-
-
 class GlmMoeDsaModel(nn.Module):
     def __init__(self, cfg: Glm5Config, hf_config, quant_config=None, prefix: str = ""):
         super().__init__()
         self.embed_tokens = VocabParallelEmbedding(
             cfg.vocab_size, cfg.hidden_size, prefix=add_prefix("embed_tokens", prefix)
         )
-        runs_indexer = indexer_layers(hf_config, cfg.num_hidden_layers)
+        plan = cfg.indexer_plan
+        logger.info("%s", plan.summary())
+        # transformers filled `indexer_types` before any override applied; SGLang reads it (dsa_layer_skips_topk).
+        hf_config.indexer_types = plan.indexer_types
         self.layers = nn.ModuleList(
-            Glm5DecoderLayer(cfg, hf_config, i, runs_indexer[i], quant_config, prefix=add_prefix(f"layers.{i}", prefix))
+            Glm5DecoderLayer(
+                cfg, hf_config, i, plan.runs_indexer(i), quant_config, prefix=add_prefix(f"layers.{i}", prefix)
+            )
             for i in range(cfg.num_hidden_layers)
         )
         self.norm = RMSNorm(cfg.hidden_size, eps=cfg.rms_norm_eps)

@@ -10,6 +10,7 @@ from sglang.srt.model_loader.weight_utils import default_weight_loader
 
 _LAYER = re.compile(r"^model\.layers\.(\d+)\.")
 _EXPERT = re.compile(r"experts\.\d+\.[a-z]+_proj\.")
+_INDEXER = ".self_attn.indexer."
 
 
 @dataclass(frozen=True)
@@ -58,9 +59,12 @@ def load_weights(
     """
     params = dict(model.named_parameters())
     experts = expert_rules(num_experts)
+    indexer_layers = {layer_of(p) for p in params if _INDEXER in p}
     loaded: set[str] = set()
     for name, tensor in weights:
         layer = layer_of(name)
+        if _INDEXER in name and layer not in indexer_layers:
+            continue  # an IndexCache "S" layer builds no indexer: its checkpoint indexer weights are never read
         if layer is not None and layer >= num_layers:
             continue
         if "rotary_emb.inv_freq" in name:
