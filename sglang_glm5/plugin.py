@@ -2,9 +2,11 @@
 
 Registers, through SGLang's own `HookRegistry` (so each hook is logged and a failure is visible):
 - our `GlmMoeDsaForCausalLM` in place of SGLang's built-in class of that name;
-- our DSA attention backend for GLM-5 under SGLang's `--attention-backend dsa` (and its `nsa` alias);
+- our DSA attention backend for GLM-5 under SGLang's `--attention-backend dsa` (and its `nsa` alias), also for
+  the EAGLE draft (`attention.draft`);
 - on CPU only, the start-up fixes in `serving.cpu_hooks`;
-- our `glm5` reasoning and tool-call parsers in SGLang's parser registries (`parsers/`).
+- our `glm5` reasoning and tool-call parsers in SGLang's parser registries (`parsers/`);
+- request checks SGLang lacks (empty prompt, token ids outside the vocabulary: `serving.request_checks`).
 """
 
 import importlib
@@ -13,12 +15,14 @@ import logging
 from sglang.srt.plugins.hook_registry import HookRegistry, HookType
 
 from sglang_glm5.parsers import register_parsers
+from sglang_glm5.serving.request_checks import register_request_checks
 
 logger = logging.getLogger(__name__)
 
 # architecture in config.json -> "module:class" of ours
 MODEL_CLASSES = {
     "GlmMoeDsaForCausalLM": "sglang_glm5.models.glm5:GlmMoeDsaForCausalLM",
+    "GlmMoeDsaForCausalLMNextN": "sglang_glm5.models.mtp:GlmMoeDsaForCausalLMNextN",  # EAGLE draft (MTP layer)
 }
 DSA_BACKEND_NAMES = ("dsa", "nsa")
 
@@ -56,7 +60,11 @@ def build_attention_backend(original, *, model_runner, backend_str, init_new_wor
 def load() -> None:
     HookRegistry.register(_RESOLVE_MODEL, resolve_model_cls, HookType.AROUND)
     HookRegistry.register(_BUILD_BACKEND, build_attention_backend, HookType.AROUND)
+    from sglang_glm5.attention.draft import register_draft_hooks
+
+    register_draft_hooks()
     register_parsers()
+    register_request_checks()
     from sglang.srt.utils import is_cpu
 
     if is_cpu():
