@@ -62,15 +62,22 @@ class GlmMoeDsaForCausalLM(nn.Module):
         self.config = config
         self._weight_transform = plan_weight_format(quant_config, self.glm5_config.quant)
         self.quant_config = quant_config
-        self.model = GlmMoeDsaModel(self.glm5_config, config, quant_config, prefix=add_prefix("model", prefix))
+        self.model = self._build_body(config, quant_config, prefix)
         self.lm_head = ParallelLMHead(
             config.vocab_size, config.hidden_size, quant_config=quant_config, prefix=add_prefix("lm_head", prefix)
         )
         self.logits_processor = LogitsProcessor(config)
         logger.info("GLM-5 model: %s.%s", type(self).__module__, type(self).__qualname__)
 
+    def _build_body(self, config, quant_config, prefix) -> nn.Module:
+        return GlmMoeDsaModel(self.glm5_config, config, quant_config, prefix=add_prefix("model", prefix))
+
     def get_input_embeddings(self) -> nn.Embedding:
         return self.model.embed_tokens
+
+    def get_embed_and_head(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """Shared with the MTP draft model by SGLang's EAGLE worker."""
+        return self.model.embed_tokens.weight, self.lm_head.weight
 
     @torch.no_grad()
     def forward(self, input_ids, positions, forward_batch, input_embeds=None, **kwargs):
@@ -88,12 +95,17 @@ class GlmMoeDsaForCausalLM(nn.Module):
         def locate(name: str) -> str:
             return str(headers[name].file if name in headers else checkpoint)
 
-        weights = self._weight_transform(weights, locate=locate)
+        self._load(self._weight_transform(weights, locate=locate), locate)
+        for layer in self._attention_layers():
+            attn = layer.self_attn
+            attn.absorb_kv_b(_dense_weight(attn.kv_b_proj, self.glm5_config))
+
+    def _load(self, weights, locate) -> None:
         cfg = self.glm5_config
         load_weights(self, weights, cfg.n_routed_experts, cfg.num_hidden_layers, locate=locate)
-        for layer in self.model.layers:
-            attn = layer.self_attn
-            attn.absorb_kv_b(_dense_weight(attn.kv_b_proj, cfg))
+
+    def _attention_layers(self):
+        return self.model.layers
 
 
 def glm5_config_of(hf_config) -> Glm5Config:

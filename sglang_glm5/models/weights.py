@@ -20,6 +20,9 @@ class StackedRule:
     shard: int | str
 
 
+# MTP-layer tensors that sit beside its decoder block in the draft model (everything else goes under `decoder`).
+MTP_SIDE_MODULES = ("enorm", "hnorm", "eh_proj", "shared_head.norm")
+
 # gate/up projections are fused into one gate_up_proj (dense MLP and shared experts).
 STACKED_RULES = (
     StackedRule("gate_up_proj", "gate_proj", 0),
@@ -45,17 +48,35 @@ def expert_rules(num_experts: int) -> dict[str, tuple[str, int, str]]:
     return {ckpt: (param, expert, shard) for param, ckpt, expert, shard in mapping}
 
 
+def mtp_weights(
+    weights: Iterable[tuple[str, torch.Tensor]], mtp_layer: int
+) -> Iterable[tuple[str, torch.Tensor]]:
+    """The MTP layer's tensors under the draft model's names; the target's tensors are dropped.
+
+    `model.layers.{mtp_layer}.enorm.weight` -> `model.enorm.weight`,
+    `model.layers.{mtp_layer}.self_attn.q_a_proj.weight` -> `model.decoder.self_attn.q_a_proj.weight`.
+    The draft's embedding and LM head are the target's (shared by SGLang's EAGLE worker), so not loaded here.
+    """
+    prefix = f"model.layers.{mtp_layer}."
+    for name, tensor in weights:
+        if not name.startswith(prefix):
+            continue
+        rest = name[len(prefix) :]
+        side = any(rest.startswith(module + ".") for module in MTP_SIDE_MODULES)
+        yield ("model." if side else "model.decoder.") + rest, tensor
+
+
 def load_weights(
     model,
     weights: Iterable[tuple[str, torch.Tensor]],
     num_experts: int,
-    num_layers: int,
+    num_layers: int | None,
     locate=lambda name: "checkpoint",
 ) -> set[str]:
     """Feed checkpoint tensors to the parameters' own SGLang weight loaders; returns the loaded parameter names.
 
-    Layers >= num_layers (the MTP layer) belong to the draft model and are skipped here. `locate(name)` names
-    the file holding a tensor, for error messages.
+    Layers >= num_layers (the MTP layer) belong to the draft model and are skipped here (`None`: skip nothing,
+    for the draft's renamed tensors). `locate(name)` names the file holding a tensor, for error messages.
     """
     params = dict(model.named_parameters())
     experts = expert_rules(num_experts)
@@ -65,7 +86,7 @@ def load_weights(
         layer = layer_of(name)
         if _INDEXER in name and layer not in indexer_layers:
             continue  # an IndexCache "S" layer builds no indexer: its checkpoint indexer weights are never read
-        if layer is not None and layer >= num_layers:
+        if layer is not None and num_layers is not None and layer >= num_layers:
             continue
         if "rotary_emb.inv_freq" in name:
             continue

@@ -1,0 +1,81 @@
+"""EAGLE draft attention for GLM-5: SGLang's `DraftBackendFactory` builds our DSA backends for the MTP draft.
+
+SGLang's factory maps `--attention-backend dsa` to its own DSA backends (FlashMLA / DeepGEMM, GPU only). For a
+GLM-5 draft runner it gets ours instead: one `Glm5DSABackend` for draft extend and a `Glm5DSAMultiStepBackend`
+holding one backend per draft-decode step. All of them read and write the draft runner's own latent KV pool and
+share one indexer key cache (the draft runner's backend's), so the draft's indexer sees every key it wrote.
+"""
+
+from sglang.srt.plugins.hook_registry import HookRegistry, HookType
+
+from sglang_glm5.attention.backend import Glm5DSABackend
+from sglang_glm5.attention.metadata import DraftStep
+
+DSA_STAMP = "dsa"
+SUPPORTED_TOPK = 1  # chain drafts: causal-by-position verify and draft steps (a tree needs a custom mask)
+
+_FACTORY = "sglang.srt.speculative.draft_utils.DraftBackendFactory"
+
+
+class EagleTopkError(ValueError):
+    pass
+
+
+def _shared_backend(model_runner, draft_step: DraftStep | None = None) -> Glm5DSABackend:
+    backend = Glm5DSABackend(model_runner, draft_step)
+    owner = model_runner.attn_backend
+    if isinstance(owner, Glm5DSABackend):
+        backend.index_k_cache = owner.index_k_cache  # [indexer layers, S, D] one cache per KV pool
+    return backend
+
+
+class Glm5DSAMultiStepBackend:
+    """SGLang's multi-step draft container: `attn_backends[i]` serves draft step i (the last step only samples)."""
+
+    needs_cpu_seq_lens = False
+
+    def __init__(self, model_runner, topk: int, speculative_num_steps: int):
+        if topk != SUPPORTED_TOPK:
+            raise EagleTopkError(
+                f"--speculative-eagle-topk {topk}: GLM-5's DSA backend drafts chains only; use "
+                f"--speculative-eagle-topk {SUPPORTED_TOPK}"
+            )
+        self.topk = topk
+        self.speculative_num_steps = speculative_num_steps
+        self.attn_backends = [
+            _shared_backend(model_runner, DraftStep(i, speculative_num_steps, topk))
+            for i in range(speculative_num_steps - 1)
+        ]
+
+    def init_forward_metadata(self, forward_batch) -> None:
+        for backend in self.attn_backends:
+            backend.init_forward_metadata(forward_batch)
+
+
+def _is_glm5_draft(factory) -> bool:
+    from sglang_glm5.plugin import is_glm5
+
+    return is_glm5(factory.draft_model_runner.model_config)
+
+
+def dsa_decode_backend(original, factory):
+    if not _is_glm5_draft(factory):
+        return original(factory)
+    runner = factory.draft_model_runner
+    return DSA_STAMP, Glm5DSAMultiStepBackend(runner, factory.topk, factory.speculative_num_steps)
+
+
+def dsa_prefill_backend(original, factory):
+    if not _is_glm5_draft(factory):
+        return original(factory)
+    if factory.topk != SUPPORTED_TOPK:
+        raise EagleTopkError(
+            f"--speculative-eagle-topk {factory.topk}: GLM-5's DSA backend drafts chains only; use "
+            f"--speculative-eagle-topk {SUPPORTED_TOPK}"
+        )
+    return DSA_STAMP, _shared_backend(factory.draft_model_runner)
+
+
+def register_draft_hooks() -> None:
+    HookRegistry.register(f"{_FACTORY}._create_dsa_decode_backend", dsa_decode_backend, HookType.AROUND)
+    HookRegistry.register(f"{_FACTORY}._create_dsa_prefill_backend", dsa_prefill_backend, HookType.AROUND)
