@@ -11,6 +11,7 @@ import torch
 from sglang.srt.layers.attention.base_attn_backend import AttentionBackend
 
 from sglang_glm5.attention.impls import resolve_impl
+from sglang_glm5.attention.indexer_workspace import MIB, chunked_topk, load_indexer_workspace
 from sglang_glm5.attention.metadata import DraftStep, DSAMetadata
 
 logger = logging.getLogger(__name__)
@@ -51,7 +52,20 @@ class Glm5DSABackend(AttentionBackend):
         )  # [indexer layers, S, D]
         logger.info("GLM-5 DSA indexer key cache: layers %s", sorted(self.index_k_row))
         self.trace_indexer = os.environ.get(TRACE_INDEXER_ENV) == "1"
+        self.indexer_workspace = load_indexer_workspace()
+        self._log_indexer_memory(model_runner.model_config.context_len, args.chunked_prefill_size)
         self.forward_metadata: DSAMetadata | None = None
+
+    def _log_indexer_memory(self, context: int, chunked_prefill_size: int | None):
+        rows = chunked_prefill_size if chunked_prefill_size and chunked_prefill_size > 0 else context
+        ws, k = self.indexer_workspace, self.index_topk
+        logger.info(
+            "GLM-5 DSA indexer memory per GPU: K cache %d B per token per layer (%.1f MiB, %d layers); logits "
+            "workspace %d rows x %d context fp32 = %.1f MiB (budget %.1f MiB); top-k %d rows x %d int32 = %.1f MiB",
+            self.index_k_cache.shape[2] * self.index_k_cache.element_size(), self.index_k_cache.nbytes / MIB,
+            self.index_k_cache.shape[0], min(rows, ws.rows_per_pass(context)), context,
+            ws.logits_bytes(rows, context) / MIB, ws.budget_bytes / MIB, rows, k, ws.topk_bytes(rows, k) / MIB,
+        )  # fmt: skip
 
     def init_forward_metadata(self, forward_batch):
         self.forward_metadata = DSAMetadata.from_forward_batch(
@@ -72,8 +86,9 @@ class Glm5DSABackend(AttentionBackend):
             logger.info("GLM-5 DSA indexer call: layer %d %s %d tokens", layer_id, meta.phase, q.shape[0])
         k_cache = self.index_k_cache[self.index_k_row[layer_id]]  # [S, D]
         k_cache[meta.out_cache_loc] = k.to(k_cache.dtype)
-        logits = impl.indexer_logits(q, weights, k_cache, meta.page_table, meta.q_seq, meta.q_pos)  # [T, L]
-        return impl.topk_positions(logits, meta.q_pos, self.index_topk)
+        return chunked_topk(
+            impl, self.indexer_workspace, q, weights, k_cache, meta.page_table, meta.q_seq, meta.q_pos, self.index_topk
+        )
 
     def _forward(self, q, k, v, layer, forward_batch, save_kv_cache=True, k_rope=None, topk=None, **kwargs):
         assert k_rope is not None and topk is not None, "GLM-5 DSA attention needs k_rope and topk"

@@ -41,6 +41,8 @@ class MemoryLayout:
     fp8_block_scale_bytes: int
     kv_cache: Mapping[str, CacheLayout]
     indexer_cache: CacheLayout
+    indexer_logits_budget_mib: int
+    default_chunked_prefill_size: int
     sharding: tuple[ShardRule, ...]
 
     def rule_for(self, tensor: str) -> ShardRule:
@@ -75,6 +77,7 @@ def load_layout(root: Path) -> MemoryLayout:
         except re.error as e:
             raise PresetError(f"{at}: bad pattern: {e}") from None
         rules.append(ShardRule(pattern, split, field(rule, "label", str, at)))
+    workspace = field(d, "indexer_workspace", dict, where)
     if not rules or rules[-1].pattern.pattern:
         raise PresetError(f"{where}: sharding.rules must end with a catch-all rule (pattern \"\")")
     return MemoryLayout(
@@ -82,6 +85,8 @@ def load_layout(root: Path) -> MemoryLayout:
         field(d, "fp8_block_scale_bytes", int, where),
         freeze(kv_layouts),
         _cache(field(d, "indexer_cache", dict, where), f"{where}: indexer_cache", "key_bytes"),
+        field(workspace, "logits_budget_mib", int, f"{where}: indexer_workspace"),
+        field(workspace, "default_chunked_prefill_size", int, f"{where}: indexer_workspace"),
         tuple(rules),
     )
 
