@@ -41,6 +41,7 @@ class _ImplSource:
 DSA_IMPLS: Mapping[str, _ImplSource] = {
     "reference": _ImplSource("sglang_glm5.ops.dsa_reference"),
     "triton": _ImplSource("sglang_glm5.kernels.triton"),
+    "trtllm": _ImplSource("sglang_glm5.attention.trtllm"),
 }
 
 # No flag: the best implementation we ship for the device. The torch reference runs anywhere (slowly on a GPU).
