@@ -41,6 +41,7 @@ class _ImplSource:
 DSA_IMPLS: Mapping[str, _ImplSource] = {
     "reference": _ImplSource("sglang_glm5.ops.dsa_reference"),
     "triton": _ImplSource("sglang_glm5.kernels.triton"),
+    "tilelang": _ImplSource("sglang_glm5.kernels.tilelang"),
     "trtllm": _ImplSource("sglang_glm5.attention.trtllm"),
 }
 

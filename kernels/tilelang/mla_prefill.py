@@ -1,0 +1,237 @@
+"""Sparse MLA over per-token top-k positions in the absorbed latent space, one program per (token, head tile)."""
+
+import tilelang
+import tilelang.language as T
+import torch
+from sglang_glm5.kernels.tilelang.common import (
+    FLOAT_DTYPES,
+    LN2,
+    LOG2E,
+    NEG_BIG,
+    TL_DTYPE,
+    check_batch,
+    check_out,
+    check_size,
+    check_tensor,
+    head_tile,
+    require_gpu,
+)
+from sglang_glm5.kernels.tilelang.tuning import tuning
+
+PASS_CONFIGS = {
+    # the rows are gathered through page_table, so there is no box for TMA to load and nothing to warp-specialize
+    tilelang.PassConfigKey.TL_DISABLE_TMA_LOWER: True,
+    tilelang.PassConfigKey.TL_DISABLE_WARP_SPECIALIZED: True,
+}
+
+
+def attend_topk_macro(
+    *,
+    heads,
+    block_h,
+    v_dim,
+    rope_dim,
+    block_n,
+    topk,
+    num_steps,
+    dtype,
+    accum,
+    num_stages,
+    policy,
+):
+    """A T.macro: online softmax of one token's head tile over topk columns [step0 * block_n, ...) for num_steps.
+
+    Leaves acc_o [BH, V] (sum of exp2(s - m) * v), sumexp [BH] and m_i [BH] (raw score units, NEG_BIG while no
+    valid column was seen); scores are scaled inside exp2 by scale_log2 = sm_scale * log2(e).
+    """
+
+    @T.macro
+    def attend(Q, KV, PageTable, Topk, token, request, h0, step0, scale_log2,
+               q_s, q_rope_s, kv_s, k_rope_s, p_s, slots, valid, acc_o, acc_s, sumexp, sumexp_i, m_i, m_prev, alpha):  # fmt: skip
+        for h, d in T.Parallel(
+            block_h, v_dim
+        ):  # [BH, V], heads past `heads` are zero rows
+            q_s[h, d] = T.if_then_else(
+                h0 + h < heads, Q[token, h0 + h, d], T.cast(0, dtype)
+            )
+        for h, d in T.Parallel(block_h, rope_dim):  # [BH, R]
+            q_rope_s[h, d] = T.if_then_else(
+                h0 + h < heads, Q[token, h0 + h, v_dim + d], T.cast(0, dtype)
+            )
+        T.fill(acc_o, 0)
+        T.fill(sumexp, 0)
+        T.fill(m_i, NEG_BIG)
+        for step in T.Pipelined(num_steps, num_stages=num_stages):
+            for n in T.Parallel(block_n):  # [BN]
+                col = (step0 + step) * block_n + n
+                # the ternary reads topk only inside the row; -1 entries fall back to position 0 (always valid)
+                pos = T.if_then_else(col < topk, Topk[token, T.min(col, topk - 1)], -1)
+                valid[n] = pos >= 0
+                slots[n] = PageTable[request, T.max(pos, 0)]
+            for n, d in T.Parallel(
+                block_n, v_dim
+            ):  # [BN, V], zeros (not the row) where invalid: 0 * NaN is NaN
+                kv_s[n, d] = T.if_then_else(valid[n], KV[slots[n], d], T.cast(0, dtype))
+            for n, d in T.Parallel(block_n, rope_dim):  # [BN, R]
+                k_rope_s[n, d] = T.if_then_else(
+                    valid[n], KV[slots[n], v_dim + d], T.cast(0, dtype)
+                )
+            for h, n in T.Parallel(block_h, block_n):
+                acc_s[h, n] = T.if_then_else(valid[n], 0, -T.infinity(accum))
+            T.gemm(q_s, kv_s, acc_s, transpose_B=True, policy=policy)  # [BH, BN]
+            T.gemm(q_rope_s, k_rope_s, acc_s, transpose_B=True, policy=policy)
+            T.copy(m_i, m_prev)
+            T.reduce_max(acc_s, m_i, dim=1, clear=False)
+            for h in T.Parallel(block_h):
+                alpha[h] = T.exp2((m_prev[h] - m_i[h]) * scale_log2)
+            for h, n in T.Parallel(block_h, block_n):
+                acc_s[h, n] = T.exp2(acc_s[h, n] * scale_log2 - m_i[h] * scale_log2)
+            T.reduce_sum(acc_s, sumexp_i, dim=1)
+            for h in T.Parallel(block_h):
+                sumexp[h] = sumexp[h] * alpha[h] + sumexp_i[h]
+            for h, d in T.Parallel(block_h, v_dim):
+                acc_o[h, d] = acc_o[h, d] * alpha[h]
+            T.copy(acc_s, p_s)
+            T.gemm(p_s, kv_s, acc_o, policy=policy)  # [BH, V]
+
+    return attend
+
+
+def alloc_attend_buffers(block_h, v_dim, rope_dim, block_n, dtype, accum, index_dtype):
+    """The shared tiles and fragments attend_topk_macro works in, in its argument order."""
+    return (
+        T.alloc_shared([block_h, v_dim], dtype),  # q_s
+        T.alloc_shared([block_h, rope_dim], dtype),  # q_rope_s
+        T.alloc_shared([block_n, v_dim], dtype),  # kv_s
+        T.alloc_shared([block_n, rope_dim], dtype),  # k_rope_s
+        T.alloc_shared([block_h, block_n], dtype),  # p_s
+        T.alloc_shared([block_n], index_dtype),  # slots
+        T.alloc_shared([block_n], "bool"),  # valid
+        T.alloc_fragment([block_h, v_dim], accum),  # acc_o
+        T.alloc_fragment([block_h, block_n], accum),  # acc_s
+        T.alloc_fragment([block_h], accum),  # sumexp
+        T.alloc_fragment([block_h], accum),  # sumexp_i
+        T.alloc_fragment([block_h], accum),  # m_i
+        T.alloc_fragment([block_h], accum),  # m_prev
+        T.alloc_fragment([block_h], accum),  # alpha
+    )
+
+
+@tilelang.jit(pass_configs=PASS_CONFIGS)
+def sparse_mla_prefill_kernel(
+    *, heads, v_dim=512, rope_dim=64, topk=2048, sm_scale, dtype="bfloat16", index_dtype="int32", seq_dtype="int64",
+    max_block_h=64, block_n=64, num_stages=2, threads=256, gemm_policy="FullRow",
+):  # fmt: skip
+    assert v_dim % 16 == 0 and rope_dim % 16 == 0, (
+        f"v_dim {v_dim} and rope_dim {rope_dim}: gemm k-steps are 16 wide"
+    )
+    assert block_n % 16 == 0, (
+        f"block_n {block_n}: it is a gemm tile dimension, a multiple of 16"
+    )
+    block_h = head_tile(heads, max_block_h)
+    head_tiles = T.ceildiv(heads, block_h)
+    num_steps = T.ceildiv(topk, block_n)
+    accum = "float"
+    scale_log2 = sm_scale * LOG2E  # exp2 of log2-unit scores is cheaper than exp
+    num_tokens, num_slots = T.dynamic("num_tokens"), T.dynamic("num_slots")
+    batch, length, pt_stride = (
+        T.dynamic("batch"),
+        T.dynamic("length"),
+        T.dynamic("pt_stride"),
+    )
+    attend = attend_topk_macro(heads=heads, block_h=block_h, v_dim=v_dim, rope_dim=rope_dim, block_n=block_n,
+                               topk=topk, num_steps=num_steps, dtype=dtype, accum=accum, num_stages=num_stages,
+                               policy=getattr(T.GemmWarpPolicy, gemm_policy))  # fmt: skip
+
+    @T.prim_func
+    def main(
+        Q: T.Tensor((num_tokens, heads, v_dim + rope_dim), dtype),  # [T, H, Dqk]
+        KV: T.Tensor((num_slots, v_dim + rope_dim), dtype),  # [S, Dqk]
+        PageTable: T.StridedTensor(
+            (batch, length), (pt_stride, 1), index_dtype
+        ),  # [B, L]
+        QSeq: T.Tensor((num_tokens,), seq_dtype),  # [T]
+        Topk: T.Tensor((num_tokens, topk), "int32"),  # [T, K]
+        Out: T.Tensor((num_tokens, heads, v_dim), dtype),  # [T, H, V]
+        Lse: T.Tensor((num_tokens, heads), accum),  # [T, H]
+    ):
+        with T.Kernel(num_tokens, head_tiles, threads=threads) as (token, head_tile_id):
+            bufs = alloc_attend_buffers(
+                block_h, v_dim, rope_dim, block_n, dtype, accum, index_dtype
+            )
+            acc_o, sumexp, m_i = bufs[7], bufs[9], bufs[11]
+            h0 = head_tile_id * block_h
+            request = QSeq[token]
+            attend(Q, KV, PageTable, Topk, token, request, h0, 0, scale_log2, *bufs)
+            for h, d in T.Parallel(block_h, v_dim):
+                if h0 + h < heads:  # an all -1 row has sumexp 0 and writes 0
+                    Out[token, h0 + h, d] = T.cast(
+                        T.if_then_else(sumexp[h] > 0, acc_o[h, d] / sumexp[h], 0), dtype)  # fmt: skip
+            for h in T.Parallel(block_h):
+                if h0 + h < heads:  # natural log: (log2(sum) + m * scale_log2) * ln 2
+                    Lse[token, h0 + h] = T.if_then_else(
+                        sumexp[h] > 0, (T.log2(sumexp[h]) + m_i[h] * scale_log2) * LN2, -T.infinity(accum))  # fmt: skip
+
+    return main
+
+
+def check_sparse_mla_args(q, kv_cache, page_table, q_seq, topk, sm_scale, v_dim):
+    require_gpu(q)
+    check_tensor("q", q, 3, FLOAT_DTYPES)
+    num_tokens, _, qk_dim = q.shape
+    check_tensor("kv_cache", kv_cache, 2, (q.dtype,), q.device)
+    check_size("kv_cache", kv_cache.shape[1], qk_dim, "head dim")
+    check_tensor("topk", topk, 2, (torch.int32,), q.device)
+    check_size("topk", topk.shape[0], num_tokens, "number of query tokens")
+    check_batch(page_table, q_seq, None, num_tokens, q.device)
+    if not 0 < v_dim < qk_dim:
+        raise ValueError(
+            f"v_dim must be in [1, {qk_dim}) (the rest of the head dim is the rope key), got {v_dim}"
+        )
+    if not sm_scale > 0:
+        raise ValueError(f"sm_scale must be > 0, got {sm_scale}")
+
+
+def kernel_args(q, kv_cache, page_table, q_seq, topk, sm_scale, v_dim, phase):
+    """Static arguments of the kernel factories for these tensors, with the device's tuning for `phase`."""
+    return dict(
+        heads=q.shape[1], v_dim=v_dim, rope_dim=q.shape[2] - v_dim, topk=topk.shape[1], sm_scale=float(sm_scale),
+        dtype=TL_DTYPE[q.dtype], index_dtype=TL_DTYPE[page_table.dtype], seq_dtype=TL_DTYPE[q_seq.dtype],
+        **tuning(f"sparse_mla_{phase}", q.device),
+    )  # fmt: skip
+
+
+def sparse_mla_prefill(
+    q,
+    kv_cache,
+    page_table,
+    q_seq,
+    topk,
+    sm_scale,
+    v_dim,
+    return_lse=False,
+    *,
+    out=None,
+    lse=None,
+):
+    """Sparse MLA for prefill, same contract as dsa_reference.sparse_mla_prefill; `out` / `lse` written if given.
+
+    q [T, H, Dqk] fp16/bf16, kv_cache [S, Dqk] (latent | rope key), topk [T, K] int32 positions (-1 = none)
+    -> out [T, H, v_dim] in q.dtype (and lse [T, H] fp32, natural log). One program per (token, head tile):
+    1. q rows of the tile to shared, split latent | rope                          # [BH, V], [BH, R]
+    2. per block of BN top-k columns: slots = page_table[q_seq[t], pos]; rows gathered to shared, zero where
+       pos = -1                                                                     # [BN, V], [BN, R]
+    3. s = q . kv (two gemms), -inf where pos = -1; online softmax in exp2 units  # [BH, BN]
+    4. acc += p @ kv_latent                                                         # [BH, V]
+    5. out = acc / sum (0 for an all -1 row), lse = log(sum) + max * sm_scale (-inf for an all -1 row)
+    Heads are tiled by 16/32/64 (8 heads run as a 16-row tile), not padded to 64. Index values are trusted.
+    """
+    check_sparse_mla_args(q, kv_cache, page_table, q_seq, topk, sm_scale, v_dim)
+    num_tokens, num_heads, _ = q.shape
+    out = check_out(out, (num_tokens, num_heads, v_dim), q.dtype, q.device)
+    lse_buf = check_out(lse, (num_tokens, num_heads), torch.float32, q.device)
+    if num_tokens:
+        kernel = sparse_mla_prefill_kernel(**kernel_args(q, kv_cache, page_table, q_seq, topk, sm_scale, v_dim,
+                                                         "prefill"))  # fmt: skip
+        kernel(q, kv_cache, page_table, q_seq, topk, out, lse_buf)
+    return (out, lse_buf) if return_lse else out
