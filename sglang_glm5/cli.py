@@ -12,6 +12,9 @@ SUBCOMMAND_MODULES = (
     "sglang_glm5.presets.list_cli",
     "sglang_glm5.presets.launch_cli",
     "sglang_glm5.presets.plan_cli",
+    "sglang_glm5.eval.cli",
+    "sglang_glm5.eval.bench_cli",
+    "sglang_glm5.eval.report_cli",
 )
 
 
