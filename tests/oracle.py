@@ -11,8 +11,10 @@ from transformers import AutoTokenizer, GlmMoeDsaForCausalLM
 
 
 @functools.lru_cache(maxsize=4)
-def hf_model(checkpoint: Path) -> GlmMoeDsaForCausalLM:
-    return GlmMoeDsaForCausalLM.from_pretrained(checkpoint, dtype=torch.float32).eval()
+def hf_model(checkpoint: Path, indexer_types: tuple[str, ...] | None = None) -> GlmMoeDsaForCausalLM:
+    """`indexer_types` ("full"/"shared" per layer) replaces the IndexCache plan transformers derives from config.json."""
+    extra = {} if indexer_types is None else {"indexer_types": list(indexer_types)}
+    return GlmMoeDsaForCausalLM.from_pretrained(checkpoint, dtype=torch.float32, **extra).eval()
 
 
 @functools.lru_cache(maxsize=4)
@@ -21,16 +23,18 @@ def tokenizer(checkpoint: Path):
 
 
 @torch.no_grad()
-def hf_logprobs(checkpoint: Path, ids: list[int]) -> torch.Tensor:
+def hf_logprobs(checkpoint: Path, ids: list[int], indexer_types: tuple[str, ...] | None = None) -> torch.Tensor:
     """[len(ids), vocab] log-softmax of the next-token logits at every prompt position."""
-    logits = hf_model(checkpoint)(torch.tensor([ids])).logits[0].float()
+    logits = hf_model(checkpoint, indexer_types)(torch.tensor([ids])).logits[0].float()
     return torch.log_softmax(logits, dim=-1)
 
 
 @torch.no_grad()
-def hf_greedy(checkpoint: Path, ids: list[int], max_new_tokens: int) -> list[int]:
+def hf_greedy(
+    checkpoint: Path, ids: list[int], max_new_tokens: int, indexer_types: tuple[str, ...] | None = None
+) -> list[int]:
     """Plain argmax loop with HF's KV cache (no generation-config rules: EOS does not stop it, like ignore_eos)."""
-    model = hf_model(checkpoint)
+    model = hf_model(checkpoint, indexer_types)
     out = model(torch.tensor([ids]), use_cache=True)
     new: list[int] = []
     for _ in range(max_new_tokens):
