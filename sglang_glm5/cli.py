@@ -15,6 +15,7 @@ SUBCOMMAND_MODULES = (
     "sglang_glm5.eval.cli",
     "sglang_glm5.eval.bench_cli",
     "sglang_glm5.eval.report_cli",
+    "sglang_glm5.indexcache.cli",
 )
 
 
