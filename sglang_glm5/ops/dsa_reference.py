@@ -5,12 +5,15 @@ Query tokens are flattened over a ragged batch: token t belongs to request `q_se
 and may attend to positions 0..q_pos[t]. Top-k lists hold positions (not slots); -1 means "no entry".
 All math runs in fp32; nothing here reads a page_table entry or cache slot that no valid position refers to,
 so stale/garbage slots (NaN, out-of-range ids past a request's length) cannot leak into results.
-Gathers are materialised per query token ([T, L, D] for the indexer): meant for test sizes, not serving.
+Cost: the indexer and dense MLA read each request's keys once for all of its query tokens (a matmul over key
+chunks), sparse MLA gathers per token; fp32 copies are made per chunk of gathered rows, never of a whole cache.
 """
 
 import torch
 
 PAD = -1
+KEY_CHUNK = 4096  # keys per step: fp32 row copies and score tiles stay cache-sized and are reused by the allocator
+CHUNK_ELEMENTS = 1 << 22  # fp32 scratch per token chunk (16 MiB): bounds memory for long prefills and big batches
 
 
 def _check(name, x, ndim, floating=None):
@@ -60,32 +63,81 @@ def gather_kv(cache, page_table, q_seq, positions):
     valid = positions >= 0  # [T, K]
     safe_pos = torch.where(valid, positions, 0).long()  # [T, K]
     slots = page_table[q_seq.long()[:, None], safe_pos].long()  # [T, K]
-    rows = cache[slots].float()  # [T, K, D]
-    # where, not multiply: 0 * NaN would still be NaN
-    return torch.where(valid[..., None], rows, 0.0)
+    # index_select, not cache[slots]: several times faster on CPU for row gathers
+    rows = cache.index_select(0, slots.flatten()).float().view(*slots.shape, cache.shape[1])  # [T, K, D]
+    # a fill, not a multiply: 0 * NaN would still be NaN
+    return rows.masked_fill_(~valid[..., None], 0.0)
+
+
+def _requests(q_seq):
+    """(request b, indices of its query tokens) for each request present in q_seq."""
+    q_seq = q_seq.long()
+    return [(b, (q_seq == b).nonzero()[:, 0]) for b in torch.unique(q_seq).tolist()]
+
+
+def _token_chunks(tokens, elements_per_token):
+    """Slices of `tokens` whose fp32 scratch (elements_per_token each) fits CHUNK_ELEMENTS."""
+    step = max(1, CHUNK_ELEMENTS // max(1, elements_per_token))
+    return [tokens[i : i + step] for i in range(0, tokens.shape[0], step)]
+
+
+def _key_chunks(cache, slots, scale=None):
+    """(start, fp32 rows [C, D]) for consecutive KEY_CHUNK slices of one request's position-ordered slots [n].
+
+    Rows are cache[slots] (times scale[slots] per row if given), in fp32. The yielded tensor is a buffer reused by
+    the next step: consume it before advancing (fresh large allocations cost page faults on every chunk).
+    """
+    size = min(KEY_CHUNK, slots.shape[0])
+    rows = torch.empty(size, cache.shape[1], dtype=torch.float32, device=cache.device)  # [C, D]
+    raw = rows if cache.dtype == torch.float32 else cache.new_empty(size, cache.shape[1])  # [C, D] cache dtype
+    for start in range(0, slots.shape[0], KEY_CHUNK):
+        index = slots[start : start + KEY_CHUNK]  # [c]
+        count = index.shape[0]
+        # index_select, not cache[index]: several times faster on CPU for row gathers
+        torch.index_select(cache, 0, index, out=raw[:count])
+        if raw is not rows:
+            rows[:count].copy_(raw[:count])
+        if scale is not None:
+            rows[:count].mul_(scale.index_select(0, index).float()[:, None])
+        yield start, rows[:count]
 
 
 def indexer_logits(q, weights, k_cache, page_table, q_seq, q_pos):
     """Lightning-indexer scores (HF GlmMoeDsaIndexer math), causal-masked.
 
     q [T, H, D] (after RoPE), weights [T, H] (already * H**-0.5), k_cache [S, D] -> logits [T, L] fp32.
-    1. k = gather_kv(k_cache) over positions 0..q_pos[t]                  # [T, L, D]
-    2. s[t, h, p] = relu(q[t, h] . k[t, p] * D**-0.5)                     # [T, H, L]
-    3. logits[t, p] = sum_h weights[t, h] * s[t, h, p]; -inf for p > q_pos[t]
+    Per request, its query tokens share one key set, read once in KEY_CHUNK slices (k[p] = k_cache[page_table[b, p]]):
+    1. s[t, h, p] = relu(q[t, h] . k[p] * D**-0.5)                         # [T_b, H, C]
+    2. logits[t, p] = sum_h weights[t, h] * s[t, h, p]; -inf for p > q_pos[t]
     """
     _check("q", q, 3, floating=True)
     _check("weights", weights, 2, floating=True)
     _check("k_cache", k_cache, 2, floating=True)
+    _check_indexer_shapes(q, weights, k_cache.shape[1], page_table, q_seq, q_pos)
+    return _indexer(q.float(), weights, k_cache, None, page_table, q_seq, q_pos)
+
+
+def _check_indexer_shapes(q, weights, key_dim, page_table, q_seq, q_pos):
     num_tokens, num_heads, head_dim = q.shape
     _check_dim("weights", tuple(weights.shape), (num_tokens, num_heads), "shape")
-    _check_dim("k_cache", k_cache.shape[1], head_dim, "head dim")
+    _check_dim("k_cache", key_dim, head_dim, "head dim")
     _check_batch(page_table, q_seq, q_pos, num_tokens)
 
-    positions = causal_positions(q_pos, page_table.shape[1])  # [T, L]
-    k = gather_kv(k_cache, page_table, q_seq, positions)  # [T, L, D]
-    scores = torch.einsum("thd,tld->thl", q.float(), k) * head_dim**-0.5  # [T, H, L]
-    logits = torch.einsum("th,thl->tl", weights.float(), scores.relu())  # [T, L]
-    return logits.masked_fill(positions < 0, float("-inf"))
+
+def _indexer(q, weights, k_cache, k_scale, page_table, q_seq, q_pos):
+    """indexer_logits over fp32 q [T, H, D] and keys k_cache [S, D] (times k_scale [S] per row if given)."""
+    num_tokens, num_heads, head_dim = q.shape
+    logits = q.new_full((num_tokens, page_table.shape[1]), float("-inf"))  # [T, L]
+    for b, tokens in _requests(q_seq):
+        length = int(q_pos[tokens].max()) + 1
+        slots = page_table[b, :length].long()  # [n], all valid for the request's last token
+        for chunk in _token_chunks(tokens, num_heads * KEY_CHUNK):
+            q_c, w_c = q[chunk], weights[chunk].float()[:, None, :]  # [t, H, D], [t, 1, H]
+            for start, keys in _key_chunks(k_cache, slots, k_scale):  # [C, D]
+                scores = torch.matmul(q_c, keys.T).mul_(head_dim**-0.5).relu_()  # [t, H, C]
+                logits[chunk, start : start + keys.shape[0]] = torch.bmm(w_c, scores)[:, 0]  # [t, C]
+    positions = torch.arange(page_table.shape[1], device=q.device)  # [L]
+    return logits.masked_fill_(positions > q_pos[:, None], float("-inf"))
 
 
 FP8_E4M3_MAX = 448.0  # largest finite float8_e4m3fn
@@ -118,9 +170,10 @@ def indexer_logits_fp8(q_fp8, q_scale, weights, k_fp8, k_scale, page_table, q_se
     _check("k_scale", k_scale, 1, floating=True)
     _check_dim("q_scale", tuple(q_scale.shape), tuple(q_fp8.shape[:2]), "shape")
     _check_dim("k_scale", k_scale.shape[0], k_fp8.shape[0], "number of cache slots")
+    _check("weights", weights, 2, floating=True)
+    _check_indexer_shapes(q_fp8, weights, k_fp8.shape[1], page_table, q_seq, q_pos)
     q = q_fp8.float() * q_scale.float()[..., None]  # [T, H, D]
-    k = k_fp8.float() * k_scale.float()[:, None]  # [S, D]
-    return indexer_logits(q, weights, k, page_table, q_seq, q_pos)
+    return _indexer(q, weights, k_fp8, k_scale, page_table, q_seq, q_pos)  # keys dequantized per gathered chunk
 
 
 def topk_positions(logits, q_pos, k):
@@ -128,10 +181,10 @@ def topk_positions(logits, q_pos, k):
 
     logits [T, L], q_pos [T] -> [T, k] int32: selected positions ascending, then -1 padding
     (rows with fewer than k valid positions 0..q_pos[t] return all of them; k may exceed L).
-    Ties are broken towards the lower position (stable descending sort), so the result is deterministic.
-    1. invalid positions -> -inf; stable sort descending; keep first min(k, L)   # [T, k']
-    2. ranks >= number of valid positions -> -1
-    3. sort ascending with -1 mapped past the end, pad to k columns with -1      # [T, k]
+    Ties are broken towards the lower position, so the result is deterministic; NaN ranks above +inf (torch's order).
+    1. invalid positions -> -inf; kth = the min(k, L)-th largest score per row (torch.topk)           # [T, 1]
+    2. chosen = scores above kth, plus the lowest-position scores equal to kth that still fit; valid only
+    3. chosen positions packed ascending into k columns, -1 after                                       # [T, k]
     """
     _check("logits", logits, 2, floating=True)
     _check("q_pos", q_pos, 1, floating=False)
@@ -142,17 +195,23 @@ def topk_positions(logits, q_pos, k):
     if num_tokens and (q_pos.min() < 0 or q_pos.max() >= length):
         raise ValueError(f"q_pos values must be in [0, {length}) (columns of logits)")
 
-    positions = causal_positions(q_pos, length)  # [T, L]
-    masked = logits.float().masked_fill(positions < 0, float("-inf"))  # [T, L]
-    # valid positions are 0..q_pos, so among equal -inf scores the stable sort still ranks them before invalid ones
-    order = torch.sort(masked, dim=-1, descending=True, stable=True).indices[:, : min(k, length)]  # [T, k']
-    num_valid = torch.clamp(q_pos.long() + 1, max=k)  # [T]
-    rank = torch.arange(order.shape[1], device=logits.device)  # [k']
-    order = torch.where(rank < num_valid[:, None], order, length)  # [T, k'], length = padding sentinel
-    order = torch.sort(order, dim=-1).values
-    order = torch.where(order < length, order, PAD)
-    pad = order.new_full((num_tokens, k - order.shape[1]), PAD)
-    return torch.cat([order, pad], dim=-1).to(torch.int32)
+    positions = torch.arange(length, device=logits.device)  # [L]
+    valid = positions <= q_pos[:, None].long()  # [T, L]
+    masked = logits.float().masked_fill(~valid, float("-inf"))  # [T, L]
+    kept = min(k, length)
+    kth = torch.topk(masked, kept, dim=-1).values[:, -1:]  # [T, 1]
+    # comparisons with NaN are false: spell out NaN as the largest value, equal to itself
+    nan, kth_nan = masked.isnan(), kth.isnan()
+    above = (masked > kth) | (nan & ~kth_nan)  # [T, L]
+    tied = (masked == kth) | (nan & kth_nan)  # [T, L]
+    room = kept - above.sum(-1, keepdim=True)  # [T, 1]
+    # valid positions come first, so among -inf ties they are taken before invalid ones
+    chosen = (above | (tied & (tied.cumsum(-1) <= room))) & valid  # [T, L]
+    column = torch.where(chosen, chosen.cumsum(-1) - 1, k)  # [T, L], unchosen -> spill column k
+    out = torch.full((num_tokens, k + 1), PAD, dtype=torch.int64, device=logits.device)
+    out.scatter_(1, column, positions.expand(num_tokens, length))
+    out[:, k] = PAD
+    return out[:, :k].to(torch.int32)
 
 
 def sparse_mla(q, kv_cache, page_table, q_seq, topk, sm_scale, v_dim, return_lse=False):
@@ -161,15 +220,16 @@ def sparse_mla(q, kv_cache, page_table, q_seq, topk, sm_scale, v_dim, return_lse
     q [T, H, Dqk], kv_cache [S, Dqk] (latent | rope key), topk [T, K] positions (-1 = skip)
     -> out [T, H, v_dim] in q.dtype (and lse [T, H] fp32, natural log of the scaled scores, if return_lse).
     Entries of a topk row are assumed distinct. A row whose topk is all -1 gets out = 0 and lse = -inf.
-    1. kv = gather_kv(kv_cache, topk)                                      # [T, K, Dqk]
-    2. s = q . kv * sm_scale, -inf at -1 entries                          # [T, H, K]
-    3. lse = logsumexp(s); p = exp(s - lse)                               # [T, H], [T, H, K]
-    4. out = p @ kv[..., :v_dim]                                          # [T, H, v_dim]
+    Per chunk of query tokens:
+    1. kv = gather_kv(kv_cache, topk)                                      # [t, K, Dqk]
+    2. s = q . kv * sm_scale, -inf at -1 entries                          # [t, H, K]
+    3. lse = logsumexp(s); p = exp(s - lse)                               # [t, H], [t, H, K]
+    4. out = p @ kv[..., :v_dim]                                          # [t, H, v_dim]
     """
     _check("q", q, 3, floating=True)
     _check("kv_cache", kv_cache, 2, floating=True)
     _check("topk", topk, 2, floating=False)
-    num_tokens, _, qk_dim = q.shape
+    num_tokens, num_heads, qk_dim = q.shape
     _check_dim("kv_cache", kv_cache.shape[1], qk_dim, "head dim")
     _check_dim("topk", topk.shape[0], num_tokens, "number of query tokens")
     _check_batch(page_table, q_seq, None, num_tokens)
@@ -178,15 +238,25 @@ def sparse_mla(q, kv_cache, page_table, q_seq, topk, sm_scale, v_dim, return_lse
     if topk.numel() and (topk.min() < PAD or topk.max() >= page_table.shape[1]):
         raise ValueError(f"topk values must be -1 or in [0, {page_table.shape[1]}) (columns of page_table)")
 
-    valid = topk >= 0  # [T, K]
-    kv = gather_kv(kv_cache, page_table, q_seq, topk)  # [T, K, Dqk]
-    scores = torch.einsum("thd,tkd->thk", q.float(), kv) * sm_scale  # [T, H, K]
-    scores = scores.masked_fill(~valid[:, None, :], float("-inf"))
-    lse = torch.logsumexp(scores, dim=-1)  # [T, H]
-    # an all -1 row has lse = -inf; subtracting 0 instead keeps exp(-inf) = 0 rather than NaN
-    probs = torch.exp(scores - torch.where(torch.isinf(lse), 0.0, lse)[..., None])  # [T, H, K]
-    out = torch.einsum("thk,tkv->thv", probs, kv[..., :v_dim]).to(q.dtype)  # [T, H, v_dim]
+    out = q.new_empty(num_tokens, num_heads, v_dim, dtype=torch.float32)  # [T, H, v_dim]
+    lse = q.new_empty(num_tokens, num_heads, dtype=torch.float32)  # [T, H]
+    tokens = torch.arange(num_tokens, device=q.device)
+    for chunk in _token_chunks(tokens, topk.shape[1] * (qk_dim + num_heads)):
+        valid = topk[chunk] >= 0  # [t, K]
+        kv = gather_kv(kv_cache, page_table, q_seq[chunk], topk[chunk])  # [t, K, Dqk]
+        scores = torch.bmm(q[chunk].float(), kv.transpose(1, 2)).mul_(sm_scale)  # [t, H, K]
+        scores.masked_fill_(~valid[:, None, :], float("-inf"))
+        out[chunk], lse[chunk] = _softmax_values(scores, kv[..., :v_dim])
+    out = out.to(q.dtype)
     return (out, lse) if return_lse else out
+
+
+def _softmax_values(scores, values):
+    """softmax(scores) @ values and logsumexp(scores): scores [t, H, K] (consumed), values [t, K, v] or [K, v]."""
+    lse = torch.logsumexp(scores, dim=-1)  # [t, H]
+    # an all -inf row has lse = -inf; subtracting 0 instead keeps exp(-inf) = 0 rather than NaN
+    probs = scores.sub_(torch.where(torch.isinf(lse), 0.0, lse)[..., None]).exp_()  # [t, H, K]
+    return torch.matmul(probs, values), lse  # [t, H, v], [t, H]
 
 
 def sparse_mla_prefill(q, kv_cache, page_table, q_seq, topk, sm_scale, v_dim, return_lse=False):
@@ -206,8 +276,34 @@ def dense_mla(q, kv_cache, page_table, q_seq, q_pos, sm_scale, v_dim, return_lse
     """Causal dense MLA over positions 0..q_pos[t]: sparse_mla with every causal position selected.
 
     q [T, H, Dqk], kv_cache [S, Dqk], q_pos [T] -> out [T, H, v_dim] (and lse [T, H] if return_lse).
+    Per request, its query tokens share one key set (kv[p] = kv_cache[page_table[b, p]]), read in KEY_CHUNK slices:
+    1. s[t, h, p] = q[t, h] . kv[p] * sm_scale, -inf for p > q_pos[t]     # [t, H, n]
+    2. lse = logsumexp(s); p = exp(s - lse)
+    3. out = sum over key chunks of p[..., chunk] @ kv[chunk, :v_dim]      # [t, H, v_dim]
     """
     _check("q", q, 3, floating=True)
-    _check_batch(page_table, q_seq, q_pos, q.shape[0])
-    positions = causal_positions(q_pos, page_table.shape[1])  # [T, L]
-    return sparse_mla(q, kv_cache, page_table, q_seq, positions, sm_scale, v_dim, return_lse=return_lse)
+    _check("kv_cache", kv_cache, 2, floating=True)
+    num_tokens, num_heads, qk_dim = q.shape
+    _check_dim("kv_cache", kv_cache.shape[1], qk_dim, "head dim")
+    _check_batch(page_table, q_seq, q_pos, num_tokens)
+    if not 0 < v_dim <= qk_dim:
+        raise ValueError(f"v_dim must be in [1, {qk_dim}], got {v_dim}")
+
+    out = q.new_zeros(num_tokens, num_heads, v_dim, dtype=torch.float32)  # [T, H, v_dim]
+    lse = q.new_empty(num_tokens, num_heads, dtype=torch.float32)  # [T, H]
+    for b, tokens in _requests(q_seq):
+        length = int(q_pos[tokens].max()) + 1
+        slots = page_table[b, :length].long()  # [n], all valid for the request's last token
+        for chunk in _token_chunks(tokens, num_heads * length):
+            q_c = q[chunk].float()  # [t, H, Dqk]
+            scores = q_c.new_empty(chunk.shape[0], num_heads, length)  # [t, H, n]
+            for start, kv in _key_chunks(kv_cache, slots):  # [C, Dqk]
+                torch.matmul(q_c, kv.T, out=scores[..., start : start + kv.shape[0]])
+            future = torch.arange(length, device=q.device) > q_pos[chunk, None]  # [t, n]
+            scores.mul_(sm_scale).masked_fill_(future[:, None, :], float("-inf"))
+            lse[chunk] = torch.logsumexp(scores, dim=-1)  # [t, H], finite: position 0 is always visible
+            probs = scores.sub_(lse[chunk, :, None]).exp_()  # [t, H, n]
+            for start, kv in _key_chunks(kv_cache, slots):
+                out[chunk] += torch.matmul(probs[..., start : start + kv.shape[0]], kv[:, :v_dim])
+    out = out.to(q.dtype)
+    return (out, lse) if return_lse else out
