@@ -4,6 +4,7 @@ import argparse
 import sys
 
 from sglang_glm5.checkpoint.tiny import DTYPES, write_tiny_checkpoint
+from sglang_glm5.checkpoint.train import TrainConfig, train_checkpoint
 
 DEFAULTS = {"seed": 0, "num_layers": 4, "index_topk": 16, "shards": 3}
 
@@ -18,6 +19,9 @@ def _run(args: argparse.Namespace) -> int:
             index_topk=args.index_topk,
             shards=args.shards,
         )
+        if args.train_steps:
+            losses = train_checkpoint(out, TrainConfig(steps=args.train_steps, seed=args.seed))
+            print("trained: " + ", ".join(f"{k} {v:.4f}" for k, v in losses.items()), file=sys.stderr)
     except ValueError as e:
         print(f"sglang-glm5 tiny-checkpoint: error: {e}", file=sys.stderr)
         return 2
@@ -37,4 +41,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--index-topk", type=int, default=DEFAULTS["index_topk"])
     p.add_argument("--shards", type=int, default=DEFAULTS["shards"])
+    p.add_argument(
+        "--train-steps", type=int, default=0, metavar="N",
+        help="then train main model + MTP layer N steps on CPU on a built-in synthetic corpus (e.g. 200; 0: random)",
+    )
     p.set_defaults(func=_run)
