@@ -4,8 +4,9 @@ memory bandwidth on a GPU), and the decode-cost curve sparse (indexer + top-k + 
 Shapes are GLM-5's real ones: indexer 32 heads x 128, top-k 2048, MLA 576-d query/key and 512-d latent value,
 bf16 caches (the serving dtype), `--heads` query heads per GPU (64 at TP 1, 8 at TP 8). FLOP model per token:
 sparse = 2*32*128*ctx + 2*H*1088*2048, dense = 2*H*1088*ctx (1088 = 576 for q.k + 512 for p.v).
-Providers: `reference` (sglang_glm5.ops.dsa_reference, torch) everywhere; `triton` (sglang_glm5.kernels.triton) on a
-GPU only: on a CPU it would run in Triton's interpreter, whose time says nothing about the kernel.
+Providers: `reference` (sglang_glm5.ops.dsa_reference, torch) everywhere; `triton` (sglang_glm5.kernels.triton) and
+`tilelang` (sglang_glm5.kernels.tilelang) on a GPU only: on a CPU Triton would run in its interpreter, whose time says
+nothing about the kernel, and TileLang's GPU kernels do not run at all.
 
 Run from the repo root: .venv/bin/python bench/kernels.py [--contexts 4096 16384 65536] [--heads 64] [--repeats 5]
 """
@@ -13,6 +14,7 @@ Run from the repo root: .venv/bin/python bench/kernels.py [--contexts 4096 16384
 from __future__ import annotations
 
 import argparse
+import importlib
 import sys
 import time
 from pathlib import Path
@@ -39,13 +41,17 @@ GOAL_SPARSE_GROWTH = 3.0
 GOAL_H200_DECODE_8H_US = 16.8  # padded FlashMLA: ~22.8 us
 BANDWIDTH_TBPS = {"H100": 3.35, "H200": 4.8, "B200": 8.0, "MI300X": 5.3, "MI355X": 8.0}  # DESIGN.md
 OPS = ("indexer", "topk", "sparse_mla", "dense_mla")
+GPU_ONLY = {
+    "triton": "the Triton interpreter's time says nothing about the kernel",
+    "tilelang": "TileLang's kernels are GPU programs",
+}
 
 
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--contexts", type=int, nargs="+", default=[4096, 16384, 65536], help="cached tokens")
     p.add_argument("--heads", type=int, nargs="+", default=[64], help="MLA query heads per GPU")
-    p.add_argument("--providers", nargs="+", default=["reference", "triton"], choices=["reference", "triton"])
+    p.add_argument("--providers", nargs="+", default=["reference", "triton"], choices=["reference", "triton", "tilelang"])
     p.add_argument("--repeats", type=int, default=5, help="timed runs per op (CPU: fastest reported); one warm-up first")
     p.add_argument("--threads", type=int, default=1, help="torch CPU threads (1: steadier on a shared machine)")
     p.add_argument("--no-write", action="store_true", help="print only: no JSON, no RESULTS.md section")
@@ -136,15 +142,13 @@ def card_bandwidth_tbps(device: torch.device) -> tuple[str, float | None]:
     return name, next((bw for card, bw in BANDWIDTH_TBPS.items() if card in name.replace(" ", "")), None)
 
 
-def check_triton_matches(problem: dict) -> None:
-    """Correctness before timing: each triton op against the reference on this very problem."""
-    from sglang_glm5.kernels import triton as kernels
-
+def check_matches(kernels, provider: str, problem: dict) -> None:
+    """Correctness before timing: each op of a GPU provider against the reference on this very problem."""
     calls, ref_calls = op_calls(kernels, problem), op_calls(dsa_reference, problem)
     logits = calls["indexer"]()
     torch.testing.assert_close(logits, ref_calls["indexer"](), atol=1e-3, rtol=1e-3)
     got, want = calls["topk"](), ref_calls["topk"]()
-    assert [set(r.tolist()) for r in got] == [set(r.tolist()) for r in want], "triton top-k differs"
+    assert [set(r.tolist()) for r in got] == [set(r.tolist()) for r in want], f"{provider} top-k differs"
     torch.testing.assert_close(calls["sparse_mla"]().float(), ref_calls["sparse_mla"]().float(), atol=2e-2, rtol=2e-2)
 
 
@@ -153,21 +157,20 @@ def run(args) -> dict:
     card, bandwidth = card_bandwidth_tbps(device)
     providers = {"reference": dsa_reference}
     skipped = {}
-    if "triton" in args.providers:
-        if device.type == "cuda":
-            from sglang_glm5.kernels import triton as kernels
-
-            providers["triton"] = kernels
-        else:
-            skipped["triton"] = "no GPU: the Triton interpreter's time says nothing about the kernel"
+    for name in ("triton", "tilelang"):
+        if name in args.providers:
+            if device.type == "cuda":
+                providers[name] = importlib.import_module(f"sglang_glm5.kernels.{name}")
+            else:
+                skipped[name] = f"no GPU: {GPU_ONLY[name]}"
     rows = []
     for heads in args.heads:
         for ctx in args.contexts:
             problem = make_problem(ctx, heads, device)
             flops, moved = flops_model(ctx, heads), bytes_model(ctx, heads)
             for provider, impl in providers.items():
-                if provider == "triton":
-                    check_triton_matches(problem)
+                if provider in GPU_ONLY:
+                    check_matches(impl, provider, problem)
                 for op, call in op_calls(impl, problem).items():
                     if provider != "reference" and op == "dense_mla":
                         continue
@@ -253,8 +256,8 @@ def markdown(payload: dict) -> str:
             f"**{curve['sparse_growth']:.2f}x** (goal <= {GOAL_SPARSE_GROWTH:g}x, model {curve['sparse_growth_model']:.1f}x).",
         ]
     for r in res["rows"]:
-        if r["provider"] == "triton" and r["op"] == "sparse_mla" and r["heads"] == 8:
-            lines += ["", f"triton sparse MLA decode, 8 heads, ctx {r['ctx']}: **{r['seconds'] * 1e6:.1f} us** per layer "
+        if r["provider"] in GPU_ONLY and r["op"] == "sparse_mla" and r["heads"] == 8:
+            lines += ["", f"{r['provider']} sparse MLA decode, 8 heads, ctx {r['ctx']}: **{r['seconds'] * 1e6:.1f} us** per layer "
                           f"(goal < {GOAL_H200_DECODE_8H_US} us on H200; padded FlashMLA ~22.8 us)."]  # fmt: skip
     return "\n".join(lines)
 

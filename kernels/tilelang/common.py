@@ -39,7 +39,7 @@ def head_tile(heads: int, max_block_h: int = MAX_HEAD_TILE) -> int:
     return tile
 
 
-def check_tensor(name, x, ndim, dtypes, device=None, contiguous=True):
+def check_tensor(name, x, ndim, dtypes, device=None):
     if not isinstance(x, torch.Tensor):
         raise TypeError(f"{name} must be a torch.Tensor, got {type(x).__name__}")
     if x.dim() != ndim:
@@ -50,14 +50,16 @@ def check_tensor(name, x, ndim, dtypes, device=None, contiguous=True):
         )
     if device is not None and x.device != device:
         raise ValueError(f"{name} is on {x.device}, expected {device} (where q is)")
-    if contiguous and not x.is_contiguous():
-        raise ValueError(
-            f"{name} must be contiguous: TileLang kernels take dense tensors"
-        )
-    if not contiguous and x.numel() and x.stride(-1) != 1:
-        raise ValueError(
-            f"{name} must be contiguous in its last dim (stride {x.stride(-1)}): kernels load rows"
-        )
+
+
+def dense(x):
+    """Kernels declare dense tensors: a strided input is copied once (a no-op for the usual contiguous ones)."""
+    return x.contiguous()
+
+
+def dense_rows(page_table):
+    """page_table rows may keep their stride (SGLang's req_to_token[:, :L] slice); entries within a row must be dense."""
+    return page_table if page_table.stride(-1) == 1 else page_table.contiguous()
 
 
 def check_size(name, actual, expected, what):
@@ -67,7 +69,7 @@ def check_size(name, actual, expected, what):
 
 def check_batch(page_table, q_seq, q_pos, num_tokens, device):
     """page_table [B, L] (rows may be strided: SGLang's req_to_token slice) and q_seq [T] / q_pos [T] on q's device."""
-    check_tensor("page_table", page_table, 2, INDEX_DTYPES, device, contiguous=False)
+    check_tensor("page_table", page_table, 2, INDEX_DTYPES, device)
     check_tensor("q_seq", q_seq, 1, INDEX_DTYPES, device)
     check_size("q_seq", q_seq.shape[0], num_tokens, "number of query tokens")
     if q_pos is not None:
@@ -81,6 +83,10 @@ def check_out(out, shape, dtype, device):
         return torch.empty(shape, dtype=dtype, device=device)
     check_tensor("out", out, len(shape), (dtype,), device)
     check_size("out", tuple(out.shape), tuple(shape), "shape")
+    if not out.is_contiguous():
+        raise ValueError(
+            "out must be contiguous: kernels write it with the row strides of a dense tensor"
+        )
     return out
 
 

@@ -10,6 +10,8 @@ from sglang_glm5.kernels.tilelang.common import (
     check_out,
     check_size,
     check_tensor,
+    dense,
+    dense_rows,
     head_tile,
     require_gpu,
 )
@@ -114,7 +116,6 @@ def indexer_logits(q, weights, k_cache, page_table, q_seq, q_pos, *, out=None):
     All heads share one tile (16/32/64 rows: 8 heads run as 16, never padded to 64 below 64).
     Index values (q_seq, q_pos) are trusted, not checked: that would sync the device; the reference checks them.
     """
-    require_gpu(q)
     check_tensor("q", q, 3, FLOAT_DTYPES)
     num_tokens, num_heads, head_dim = q.shape
     check_tensor("weights", weights, 2, FLOAT_DTYPES + (torch.float32,), q.device)
@@ -124,7 +125,16 @@ def indexer_logits(q, weights, k_cache, page_table, q_seq, q_pos, *, out=None):
     check_batch(page_table, q_seq, q_pos, num_tokens, q.device)
     length = page_table.shape[1]
     out = check_out(out, (num_tokens, length), torch.float32, q.device)
+    require_gpu(q)
     if num_tokens and length:
+        q, weights, k_cache, q_seq, q_pos = (
+            dense(q),
+            dense(weights),
+            dense(k_cache),
+            dense(q_seq),
+            dense(q_pos),
+        )
+        page_table = dense_rows(page_table)
         kernel = indexer_logits_kernel(
             heads=num_heads, head_dim=head_dim, dtype=TL_DTYPE[q.dtype], weights_dtype=TL_DTYPE[weights.dtype],
             index_dtype=TL_DTYPE[page_table.dtype], seq_dtype=TL_DTYPE[q_seq.dtype], pos_dtype=TL_DTYPE[q_pos.dtype],

@@ -3,7 +3,15 @@
 import tilelang
 import tilelang.language as T
 import torch
-from sglang_glm5.kernels.tilelang.common import LN2, LOG2E, check_out, head_tile
+from sglang_glm5.kernels.tilelang.common import (
+    LN2,
+    LOG2E,
+    check_out,
+    dense,
+    dense_rows,
+    head_tile,
+    require_gpu,
+)
 from sglang_glm5.kernels.tilelang.mla_prefill import (
     PASS_CONFIGS,
     alloc_attend_buffers,
@@ -174,7 +182,15 @@ def sparse_mla_decode(
     num_tokens, num_heads, _ = q.shape
     out = check_out(out, (num_tokens, num_heads, v_dim), q.dtype, q.device)
     lse_buf = check_out(lse, (num_tokens, num_heads), torch.float32, q.device)
+    require_gpu(q)
     if num_tokens:
+        q, kv_cache, q_seq, topk, page_table = (
+            dense(q),
+            dense(kv_cache),
+            dense(q_seq),
+            dense(topk),
+            dense_rows(page_table),
+        )
         args = kernel_args(
             q, kv_cache, page_table, q_seq, topk, sm_scale, v_dim, "decode"
         )

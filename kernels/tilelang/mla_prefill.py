@@ -13,6 +13,8 @@ from sglang_glm5.kernels.tilelang.common import (
     check_out,
     check_size,
     check_tensor,
+    dense,
+    dense_rows,
     head_tile,
     require_gpu,
 )
@@ -176,7 +178,6 @@ def sparse_mla_prefill_kernel(
 
 
 def check_sparse_mla_args(q, kv_cache, page_table, q_seq, topk, sm_scale, v_dim):
-    require_gpu(q)
     check_tensor("q", q, 3, FLOAT_DTYPES)
     num_tokens, _, qk_dim = q.shape
     check_tensor("kv_cache", kv_cache, 2, (q.dtype,), q.device)
@@ -230,7 +231,15 @@ def sparse_mla_prefill(
     num_tokens, num_heads, _ = q.shape
     out = check_out(out, (num_tokens, num_heads, v_dim), q.dtype, q.device)
     lse_buf = check_out(lse, (num_tokens, num_heads), torch.float32, q.device)
+    require_gpu(q)
     if num_tokens:
+        q, kv_cache, q_seq, topk, page_table = (
+            dense(q),
+            dense(kv_cache),
+            dense(q_seq),
+            dense(topk),
+            dense_rows(page_table),
+        )
         kernel = sparse_mla_prefill_kernel(**kernel_args(q, kv_cache, page_table, q_seq, topk, sm_scale, v_dim,
                                                          "prefill"))  # fmt: skip
         kernel(q, kv_cache, page_table, q_seq, topk, out, lse_buf)

@@ -9,6 +9,7 @@ from sglang_glm5.kernels.tilelang.common import (
     check_out,
     check_size,
     check_tensor,
+    dense,
     require_gpu,
 )
 from sglang_glm5.kernels.tilelang.tuning import tuning
@@ -189,7 +190,6 @@ def topk_positions(logits, q_pos, k, *, out=None):
     4. columns min(k, q_pos[t] + 1).. get -1
     q_pos values are trusted (< L), not checked: that would sync the device; the reference checks them.
     """
-    require_gpu(logits, "logits")
     check_tensor("logits", logits, 2, (torch.float32, torch.float16, torch.bfloat16))
     check_tensor("q_pos", q_pos, 1, INDEX_DTYPES, logits.device)
     num_tokens, _ = logits.shape
@@ -197,7 +197,9 @@ def topk_positions(logits, q_pos, k, *, out=None):
     if not isinstance(k, int) or k < 1:
         raise ValueError(f"k must be an int >= 1, got {k!r}")
     out = check_out(out, (num_tokens, k), torch.int32, logits.device)
+    require_gpu(logits, "logits")
     if num_tokens:
+        logits, q_pos = dense(logits), dense(q_pos)
         kernel = topk_kernel(k=k, in_dtype=TL_DTYPE[logits.dtype], pos_dtype=TL_DTYPE[q_pos.dtype],
                              **tuning("topk_positions", logits.device))  # fmt: skip
         kernel(logits, q_pos, out)
