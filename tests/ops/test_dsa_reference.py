@@ -478,3 +478,57 @@ def _bad(argument, op, call):
 def test_bad_arguments_are_named(argument, call):
     with pytest.raises((ValueError, TypeError), match=argument):
         call(*_valid_args())
+
+
+# ---- chunking (the ops read keys in KEY_CHUNK slices and tokens in CHUNK_ELEMENTS groups) ----
+
+
+@pytest.mark.parametrize("key_chunk,chunk_elements", [(7, 1), (64, 5000)], ids=["K7-E1", "K64-E5000"])
+@pytest.mark.parametrize("name,lengths,new", BATCHES[1:], ids=[b[0] for b in BATCHES[1:]])
+def test_chunked_ops_equal_brute_force(name, lengths, new, key_chunk, chunk_elements, monkeypatch):
+    """Chunk sizes smaller than the problem (odd, crossing page boundaries) give the same results as brute force."""
+    from sglang_glm5.ops import dsa_reference
+
+    monkeypatch.setattr(dsa_reference, "KEY_CHUNK", key_chunk)
+    monkeypatch.setattr(dsa_reference, "CHUNK_ELEMENTS", chunk_elements)
+    gen = torch.Generator().manual_seed(13)
+    batch = make_batch(lengths, new, gen, "paged")
+    q_idx = torch.randn(batch.num_tokens, INDEX_HEADS, INDEX_DIM, generator=gen)
+    weights = torch.randn(batch.num_tokens, INDEX_HEADS, generator=gen) * INDEX_HEADS**-0.5
+    k_cache = nan_pool_except(torch.randn(batch.num_slots, INDEX_DIM, generator=gen), referenced_slots(batch))
+    logits = indexer_logits(q_idx, weights, k_cache, batch.page_table, batch.q_seq, batch.q_pos)
+    torch.testing.assert_close(logits, brute_indexer_logits(q_idx, weights, k_cache, batch), **TOL[torch.float32])
+
+    k_fp8, k_scale = quantize_fp8_rows(k_cache.nan_to_num())
+    q_fp8, q_scale = quantize_fp8_rows(q_idx)
+    ours_fp8 = indexer_logits_fp8(q_fp8, q_scale, weights, k_fp8, k_scale, batch.page_table, batch.q_seq, batch.q_pos)
+    brute_fp8 = brute_indexer_logits(q_fp8.float() * q_scale[..., None], weights, k_fp8.float() * k_scale[:, None], batch)
+    torch.testing.assert_close(ours_fp8, brute_fp8, **TOL[torch.float32])
+
+    q, kv_cache = mla_inputs(batch, 8, torch.float32, gen)
+    kv_cache = nan_pool_except(kv_cache, referenced_slots(batch))
+    sel = random_topk(batch, 16, gen, empty_rows={0})
+    out, lse = sparse_mla(q, kv_cache, batch.page_table, batch.q_seq, sel, SM_SCALE, V_DIM, return_lse=True)
+    ref_out, ref_lse = brute_sparse_mla(q, kv_cache, batch, sel, SM_SCALE, V_DIM)
+    torch.testing.assert_close(out, ref_out, **TOL[torch.float32])
+    torch.testing.assert_close(lse, ref_lse, **TOL[torch.float32])
+
+    every = causal_mask(batch).long() * (torch.arange(max(lengths)) + 1) - 1  # [T, L]: causal positions, else -1
+    dense, dense_lse = dense_mla(q, kv_cache, batch.page_table, batch.q_seq, batch.q_pos, SM_SCALE, V_DIM, return_lse=True)
+    ref_out, ref_lse = brute_sparse_mla(q, kv_cache, batch, every, SM_SCALE, V_DIM)
+    torch.testing.assert_close(dense, ref_out, **TOL[torch.float32])
+    torch.testing.assert_close(dense_lse, ref_lse, **TOL[torch.float32])
+
+
+def test_topk_positions_nan_ranks_above_inf():
+    """NaN at a valid position ranks above +inf (torch.sort's order); ties among NaNs go to lower positions."""
+    nan, inf = float("nan"), float("inf")
+    logits = torch.tensor([[1.0, nan, inf, nan, 3.0, nan], [nan, 2.0, nan, nan, nan, 0.0]])
+    q_pos = torch.tensor([4, 5])
+    top2 = torch.tensor([[1, 3], [0, 2]], dtype=torch.int32)
+    assert torch.equal(topk_positions(logits, q_pos, 2), top2)
+    top3 = torch.tensor([[1, 2, 3], [0, 2, 3]], dtype=torch.int32)
+    assert torch.equal(topk_positions(logits, q_pos, 3), top3)
+    masked = logits.masked_fill(~(torch.arange(6) <= q_pos[:, None]), -inf)
+    order = torch.sort(masked, dim=-1, descending=True, stable=True).indices[:, :4]  # the documented ranking
+    assert torch.equal(topk_positions(logits, q_pos, 4), order.sort(-1).values.int())
