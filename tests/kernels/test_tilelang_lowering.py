@@ -1,0 +1,69 @@
+"""Every TileLang DSA kernel lowers to CUDA sm_90a and HIP gfx942 / gfx950 source, and builds to sm_90a cubins.
+
+No GPU is needed: one subprocess per mode (`tests/kernels/tilelang_targets.py`) lowers or compiles them all, each
+(kernel, target) is a test. Cubins are built in a fresh TileLang cache, so none is served from an earlier build.
+"""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.kernels.tilelang_targets import CUBIN_KERNELS, TARGETS, kernel_specs
+
+REPO = Path(__file__).resolve().parents[2]
+TIMEOUT_S = 600
+QK_DIM = 576
+GEMM_INSTRUCTION = {"sm_90a": "mma", "gfx942": "mfma", "gfx950": "mfma"}  # tensor-core ops in the source
+SOURCE_HEADER = {"sm_90a": 'extern "C" __global__', "gfx942": "hip/hip_runtime.h", "gfx950": "hip/hip_runtime.h"}
+KERNEL_IDS = [spec[0] for spec in kernel_specs("sm_90a")]
+
+pytestmark = pytest.mark.slow
+
+
+def _run(mode, env_extra):
+    env = dict(os.environ, **env_extra)
+    proc = subprocess.run([sys.executable, "-m", "tests.kernels.tilelang_targets", mode], cwd=REPO, env=env,
+                          capture_output=True, text=True, timeout=TIMEOUT_S)  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    records = [json.loads(line) for line in proc.stdout.splitlines() if line.startswith("{")]
+    return {(r["kernel"], r["target"]): r for r in records}
+
+
+@pytest.fixture(scope="module")
+def lowered():
+    return _run("lower", {})
+
+
+@pytest.fixture(scope="module")
+def cubins(tmp_path_factory):
+    return _run("cubin", {"TILELANG_CACHE_DIR": str(tmp_path_factory.mktemp("tilelang-cache"))})
+
+
+def _ok(record):
+    assert record["status"] == "ok", f"{record['kernel']} for {record['target']}: {record['detail']}\n{record['trace']}"
+
+
+@pytest.mark.parametrize("target", list(TARGETS))
+@pytest.mark.parametrize("kernel", KERNEL_IDS)
+def test_kernel_lowers(lowered, kernel, target):
+    record = lowered[(kernel, target)]
+    _ok(record)
+    source = record["source"]
+    assert SOURCE_HEADER[target] in source
+    if not kernel.startswith(("topk", "sparse_mla_decode_merge")):  # the rest are gemm kernels
+        assert GEMM_INSTRUCTION[target] in source, f"{kernel} for {target}: no {GEMM_INSTRUCTION[target]} in source"
+    if kernel.startswith(("sparse_mla_prefill", "sparse_mla_decode-")):
+        heads = int(kernel.rsplit("-H", 1)[1])
+        # q is read with its own head count's token stride: 8 heads are not padded to a 64-head tensor
+        assert str(heads * QK_DIM) in source, f"{kernel}: no token stride {heads} x {QK_DIM} in the source"
+
+
+@pytest.mark.parametrize("kernel", CUBIN_KERNELS)
+def test_kernel_builds_sm90a_cubin(cubins, kernel):
+    record = cubins[(kernel, "sm_90a")]
+    _ok(record)
+    assert record["cubins"] >= 1 and record["bytes"] > 0 and record["cuda_elf"], record
