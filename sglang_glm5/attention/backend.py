@@ -40,10 +40,10 @@ class Glm5DSABackend(AttentionBackend):
             logger.warning("GLM-5 DSA: the torch reference implementation runs on %s; it is correct but slow", device_type)
         self.index_topk = hf_config.index_topk
         pool = self.token_to_kv_pool
-        # IndexCache: only layers that run their own indexer get an indexer key cache (S layers never read one).
-        plan = model_runner.model.glm5_config.indexer_plan
-        layers = range(pool.start_layer, pool.start_layer + pool.layer_num)
-        self.index_k_row = {layer: row for row, layer in enumerate(l for l in layers if plan.runs_indexer(l))}
+        # IndexCache: a key-cache row only for the layers whose attention runs its own indexer (Glm5DsaAttention;
+        # S layers never read one). The draft model's MTP layer always runs one.
+        indexer_layers = sorted({m.layer_id for m in model_runner.model.modules() if getattr(m, "runs_indexer", False)})
+        self.index_k_row = {layer: row for row, layer in enumerate(indexer_layers)}
         # Indexer keys stay in the model dtype: the reference matches HF's unquantized indexer exactly.
         self.index_k_cache = torch.zeros(
             (len(self.index_k_row), pool.size + pool.page_size, hf_config.index_head_dim),
