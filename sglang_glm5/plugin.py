@@ -5,6 +5,8 @@ Registers, through SGLang's own `HookRegistry` (so each hook is logged and a fai
 - our DSA attention backend for GLM-5 under SGLang's `--attention-backend dsa` (and its `nsa` alias), also for
   the EAGLE draft (`attention.draft`);
 - on CPU only, the start-up fixes in `serving.cpu_hooks`;
+- the GLM-5 start-up check (KV dtype policy, DSA backends x device) in SGLang's DSA server-args passes
+  (`serving.startup_check`);
 - our `glm5` reasoning and tool-call parsers in SGLang's parser registries (`parsers/`);
 - request checks SGLang lacks (empty prompt, token ids outside the vocabulary: `serving.request_checks`).
 """
@@ -71,3 +73,9 @@ def load() -> None:
         from sglang_glm5.serving.cpu_hooks import register_cpu_hooks
 
         register_cpu_hooks()
+        from sglang_glm5.serving.cpu_spec_hooks import register_cpu_spec_hooks
+
+        register_cpu_spec_hooks()
+    from sglang_glm5.serving.startup_check import register_startup_hooks
+
+    register_startup_hooks()  # after the CPU hooks, so it wraps them (GLM-5 decided there, other models fall through)

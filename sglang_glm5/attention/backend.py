@@ -9,9 +9,14 @@ import os
 
 import torch
 from sglang.srt.layers.attention.base_attn_backend import AttentionBackend
+from sglang.srt.runtime_context import get_exec, get_schedule
 
 from sglang_glm5.attention.impls import resolve_impl
-from sglang_glm5.attention.indexer_workspace import MIB, chunked_topk, load_indexer_workspace
+from sglang_glm5.attention.indexer_workspace import (
+    MIB,
+    chunked_topk,
+    load_indexer_workspace,
+)
 from sglang_glm5.attention.metadata import DraftStep, DSAMetadata
 
 logger = logging.getLogger(__name__)
@@ -27,11 +32,11 @@ class Glm5DSABackend(AttentionBackend):
         self.req_to_token_pool = model_runner.req_to_token_pool
         self.token_to_kv_pool = model_runner.token_to_kv_pool
         hf_config = model_runner.model_config.hf_config
-        args = model_runner.server_args
         device_type = torch.device(self.device).type
+        kernel = get_exec().kernel  # resolved server args: the start-up check's picks (serving/startup_check.py)
         self.impls = {
-            "prefill": resolve_impl(args.dsa_prefill_backend, "prefill", device_type),
-            "decode": resolve_impl(args.dsa_decode_backend, "decode", device_type),
+            "prefill": resolve_impl(kernel.dsa_prefill_backend, "prefill", device_type),
+            "decode": resolve_impl(kernel.dsa_decode_backend, "decode", device_type),
         }
         logger.info(
             "GLM-5 DSA backend: prefill=%s decode=%s", self.impls["prefill"].name, self.impls["decode"].name
@@ -53,7 +58,7 @@ class Glm5DSABackend(AttentionBackend):
         logger.info("GLM-5 DSA indexer key cache: layers %s", sorted(self.index_k_row))
         self.trace_indexer = os.environ.get(TRACE_INDEXER_ENV) == "1"
         self.indexer_workspace = load_indexer_workspace()
-        self._log_indexer_memory(model_runner.model_config.context_len, args.chunked_prefill_size)
+        self._log_indexer_memory(model_runner.model_config.context_len, get_schedule().chunked_prefill_size)
         self.forward_metadata: DSAMetadata | None = None
 
     def _log_indexer_memory(self, context: int, chunked_prefill_size: int | None):

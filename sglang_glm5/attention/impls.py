@@ -1,8 +1,9 @@
 """The DSA implementation table: one entry per kernel family, each with the reference ops' signatures.
 
-Later implementations (triton, tilelang, trtllm) add one loader to `DSA_IMPLS`; the model and the
-backend never change. Names are the values users pass to SGLang's `--dsa-prefill-backend` /
-`--dsa-decode-backend`; no flag picks the device's default.
+Later implementations (triton, tilelang, trtllm) add one loader to `DSA_IMPLS` and one row to
+`configs/dsa-capabilities.json`; the model and the backend never change. Names are the values users pass to
+SGLang's `--dsa-prefill-backend` / `--dsa-decode-backend`; without a flag the start-up check
+(`capabilities.py`) picks the best one the device runs.
 """
 
 import importlib
@@ -45,30 +46,21 @@ DSA_IMPLS: Mapping[str, _ImplSource] = {
     "trtllm": _ImplSource("sglang_glm5.attention.trtllm"),
 }
 
-# No flag: the best implementation we ship for the device. The torch reference runs anywhere (slowly on a GPU).
-DEFAULT_IMPL_BY_DEVICE: Mapping[str, str] = {
-    "cpu": "reference",
-    "cuda": "reference",
-}
-
 
 class DSABackendChoiceError(ValueError):
     pass
 
 
-def resolve_impl(flag_value: str | None, phase: str, device_type: str) -> DSAPhaseImpl:
+def resolve_impl(flag_value: str | None, phase: str, device_type: str | None = None) -> DSAPhaseImpl:
     assert phase in PHASES, phase
     flag = f"--dsa-{phase}-backend"
     if flag_value is None:
-        if device_type not in DEFAULT_IMPL_BY_DEVICE:
-            raise DSABackendChoiceError(
-                f"sglang_glm5 has no default DSA {phase} implementation for device '{device_type}'; "
-                f"pass {flag} with one of: {', '.join(DSA_IMPLS)}"
-            )
-        flag_value = DEFAULT_IMPL_BY_DEVICE[device_type]
-    if flag_value not in DSA_IMPLS:
         raise DSABackendChoiceError(
-            f"{flag} {flag_value}: not implemented by sglang_glm5 for GLM-5; available: {', '.join(DSA_IMPLS)} "
-            f"(default on {device_type}: {DEFAULT_IMPL_BY_DEVICE.get(device_type, 'none')})"
+            f"{flag} not resolved: the start-up check (sglang_glm5.attention.capabilities) picks one per device"
+        )
+    if flag_value not in DSA_IMPLS:
+        where = f" on {device_type}" if device_type else ""
+        raise DSABackendChoiceError(
+            f"{flag} {flag_value}: not implemented by sglang_glm5 for GLM-5{where}; available: {', '.join(DSA_IMPLS)}"
         )
     return DSA_IMPLS[flag_value].load(flag_value, phase)

@@ -3,17 +3,28 @@
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import shlex
 import sys
+from pathlib import Path
 from typing import Any
 
+from sglang_glm5.attention.capabilities import DSACapabilityError
+from sglang_glm5.attention.impls import PHASES
+from sglang_glm5.attention.kv_policy import STRICT_ENV, strict_from_env
 from sglang_glm5.presets.catalog import Catalog, load_catalog
 from sglang_glm5.presets.compose import LaunchSpec, Refusal, compose, parse_features
 from sglang_glm5.presets.files import PresetError
 from sglang_glm5.presets.flags import parse, parsed_options, sglang_parser, to_argv
 from sglang_glm5.presets.planner import check_weights_fit
 from sglang_glm5.serving.cli import launch_command
+from sglang_glm5.serving.startup_check import (
+    StartupDecision,
+    StartupRequest,
+    decide,
+    heads_per_gpu,
+)
 
 MULTI_NODE_NOTE = (
     "tp {tp} spans {nnodes} nodes of {per_node} GPUs: run this command on every node, adding"
@@ -39,15 +50,35 @@ def check_extra(catalog: Catalog, spec: LaunchSpec, parsed: dict[str, Any]) -> N
         check_weights_fit(catalog, spec, parsed["mem_fraction_static"])
 
 
+def check_startup(catalog: Catalog, parsed: dict[str, Any], env: dict[str, str]) -> StartupDecision:
+    """The server's start-up check (KV dtype, DSA backends x this device), before anything runs."""
+    model_path = parsed["model_path"]
+    config = Path(model_path) / "config.json"
+    heads = json.loads(config.read_text())["num_attention_heads"] if config.is_file() else catalog.model.num_attention_heads
+    request = StartupRequest(
+        model_path=model_path,
+        device_type=parsed.get("device"),
+        kv_cache_dtype=parsed.get("kv_cache_dtype"),
+        flags={phase: parsed.get(f"dsa_{phase}_backend") for phase in PHASES},
+        heads_per_gpu=heads_per_gpu(heads, parsed["tp"], parsed.get("attention_dp_size") or 1),
+        strict=strict_from_env(env),
+    )
+    return decide(request, env=env)
+
+
 def run(args: argparse.Namespace) -> int:
     extra = args.rest[1:] if args.rest[:1] == ["--"] else args.rest
     try:
         catalog = load_catalog()
         spec = compose(catalog, args.preset, parse_features(args.features), args.tp, args.model_path)
         check_weights_fit(catalog, spec)
-        command, env, parsed = build(catalog, spec, extra, dict(os.environ))
+        env = dict(os.environ, **({STRICT_ENV: "1"} if args.strict else {}))
+        command, env, parsed = build(catalog, spec, extra, env)
         check_extra(catalog, spec, parsed)
-    except PresetError as e:
+        if not args.print_only:
+            for warning in check_startup(catalog, parsed, env).warnings:
+                print(f"warning: {warning}", file=sys.stderr)
+    except (PresetError, DSACapabilityError) as e:
         print(f"sglang-glm5 launch: error: {e}", file=sys.stderr)
         return 2
     for name in spec.features:
@@ -73,4 +104,7 @@ def add_parser(subparsers) -> None:
     parser.add_argument("--model-path", help="checkpoint directory or hub id (default: the preset's)")
     parser.add_argument("--tp", type=int, help="tensor parallel size (default: the preset's)")
     parser.add_argument("--print-only", action="store_true", help="print the command, do not run it")
+    parser.add_argument(
+        "--strict", action="store_true", help=f"refuse FP8 KV for a checkpoint without calibrated k/v scales (sets {STRICT_ENV}=1)"
+    )
     parser.set_defaults(func=run, passthrough=True)

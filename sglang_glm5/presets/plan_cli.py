@@ -38,7 +38,12 @@ def describe(p: MemoryPlan, fitting_tp: int | None) -> tuple[list[str], bool]:
         *(line(f"  {item.label}", f"{int(item.bytes)} B") for item in p.kv_per_token),
         line("KV cache", f"{gib(p.kv_budget_bytes)} = {p.kv_tokens} tokens per GPU"),
         line(f"max concurrent requests at {p.context} tokens", str(p.max_concurrency)),
+        line("indexer logits", f"{min(p.prefill_chunk, p.indexer_rows_per_pass)} query rows per pass of the {p.prefill_chunk}-row"
+             f" prefill chunk at {p.context} tokens (budget {gib(p.indexer_logits_budget)})"),
     ]
+    if not p.indexer_fits:
+        longest = p.indexer_logits_budget // 4
+        return lines + [f"DOES NOT FIT one indexer logits row of {p.context} tokens in the budget: lower --context to {longest}"], False
     if p.max_concurrency == 0:
         return lines + [f"DOES NOT FIT one request of {p.context} tokens beside the weights: lower --context"], False
     if p.concurrency is not None and p.concurrency > p.max_concurrency:

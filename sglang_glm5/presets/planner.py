@@ -7,6 +7,7 @@ import math
 from collections.abc import Iterable
 from dataclasses import dataclass
 
+from sglang_glm5.attention.indexer_workspace import IndexerWorkspace
 from sglang_glm5.checkpoint.schema import tensor_specs
 from sglang_glm5.config import Glm5Config
 from sglang_glm5.presets.catalog import Catalog
@@ -40,6 +41,16 @@ class MemoryPlan:
     kv_per_token: tuple[PlanItem, ...]  # per GPU, all layers
     context: int
     concurrency: int | None
+    indexer_logits_budget: int  # bytes: the indexer scores query rows in chunks within it
+    prefill_chunk: int  # the largest prefill chunk (rows)
+
+    @property
+    def indexer_rows_per_pass(self) -> int:
+        return IndexerWorkspace(self.indexer_logits_budget).rows_per_pass(self.context)
+
+    @property
+    def indexer_fits(self) -> bool:
+        return IndexerWorkspace(self.indexer_logits_budget).fits(self.context)
 
     @property
     def weight_bytes(self) -> float:
@@ -101,6 +112,16 @@ def kv_items(cfg: Glm5Config, layout: MemoryLayout, kv_cache_dtype: str, mtp: bo
     )
 
 
+def indexer_workspace_items(cfg: Glm5Config, layout: MemoryLayout, context: int, prefill_chunk: int) -> tuple[PlanItem, ...]:
+    """The indexer's transient buffers at the largest prefill chunk and the longest context (attention/indexer_workspace.py)."""
+    ws = IndexerWorkspace(layout.indexer_logits_budget_mib * MIB)
+    rows = min(prefill_chunk, ws.rows_per_pass(context))  # query rows per pass
+    return (
+        PlanItem(f"indexer logits {rows}x{context} fp32", ws.logits_bytes(prefill_chunk, context)),
+        PlanItem(f"indexer top-k {prefill_chunk}x{cfg.index_topk} int32", ws.topk_bytes(prefill_chunk, cfg.index_topk)),
+    )
+
+
 def plan(
     catalog: Catalog,
     preset_name: str,
@@ -128,6 +149,7 @@ def plan(
     if not 0 < mem_fraction_static < 1:
         raise Refusal(f"mem_fraction_static {mem_fraction_static} must be between 0 and 1")
     layout = load_layout(catalog.root)
+    prefill_chunk = spec.options.get("chunked_prefill_size") or layout.default_chunked_prefill_size
     mtp = EAGLE in spec.features
     attention_dp = spec.tp if DP_ATTENTION in spec.features else 1
     ep = spec.options.get("ep", 1)
@@ -140,7 +162,9 @@ def plan(
         gpu_bytes=preset.hardware.memory_mib * MIB,
         mem_fraction_static=mem_fraction_static,
         weights=weight_items(cfg, layout, preset.dtype, spec.tp, attention_dp, ep, mtp),
-        workspace=(),
+        workspace=indexer_workspace_items(cfg, layout, context, prefill_chunk),
+        indexer_logits_budget=layout.indexer_logits_budget_mib * MIB,
+        prefill_chunk=prefill_chunk,
         kv_per_token=kv_items(cfg, layout, kv_cache_dtype, mtp),
         context=context,
         concurrency=concurrency,

@@ -4,10 +4,16 @@ import argparse
 import os
 import sys
 
+from sglang_glm5.attention.kv_policy import STRICT_ENV
 from sglang_glm5.serving.cpu import cpu_environment, with_cpu_defaults
+
+STRICT_FLAG = "--strict"  # ours, not launch_server's: refuse FP8 KV without calibrated scales instead of warning
 
 
 def launch_command(argv: list[str], env: dict[str, str]) -> tuple[list[str], dict[str, str]]:
+    if STRICT_FLAG in argv:
+        argv = [a for a in argv if a != STRICT_FLAG]
+        env = dict(env, **{STRICT_ENV: "1"})
     device = _flag_value(argv, "--device") or ("cpu" if not _has_cuda() else None)
     if device == "cpu":
         return [sys.executable, "-m", "sglang.launch_server", *with_cpu_defaults(argv)], cpu_environment(env)
@@ -25,7 +31,8 @@ def add_parser(subparsers) -> None:
         "serve",
         help="run SGLang's launch_server for GLM-5 (CPU-ready with --device cpu, the default without a GPU)",
         description="All arguments go to `python -m sglang.launch_server` (e.g. --model-path DIR); on CPU the "
-        "flags in sglang_glm5/serving/cpu_defaults.json are added unless given.",
+        "flags in sglang_glm5/serving/cpu_defaults.json are added unless given. Ours: --strict refuses FP8 KV for a "
+        f"checkpoint without calibrated k/v scales instead of warning (sets {STRICT_ENV}=1).",
     )
     parser.set_defaults(func=run, passthrough=True)
 

@@ -86,7 +86,9 @@ def test_figures_match_hand_computation(preset, gpu_mib, tp, fp8, kv_per_layer, 
     assert round(weights / 2**30, 2) == weights_gib
     kv_per_token = LAYERS * (kv_per_layer + INDEXER_PER_LAYER)
     assert p.kv_bytes_per_token == kv_per_token == 100152
-    tokens = math.floor((gpu_mib * MIB * 0.85 - weights) / kv_per_token)
+    # indexer workspace: fp32 logits of 1 GiB // (4 B x 131072) = 2048 query rows, int32 top-k of the 8192-row chunk
+    indexer_workspace = 2048 * CONTEXT * 4 + 8192 * 2048 * 4
+    tokens = math.floor((gpu_mib * MIB * 0.85 - weights - indexer_workspace) / kv_per_token)
     assert p.kv_tokens == tokens
     assert p.max_concurrency == tokens // CONTEXT
 

@@ -1,0 +1,143 @@
+"""The start-up check for GLM-5, before any weight loads: KV-cache dtype policy, then DSA backends x device.
+
+Every start-up path runs it: `launch_server` (and so `sglang-glm5 serve`) through the two SGLang server-args passes
+it takes over for GLM-5 (`_dsa_kv_cache_dtype_default`, `_dsa_split_backend_resolution`: SGLang's versions pick
+its own kernels, FlashMLA / DeepGEMM / fa3, which are not ours), and `sglang-glm5 launch` before it runs anything.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Collection, Mapping
+from dataclasses import dataclass
+
+from sglang.srt.plugins.hook_registry import HookRegistry, HookType
+
+from sglang_glm5.attention.capabilities import (
+    CapabilityTable,
+    DSACapabilityError,
+    DSAChoice,
+    Target,
+    detect_device,
+    load_capabilities,
+)
+from sglang_glm5.attention.impls import DSA_IMPLS, PHASES
+from sglang_glm5.attention.kv_policy import (
+    AUTO,
+    check_requested,
+    default_kv_cache_dtype,
+    find_kv_scales,
+    normalize,
+    strict_from_env,
+)
+
+logger = logging.getLogger(__name__)
+
+_KV_PASS = "sglang.srt.arg_groups.overrides._dsa_kv_cache_dtype_default"
+_BACKEND_PASS = "sglang.srt.arg_groups.overrides._dsa_split_backend_resolution"
+
+
+@dataclass(frozen=True)
+class StartupRequest:
+    model_path: str
+    device_type: str | None  # --device
+    kv_cache_dtype: str | None  # --kv-cache-dtype
+    flags: Mapping[str, str | None]  # phase -> --dsa-<phase>-backend
+    heads_per_gpu: int
+    strict: bool
+
+
+@dataclass(frozen=True)
+class StartupDecision:
+    target: Target
+    choice: DSAChoice
+    warnings: tuple[str, ...]
+
+    @property
+    def kv_cache_dtype(self) -> str:
+        return self.target.kv_cache_dtype
+
+
+def decide(
+    request: StartupRequest,
+    table: CapabilityTable | None = None,
+    available: Collection[str] = tuple(DSA_IMPLS),
+    env: Mapping[str, str] = os.environ,
+) -> StartupDecision:
+    """The KV dtype and both DSA implementations, or DSACapabilityError (KVDtypeError) naming what does not work."""
+    table = table or load_capabilities()
+    device = detect_device(request.device_type, env)
+    scales = find_kv_scales(request.model_path)
+    kv = normalize(request.kv_cache_dtype)
+    if kv == AUTO:
+        candidates = table.kv_cache_dtype_candidates(device, scales.calibrated is True)
+        kv = default_kv_cache_dtype(candidates, lambda d: _runs(table, request, Target(device, d, request.heads_per_gpu), available, env))
+    warning = check_requested(kv, scales, request.strict)
+    target = Target(device, kv, request.heads_per_gpu)
+    choice = table.choose(request.flags, target, available, env)
+    return StartupDecision(target, choice, (warning,) if warning else ())
+
+
+def _runs(table, request, target, available, env) -> bool:
+    try:
+        table.choose(request.flags, target, available, env)
+    except DSACapabilityError:
+        return False
+    return True
+
+
+def heads_per_gpu(num_attention_heads: int, tp_size: int, attn_dp_size: int = 1, attn_cp_size: int = 1) -> int:
+    """Attention heads on one GPU: heads split over the attention-TP width (SGLang's derive_attn_tp_size)."""
+    return num_attention_heads // max(1, tp_size // max(1, attn_dp_size) // max(1, attn_cp_size))
+
+
+def request_from_view(view) -> StartupRequest:
+    from sglang.srt.arg_groups.model_override_base import model_config_of
+
+    hf_config = model_config_of(view).hf_config
+    return StartupRequest(
+        model_path=view.model_path,
+        device_type=view.device,
+        kv_cache_dtype=view.kv_cache_dtype,
+        flags={phase: getattr(view, f"dsa_{phase}_backend") for phase in PHASES},
+        heads_per_gpu=heads_per_gpu(
+            hf_config.num_attention_heads, view.tp_size, getattr(view, "attn_dp_size", 1) or 1,
+            getattr(view, "attn_cp_size", 1) or 1,
+        ),
+        strict=strict_from_env(),
+    )  # fmt: skip
+
+
+def _is_glm5(view) -> bool:
+    from sglang.srt.arg_groups.model_override_base import model_config_of
+
+    from sglang_glm5.plugin import is_glm5
+
+    return is_glm5(model_config_of(view))
+
+
+def kv_cache_dtype_pass(original, view) -> dict:
+    if not _is_glm5(view):
+        return original(view)
+    decision = decide(request_from_view(view))
+    for warning in decision.warnings:
+        logger.warning("GLM-5: %s", warning)
+    if decision.kv_cache_dtype != view.kv_cache_dtype:
+        logger.info("GLM-5: KV cache dtype %s on %s", decision.kv_cache_dtype, decision.target.device)
+        return {"kv_cache_dtype": decision.kv_cache_dtype}
+    return {}
+
+
+def backend_pass(original, view) -> dict:
+    if not _is_glm5(view):
+        return original(view)
+    decision = decide(request_from_view(view))
+    logger.info(decision.choice.describe(decision.target))
+    return {f"dsa_{phase}_backend": decision.choice.backends[phase] for phase in decision.choice.picked}
+
+
+def register_startup_hooks() -> None:
+    """Registered after the CPU hooks, so these wrap them: GLM-5 is decided here, other models fall through."""
+    HookRegistry.register(_KV_PASS, kv_cache_dtype_pass, HookType.AROUND)
+    HookRegistry.register(_BACKEND_PASS, backend_pass, HookType.AROUND)

@@ -1,0 +1,71 @@
+"""The start-up check runs in every start-up path and stops before any weight loads: SGLang's launch_server with our
+plugin (through `sglang-glm5 serve`, on this CPU) and `sglang-glm5 launch`."""
+
+import subprocess
+import sys
+
+import pytest
+
+from sglang_glm5.attention.capabilities import SIMULATE_ENV
+from sglang_glm5.attention.kv_policy import STRICT_ENV
+from sglang_glm5.cli import main
+from sglang_glm5.serving.cli import launch_command
+
+REFUSAL_TIMEOUT_S = 300  # launch_server's main process: imports and argument resolution only
+WEIGHT_LOADING = "Load weight begin"  # SGLang's first weight-loading log line
+
+
+def serve(model_path, *flags, env=None):
+    """`sglang-glm5 serve` as a user runs it; (exit status, log)."""
+    argv = [sys.executable, "-m", "sglang_glm5.cli", "serve", "--model-path", str(model_path), *flags]
+    done = subprocess.run(argv, capture_output=True, text=True, timeout=REFUSAL_TIMEOUT_S, env=env)
+    return done.returncode, done.stdout + done.stderr
+
+
+@pytest.fixture(scope="module")
+def fp8_checkpoint(tiny_checkpoint):
+    return tiny_checkpoint("fp8")
+
+
+@pytest.mark.slow
+def test_launch_server_refuses_trtllm_on_cpu_before_loading_weights(fp8_checkpoint):
+    code, log = serve(fp8_checkpoint, "--dsa-decode-backend", "trtllm")
+    assert code != 0
+    assert (
+        "DSACapabilityError: GLM-5 DSA cannot start on CPU (cpu) with kv-cache auto (model dtype) and 4 heads per GPU:\n"
+        "  --dsa-decode-backend trtllm: trtllm does not run on CPU (cpu): it supports sm_100, sm_103. "
+        "Choices that work here: --dsa-decode-backend reference"
+    ) in log
+    assert WEIGHT_LOADING not in log
+
+
+@pytest.mark.slow
+def test_launch_server_warns_about_fp8_kv_without_scales_then_refuses_it_on_cpu(fp8_checkpoint):
+    code, log = serve(fp8_checkpoint, "--kv-cache-dtype", "fp8_e4m3")
+    assert code != 0
+    assert f"GLM-5: --kv-cache-dtype fp8_e4m3: the checkpoint has no calibrated k/v scales ({fp8_checkpoint}:" in log
+    assert "no DSA prefill implementation of sglang_glm5 runs on CPU (cpu) with kv-cache fp8_e4m3" in log
+    assert WEIGHT_LOADING not in log
+
+
+def test_serve_strict_flag_becomes_the_environment_variable():
+    command, env = launch_command(["--model-path", "M", "--device", "cuda", "--strict"], {})
+    assert "--strict" not in command and env[STRICT_ENV] == "1"
+
+
+def test_launch_refuses_the_b200_preset_on_hopper(fp8_checkpoint, monkeypatch, capsys):
+    monkeypatch.setenv(SIMULATE_ENV, "sm_90")
+    assert main(["launch", "--preset", "b200-fp8", "--model-path", str(fp8_checkpoint)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("sglang-glm5 launch: error: GLM-5 DSA cannot start on simulated device (SGLANG_GLM5_DEVICE=sm_90) (sm_90)")
+    for phase in ("prefill", "decode"):
+        assert f"--dsa-{phase}-backend trtllm: trtllm does not run on simulated device" in err
+        assert f"sm_100, sm_103. Choices that work here: none; use --kv-cache-dtype auto / bfloat16" in err
+
+
+def test_launch_strict_refuses_fp8_kv_without_scales(fp8_checkpoint, monkeypatch, capsys):
+    monkeypatch.setenv(SIMULATE_ENV, "sm_100")
+    assert main(["launch", "--preset", "b200-fp8", "--model-path", str(fp8_checkpoint), "--strict"]) == 2
+    err = capsys.readouterr().err
+    assert "--kv-cache-dtype fp8_e4m3: the checkpoint has no calibrated k/v scales" in err
+    assert err.rstrip().endswith("(refused: --strict / SGLANG_GLM5_STRICT=1)")
