@@ -122,10 +122,11 @@ def test_launch_prints_the_multi_node_note_and_the_command(capsys):
     assert out[-1].startswith("+ ") and " -m sglang.launch_server --model-path zai-org/GLM-5-FP8 --device cuda --tp-size 16 --nnodes 2 " in out[-1]
 
 
-def test_launch_with_indexcache_says_sglang_ignores_the_pattern_for_glm5(capsys):
+def test_launch_with_indexcache_notes_that_sglang_glm5_honours_the_pattern(capsys):
     assert main(["launch", "--preset", "h200-fp8", "--with", "indexcache", "--print-only"]) == 0
     out = capsys.readouterr().out
-    assert "note (indexcache): SGLang 0.5.23 reads the config's indexer_types before index_topk_pattern" in out
+    assert "note (indexcache): SGLang 0.5.23 alone ignores this override for GLM-5" in out
+    assert "IndexCache: 40 F / 38 S, indexer FLOPs -49%" in out
 
 
 def test_presets_table_lists_every_preset_with_its_features(capsys):
