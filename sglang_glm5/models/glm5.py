@@ -112,10 +112,11 @@ def glm5_config_of(hf_config) -> Glm5Config:
     """The checkpoint's config.json as written (transformers silently fills defaults for missing fields, which must
     fail here instead) plus `--json-model-override-args`; the HF config object when there is no local file."""
     path = _checkpoint_dir(hf_config) / "config.json"
+    overrides = json.loads(getattr(get_server_args(), "json_model_override_args", None) or "{}")
     if not path.is_file():
-        return Glm5Config.from_dict(hf_config.to_dict(), source=str(path))
-    server_args = get_server_args()
-    overrides = json.loads(getattr(server_args, "json_model_override_args", None) or "{}")
+        # The overrides stay a source of their own: SGLang applied them to hf_config, whose `indexer_types`
+        # transformers derived before, so only they say which IndexCache plan the user asked for.
+        return Glm5Config.from_dict(hf_config.to_dict(), source=str(path), overrides=overrides)
     return Glm5Config.from_pretrained(path.parent, overrides=overrides)
 
 

@@ -85,3 +85,17 @@ def test_malformed_names_the_position(overrides, message):
 def test_plan_object_validates_itself():
     with pytest.raises(IndexCachePlanError, match="position 0 is 'S'"):
         IndexerPlan("SF", "test")
+
+
+def test_config_object_with_sglang_override_applied(tiny_checkpoint):
+    """No local config.json: the plan comes from the HF config object SGLang already updated with the overrides."""
+    from transformers import AutoConfig
+
+    from sglang_glm5.config import Glm5Config, Glm5ConfigError
+
+    overrides = {"index_topk_pattern": "FSSF"}
+    hf = AutoConfig.from_pretrained(tiny_checkpoint("bf16"))
+    hf.update(overrides)  # what SGLang does with --json-model-override-args; indexer_types stays all "full"
+    assert Glm5Config.from_dict(hf.to_dict(), overrides=overrides).indexer_plan.pattern == "FSSF"
+    with pytest.raises(Glm5ConfigError, match="conflicts with indexer_types at position 1"):
+        Glm5Config.from_dict(hf.to_dict())  # one source holding both: refused, never silently all-F
