@@ -106,10 +106,12 @@ def write_results(steps: list[SearchStep], pattern_path: Path, steps_path: Path,
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
 
     fig, ax = plt.subplots(figsize=(6, 4))
     ax.plot([s.num_full for s in steps], [s.loss for s in steps], marker="o")
     ax.invert_xaxis()
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_xlabel("layers running their own indexer (F)")
     ax.set_ylabel("calibration LM loss (nats/token)")
     ax.set_title("IndexCache greedy search")
