@@ -60,7 +60,9 @@ def comparisons(named: list[tuple[str, dict]], book: Cookbook) -> list[Compariso
 def fmt(value: float | None) -> str:
     if value is None:
         return "—"
-    return f"{value:.3f}" if abs(value) < 10 else f"{value:,.1f}"
+    if abs(value) < 10:
+        return f"{value:.3f}"
+    return f"{value:.2f}" if abs(value) < 1000 else f"{value:,.0f}"
 
 
 def markdown(named: list[tuple[str, dict]], rows: list[Comparison], book: Cookbook, png_name: str | None) -> str:
@@ -105,7 +107,7 @@ def plot(rows: list[Comparison], path: Path) -> None:
                 bars.append((f"{r.label}{tag}\nmeasured\n{r.name}", r.measured, MEASURED_COLOR))
             if (r.published, "pub") not in seen:
                 seen.add((r.published, "pub"))
-                bars.append((f"{r.label}{tag}\ncookbook\n{r.published.setup.split(',')[0]}", r.published.value,
+                bars.append((f"{r.label}{tag}\ncookbook\n" + "\n".join(r.published.setup.split(", ")[:2]), r.published.value,
                              COOKBOOK_COLOR))
         ax.set_title(title)
         if not bars:
@@ -118,7 +120,9 @@ def plot(rows: list[Comparison], path: Path) -> None:
         ax.set_xticks(list(xs), [b[0] for b in bars], fontsize=6, rotation=0)
         if log and all(b[1] > 0 for b in bars):
             ax.set_yscale("log")
-    fig.tight_layout()
+    handles = [plt.Rectangle((0, 0), 1, 1, color=c) for c in (MEASURED_COLOR, COOKBOOK_COLOR)]
+    fig.legend(handles, ["measured", "SGLang cookbook"], loc="upper right")
+    fig.tight_layout(rect=(0, 0, 0.93, 1))
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=120)
     plt.close(fig)

@@ -39,11 +39,15 @@ HEADLINE = {
 }
 
 
-def bench_command(profile_flags: dict[str, str], root_url: str, overrides: dict[str, str | None], extra: list[str],
-                  output_file: Path) -> list[str]:
+def merged_flags(profile_flags: dict[str, str], overrides: dict[str, object]) -> dict[str, str]:
+    """The profile's flags with the user's replacements (None: keep the profile's)."""
     flags = dict(profile_flags)
     flags.update({k: str(v) for k, v in overrides.items() if v is not None})
-    flags.update({"--base-url": root_url, "--output-file": str(output_file)})
+    return flags
+
+
+def bench_command(flags: dict[str, str], root_url: str, extra: list[str], output_file: Path) -> list[str]:
+    flags = {**flags, "--base-url": root_url, "--output-file": str(output_file)}
     words = [w for flag, value in flags.items() for w in (flag, value)]
     return [sys.executable, "-m", BENCH_MODULE, *words, *extra]
 
