@@ -69,13 +69,13 @@ def compose(
     options.update(preset.options)
     derived = {"tp": tp}
     for name in features:
-        feature = _allowed_feature(catalog, preset, name)
+        feature = allowed_feature(catalog, preset, name)
         options.update(feature.options)
         options.update({option: derived[source] for option, source in feature.options_from_preset.items()})
     return LaunchSpec(preset, features, tp, nnodes, freeze(options))
 
 
-def _allowed_feature(catalog: Catalog, preset: Preset, name: str):
+def allowed_feature(catalog: Catalog, preset: Preset, name: str):
     if name not in catalog.features:
         raise Refusal(f"unknown feature '{name}': use one of {', '.join(catalog.features)} instead")
     feature = catalog.features[name]

@@ -14,10 +14,10 @@ from sglang_glm5.attention.capabilities import DSACapabilityError
 from sglang_glm5.attention.impls import PHASES
 from sglang_glm5.attention.kv_policy import STRICT_ENV, strict_from_env
 from sglang_glm5.presets.catalog import Catalog, load_catalog
-from sglang_glm5.presets.compose import LaunchSpec, Refusal, compose, parse_features
+from sglang_glm5.presets.compose import LaunchSpec, Refusal, allowed_feature, compose, parse_features
 from sglang_glm5.presets.files import PresetError
 from sglang_glm5.presets.flags import parse, parsed_options, sglang_parser, to_argv
-from sglang_glm5.presets.planner import check_weights_fit
+from sglang_glm5.presets.planner import EAGLE, check_weights_fit
 from sglang_glm5.serving.cli import launch_command
 from sglang_glm5.serving.startup_check import (
     StartupDecision,
@@ -48,6 +48,8 @@ def check_extra(catalog: Catalog, spec: LaunchSpec, parsed: dict[str, Any]) -> N
         raise Refusal(f"tp {parsed['tp']} given after `--` would skip the preset's checks: use --tp {parsed['tp']} instead")
     if parsed.get("mem_fraction_static") != spec.options.get("mem_fraction_static"):
         check_weights_fit(catalog, spec, parsed["mem_fraction_static"])
+    if parsed.get("speculative_algorithm") and EAGLE not in spec.features:
+        allowed_feature(catalog, spec.preset, EAGLE)  # raw EAGLE flags get the same vendor check as `--with eagle`
 
 
 def check_startup(catalog: Catalog, parsed: dict[str, Any], env: dict[str, str]) -> StartupDecision:
