@@ -11,9 +11,7 @@ MIN_GEMM_M = 16  # smallest gemm tile row count on every target (mma m16 on CUDA
 MAX_HEAD_TILE = 64  # heads per program: one gemm tile of rows
 LN2 = 0.6931471805599453
 LOG2E = 1.4426950408889634
-NEG_BIG = -(
-    2.0**30
-)  # running-max start: finite, so max - max never makes inf - inf = NaN
+NEG_BIG = -(2.0**30)  # running-max start: finite, so max - max never makes inf - inf = NaN
 
 TL_DTYPE = {
     torch.float16: "float16",
@@ -45,9 +43,7 @@ def check_tensor(name, x, ndim, dtypes, device=None):
     if x.dim() != ndim:
         raise ValueError(f"{name} must have {ndim} dims, got shape {tuple(x.shape)}")
     if x.dtype not in dtypes:
-        raise TypeError(
-            f"{name} must have dtype in {[str(d) for d in dtypes]}, got {x.dtype}"
-        )
+        raise TypeError(f"{name} must have dtype in {[str(d) for d in dtypes]}, got {x.dtype}")
     if device is not None and x.device != device:
         raise ValueError(f"{name} is on {x.device}, expected {device} (where q is)")
 
@@ -84,9 +80,7 @@ def check_out(out, shape, dtype, device):
     check_tensor("out", out, len(shape), (dtype,), device)
     check_size("out", tuple(out.shape), tuple(shape), "shape")
     if not out.is_contiguous():
-        raise ValueError(
-            "out must be contiguous: kernels write it with the row strides of a dense tensor"
-        )
+        raise ValueError("out must be contiguous: kernels write it with the row strides of a dense tensor")
     return out
 
 

@@ -17,9 +17,7 @@ from sglang_glm5.kernels.tilelang.common import (
 )
 from sglang_glm5.kernels.tilelang.tuning import tuning
 
-PASS_CONFIGS = {
-    tilelang.PassConfigKey.TL_DISABLE_TMA_LOWER: True
-}  # key rows are gathered, not a TMA box
+PASS_CONFIGS = {tilelang.PassConfigKey.TL_DISABLE_TMA_LOWER: True}  # key rows are gathered, not a TMA box
 
 
 @tilelang.jit(pass_configs=PASS_CONFIGS)
@@ -28,12 +26,8 @@ def indexer_logits_kernel(
     pos_dtype="int64", block_l=64, threads=128,
 ):  # fmt: skip
     assert head_dim % 16 == 0, f"head_dim {head_dim}: gemm k-steps are 16 wide"
-    assert block_l % 16 == 0, (
-        f"block_l {block_l}: it is a gemm tile dimension, a multiple of 16"
-    )
-    block_h = head_tile(
-        heads, max(64, head_tile(heads))
-    )  # every head in one tile: logits sum over heads
+    assert block_l % 16 == 0, f"block_l {block_l}: it is a gemm tile dimension, a multiple of 16"
+    block_h = head_tile(heads, max(64, head_tile(heads)))  # every head in one tile: logits sum over heads
     accum = "float"
     score_scale = head_dim**-0.5
     num_tokens, num_slots = T.dynamic("num_tokens"), T.dynamic("num_slots")
@@ -48,9 +42,7 @@ def indexer_logits_kernel(
         Q: T.Tensor((num_tokens, heads, head_dim), dtype),  # [T, H, D]
         Weights: T.Tensor((num_tokens, heads), weights_dtype),  # [T, H]
         K: T.Tensor((num_slots, head_dim), dtype),  # [S, D]
-        PageTable: T.StridedTensor(
-            (batch, length), (pt_stride, 1), index_dtype
-        ),  # [B, L]
+        PageTable: T.StridedTensor((batch, length), (pt_stride, 1), index_dtype),  # [B, L]
         QSeq: T.Tensor((num_tokens,), seq_dtype),  # [T]
         QPos: T.Tensor((num_tokens,), pos_dtype),  # [T]
         Out: T.Tensor((num_tokens, length), accum),  # [T, L]
@@ -69,33 +61,21 @@ def indexer_logits_kernel(
             q_pos = QPos[token]
             request = QSeq[token]
             if p0 <= q_pos:
-                for h, d in T.Parallel(
-                    block_h, head_dim
-                ):  # [BH, D], padding heads are zero rows
-                    q_s[h, d] = T.if_then_else(
-                        h < heads, Q[token, h, d], T.cast(0, dtype)
-                    )
+                for h, d in T.Parallel(block_h, head_dim):  # [BH, D], padding heads are zero rows
+                    q_s[h, d] = T.if_then_else(h < heads, Q[token, h, d], T.cast(0, dtype))
                 for h in T.Parallel(block_h):  # [BH], and zero weight
-                    w_s[h] = T.if_then_else(
-                        h < heads, T.cast(Weights[token, T.min(h, heads - 1)], accum), 0
-                    )
-                for n in T.Parallel(
-                    block_l
-                ):  # [BL], positions past q_pos clamp to it: never an unreferenced entry
+                    w_s[h] = T.if_then_else(h < heads, T.cast(Weights[token, T.min(h, heads - 1)], accum), 0)
+                for n in T.Parallel(block_l):  # [BL], positions past q_pos clamp to it: never an unreferenced entry
                     slots[n] = PageTable[request, T.min(p0 + n, q_pos)]
                 for n, d in T.Parallel(block_l, head_dim):  # [BL, D]
-                    k_s[n, d] = T.if_then_else(
-                        p0 + n <= q_pos, K[slots[n], d], T.cast(0, dtype)
-                    )
+                    k_s[n, d] = T.if_then_else(p0 + n <= q_pos, K[slots[n], d], T.cast(0, dtype))
                 T.gemm(q_s, k_s, scores, transpose_B=True, clear_accum=True)  # [BH, BL]
                 for h, n in T.Parallel(block_h, block_l):
                     scores[h, n] = T.max(scores[h, n] * score_scale, 0) * w_s[h]
                 T.reduce_sum(scores, logits, dim=0)  # [BL]
                 for n in T.Parallel(block_l):
                     if p0 + n < length:
-                        Out[token, p0 + n] = T.if_then_else(
-                            p0 + n <= q_pos, logits[n], -T.infinity(accum)
-                        )
+                        Out[token, p0 + n] = T.if_then_else(p0 + n <= q_pos, logits[n], -T.infinity(accum))
             else:
                 for n in T.Parallel(block_l):
                     if p0 + n < length:

@@ -33,12 +33,8 @@ def sparse_mla_split_kernel(
     *, heads, v_dim=512, rope_dim=64, topk=2048, sm_scale, dtype="bfloat16", index_dtype="int32", seq_dtype="int64",
     max_block_h=64, block_n=64, num_stages=2, threads=256, gemm_policy="FullRow", columns_per_split=256,
 ):  # fmt: skip
-    assert v_dim % 16 == 0 and rope_dim % 16 == 0, (
-        f"v_dim {v_dim} and rope_dim {rope_dim}: gemm k-steps are 16 wide"
-    )
-    assert block_n % 16 == 0, (
-        f"block_n {block_n}: it is a gemm tile dimension, a multiple of 16"
-    )
+    assert v_dim % 16 == 0 and rope_dim % 16 == 0, f"v_dim {v_dim} and rope_dim {rope_dim}: gemm k-steps are 16 wide"
+    assert block_n % 16 == 0, f"block_n {block_n}: it is a gemm tile dimension, a multiple of 16"
     num_splits = num_splits_for(topk, block_n, columns_per_split)
     steps_per_split = columns_per_split // block_n
     block_h = head_tile(heads, max_block_h)
@@ -59,26 +55,18 @@ def sparse_mla_split_kernel(
     def main(
         Q: T.Tensor((num_tokens, heads, v_dim + rope_dim), dtype),  # [T, H, Dqk]
         KV: T.Tensor((num_slots, v_dim + rope_dim), dtype),  # [S, Dqk]
-        PageTable: T.StridedTensor(
-            (batch, length), (pt_stride, 1), index_dtype
-        ),  # [B, L]
+        PageTable: T.StridedTensor((batch, length), (pt_stride, 1), index_dtype),  # [B, L]
         QSeq: T.Tensor((num_tokens,), seq_dtype),  # [T]
         Topk: T.Tensor((num_tokens, topk), "int32"),  # [T, K]
-        PartOut: T.Tensor(
-            (num_tokens, heads, num_splits, v_dim), accum
-        ),  # [T, H, NS, V], normalised per split
-        PartLse: T.Tensor(
-            (num_tokens, heads, num_splits), accum
-        ),  # [T, H, NS], log2 units
+        PartOut: T.Tensor((num_tokens, heads, num_splits, v_dim), accum),  # [T, H, NS, V], normalised per split
+        PartLse: T.Tensor((num_tokens, heads, num_splits), accum),  # [T, H, NS], log2 units
     ):
         with T.Kernel(num_tokens, head_tiles, num_splits, threads=threads) as (
             token,
             head_tile_id,
             split,
         ):
-            bufs = alloc_attend_buffers(
-                block_h, v_dim, rope_dim, block_n, dtype, accum, index_dtype
-            )
+            bufs = alloc_attend_buffers(block_h, v_dim, rope_dim, block_n, dtype, accum, index_dtype)
             acc_o, sumexp, m_i = bufs[7], bufs[9], bufs[11]
             h0 = head_tile_id * block_h
             request = QSeq[token]
@@ -96,13 +84,9 @@ def sparse_mla_split_kernel(
             )
             for h, d in T.Parallel(block_h, v_dim):
                 if h0 + h < heads:
-                    PartOut[token, h0 + h, split, d] = T.if_then_else(
-                        sumexp[h] > 0, acc_o[h, d] / sumexp[h], 0
-                    )
+                    PartOut[token, h0 + h, split, d] = T.if_then_else(sumexp[h] > 0, acc_o[h, d] / sumexp[h], 0)
             for h in T.Parallel(block_h):
-                if (
-                    h0 + h < heads
-                ):  # a split without a valid column weighs exp2(-inf) = 0 in the merge
+                if h0 + h < heads:  # a split without a valid column weighs exp2(-inf) = 0 in the merge
                     PartLse[token, h0 + h, split] = T.if_then_else(
                         sumexp[h] > 0, T.log2(sumexp[h]) + m_i[h] * scale_log2, -T.infinity(accum))  # fmt: skip
 
@@ -116,12 +100,8 @@ def merge_splits_kernel(*, heads, v_dim=512, num_splits, dtype="bfloat16", threa
 
     @T.prim_func
     def main(
-        PartOut: T.Tensor(
-            (num_tokens, heads, num_splits, v_dim), accum
-        ),  # [T, H, NS, V]
-        PartLse: T.Tensor(
-            (num_tokens, heads, num_splits), accum
-        ),  # [T, H, NS], log2 units
+        PartOut: T.Tensor((num_tokens, heads, num_splits, v_dim), accum),  # [T, H, NS, V]
+        PartLse: T.Tensor((num_tokens, heads, num_splits), accum),  # [T, H, NS], log2 units
         Out: T.Tensor((num_tokens, heads, v_dim), dtype),  # [T, H, V]
         Lse: T.Tensor((num_tokens, heads), accum),  # [T, H], natural log
     ):
@@ -140,17 +120,10 @@ def merge_splits_kernel(*, heads, v_dim=512, num_splits, dtype="bfloat16", threa
             T.fill(acc, 0)
             for s in T.serial(num_splits):
                 for d in T.Parallel(v_dim):
-                    acc[d] += (
-                        T.exp2(PartLse[token, head, s] - top)
-                        * PartOut[token, head, s, d]
-                    )
+                    acc[d] += T.exp2(PartLse[token, head, s] - top) * PartOut[token, head, s, d]
             for d in T.Parallel(v_dim):
-                Out[token, head, d] = T.cast(
-                    T.if_then_else(total > 0, acc[d] / total, 0), dtype
-                )
-            Lse[token, head] = T.if_then_else(
-                total > 0, (top + T.log2(total)) * LN2, -T.infinity(accum)
-            )
+                Out[token, head, d] = T.cast(T.if_then_else(total > 0, acc[d] / total, 0), dtype)
+            Lse[token, head] = T.if_then_else(total > 0, (top + T.log2(total)) * LN2, -T.infinity(accum))
 
     return main
 
@@ -191,25 +164,15 @@ def sparse_mla_decode(
             dense(topk),
             dense_rows(page_table),
         )
-        args = kernel_args(
-            q, kv_cache, page_table, q_seq, topk, sm_scale, v_dim, "decode"
-        )
-        num_splits = num_splits_for(
-            args["topk"], args["block_n"], args["columns_per_split"]
-        )
+        args = kernel_args(q, kv_cache, page_table, q_seq, topk, sm_scale, v_dim, "decode")
+        num_splits = num_splits_for(args["topk"], args["block_n"], args["columns_per_split"])
         part_out = torch.empty(
             (num_tokens, num_heads, num_splits, v_dim),
             dtype=torch.float32,
             device=q.device,
         )
-        part_lse = torch.empty(
-            (num_tokens, num_heads, num_splits), dtype=torch.float32, device=q.device
-        )
-        sparse_mla_split_kernel(**args)(
-            q, kv_cache, page_table, q_seq, topk, part_out, part_lse
-        )
-        merge = merge_splits_kernel(
-            heads=num_heads, v_dim=v_dim, num_splits=num_splits, dtype=args["dtype"]
-        )
+        part_lse = torch.empty((num_tokens, num_heads, num_splits), dtype=torch.float32, device=q.device)
+        sparse_mla_split_kernel(**args)(q, kv_cache, page_table, q_seq, topk, part_out, part_lse)
+        merge = merge_splits_kernel(heads=num_heads, v_dim=v_dim, num_splits=num_splits, dtype=args["dtype"])
         merge(part_out, part_lse, out, lse_buf)
     return (out, lse_buf) if return_lse else out

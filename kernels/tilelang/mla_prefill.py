@@ -50,16 +50,10 @@ def attend_topk_macro(
     @T.macro
     def attend(Q, KV, PageTable, Topk, token, request, h0, step0, scale_log2,
                q_s, q_rope_s, kv_s, k_rope_s, p_s, slots, valid, acc_o, acc_s, sumexp, sumexp_i, m_i, m_prev, alpha):  # fmt: skip
-        for h, d in T.Parallel(
-            block_h, v_dim
-        ):  # [BH, V], heads past `heads` are zero rows
-            q_s[h, d] = T.if_then_else(
-                h0 + h < heads, Q[token, h0 + h, d], T.cast(0, dtype)
-            )
+        for h, d in T.Parallel(block_h, v_dim):  # [BH, V], heads past `heads` are zero rows
+            q_s[h, d] = T.if_then_else(h0 + h < heads, Q[token, h0 + h, d], T.cast(0, dtype))
         for h, d in T.Parallel(block_h, rope_dim):  # [BH, R]
-            q_rope_s[h, d] = T.if_then_else(
-                h0 + h < heads, Q[token, h0 + h, v_dim + d], T.cast(0, dtype)
-            )
+            q_rope_s[h, d] = T.if_then_else(h0 + h < heads, Q[token, h0 + h, v_dim + d], T.cast(0, dtype))
         T.fill(acc_o, 0)
         T.fill(sumexp, 0)
         T.fill(m_i, NEG_BIG)
@@ -70,14 +64,10 @@ def attend_topk_macro(
                 pos = T.if_then_else(col < topk, Topk[token, T.min(col, topk - 1)], -1)
                 valid[n] = pos >= 0
                 slots[n] = PageTable[request, T.max(pos, 0)]
-            for n, d in T.Parallel(
-                block_n, v_dim
-            ):  # [BN, V], zeros (not the row) where invalid: 0 * NaN is NaN
+            for n, d in T.Parallel(block_n, v_dim):  # [BN, V], zeros (not the row) where invalid: 0 * NaN is NaN
                 kv_s[n, d] = T.if_then_else(valid[n], KV[slots[n], d], T.cast(0, dtype))
             for n, d in T.Parallel(block_n, rope_dim):  # [BN, R]
-                k_rope_s[n, d] = T.if_then_else(
-                    valid[n], KV[slots[n], v_dim + d], T.cast(0, dtype)
-                )
+                k_rope_s[n, d] = T.if_then_else(valid[n], KV[slots[n], v_dim + d], T.cast(0, dtype))
             for h, n in T.Parallel(block_h, block_n):
                 acc_s[h, n] = T.if_then_else(valid[n], 0, -T.infinity(accum))
             T.gemm(q_s, kv_s, acc_s, transpose_B=True, policy=policy)  # [BH, BN]
@@ -124,12 +114,8 @@ def sparse_mla_prefill_kernel(
     *, heads, v_dim=512, rope_dim=64, topk=2048, sm_scale, dtype="bfloat16", index_dtype="int32", seq_dtype="int64",
     max_block_h=64, block_n=64, num_stages=2, threads=256, gemm_policy="FullRow",
 ):  # fmt: skip
-    assert v_dim % 16 == 0 and rope_dim % 16 == 0, (
-        f"v_dim {v_dim} and rope_dim {rope_dim}: gemm k-steps are 16 wide"
-    )
-    assert block_n % 16 == 0, (
-        f"block_n {block_n}: it is a gemm tile dimension, a multiple of 16"
-    )
+    assert v_dim % 16 == 0 and rope_dim % 16 == 0, f"v_dim {v_dim} and rope_dim {rope_dim}: gemm k-steps are 16 wide"
+    assert block_n % 16 == 0, f"block_n {block_n}: it is a gemm tile dimension, a multiple of 16"
     block_h = head_tile(heads, max_block_h)
     head_tiles = T.ceildiv(heads, block_h)
     num_steps = T.ceildiv(topk, block_n)
@@ -149,18 +135,14 @@ def sparse_mla_prefill_kernel(
     def main(
         Q: T.Tensor((num_tokens, heads, v_dim + rope_dim), dtype),  # [T, H, Dqk]
         KV: T.Tensor((num_slots, v_dim + rope_dim), dtype),  # [S, Dqk]
-        PageTable: T.StridedTensor(
-            (batch, length), (pt_stride, 1), index_dtype
-        ),  # [B, L]
+        PageTable: T.StridedTensor((batch, length), (pt_stride, 1), index_dtype),  # [B, L]
         QSeq: T.Tensor((num_tokens,), seq_dtype),  # [T]
         Topk: T.Tensor((num_tokens, topk), "int32"),  # [T, K]
         Out: T.Tensor((num_tokens, heads, v_dim), dtype),  # [T, H, V]
         Lse: T.Tensor((num_tokens, heads), accum),  # [T, H]
     ):
         with T.Kernel(num_tokens, head_tiles, threads=threads) as (token, head_tile_id):
-            bufs = alloc_attend_buffers(
-                block_h, v_dim, rope_dim, block_n, dtype, accum, index_dtype
-            )
+            bufs = alloc_attend_buffers(block_h, v_dim, rope_dim, block_n, dtype, accum, index_dtype)
             acc_o, sumexp, m_i = bufs[7], bufs[9], bufs[11]
             h0 = head_tile_id * block_h
             request = QSeq[token]
@@ -186,9 +168,7 @@ def check_sparse_mla_args(q, kv_cache, page_table, q_seq, topk, sm_scale, v_dim)
     check_size("topk", topk.shape[0], num_tokens, "number of query tokens")
     check_batch(page_table, q_seq, None, num_tokens, q.device)
     if not 0 < v_dim < qk_dim:
-        raise ValueError(
-            f"v_dim must be in [1, {qk_dim}) (the rest of the head dim is the rope key), got {v_dim}"
-        )
+        raise ValueError(f"v_dim must be in [1, {qk_dim}) (the rest of the head dim is the rope key), got {v_dim}")
     if not sm_scale > 0:
         raise ValueError(f"sm_scale must be > 0, got {sm_scale}")
 

@@ -15,9 +15,7 @@ from sglang_glm5.kernels.tilelang.common import (
 from sglang_glm5.kernels.tilelang.tuning import tuning
 
 PAD = -1
-RADIX_BITS = (
-    8  # threshold bits decided per pass: 32 / 8 = 4 histogram passes over the row
-)
+RADIX_BITS = 8  # threshold bits decided per pass: 32 / 8 = 4 histogram passes over the row
 NUM_BINS = 1 << RADIX_BITS
 KEY_BITS = 32  # uint32 order keys
 COUNT_BITS = 16  # the block scan packs two counts (ties << 16 | greater) into one int32
@@ -35,9 +33,7 @@ def order_key(bits):
     bits = T.if_then_else(bits == T.uint32(SIGN), T.uint32(0), bits)  # -0.0 -> +0.0
     # negative floats order backwards in their bit pattern: flip them all; positives go above with the sign bit
     key = T.if_then_else(bits >= T.uint32(SIGN), ~bits, bits | T.uint32(SIGN))
-    return T.if_then_else(
-        (bits & T.uint32(SIGN - 1)) > T.uint32(EXP_MASK), T.uint32(0xFFFFFFFF), key
-    )
+    return T.if_then_else((bits & T.uint32(SIGN - 1)) > T.uint32(EXP_MASK), T.uint32(0xFFFFFFFF), key)
 
 
 @tilelang.jit(pass_configs=PASS_CONFIGS)
@@ -45,9 +41,7 @@ def topk_kernel(*, k, in_dtype="float32", pos_dtype="int64", threads=1024):
     assert threads >= NUM_BINS and threads & (threads - 1) == 0, (
         f"threads {threads}: a power of two >= {NUM_BINS}, one thread per histogram bin, for the block scan"
     )
-    assert threads < 1 << COUNT_BITS, (
-        f"threads {threads}: per-chunk counts must fit the scan's {COUNT_BITS}-bit halves"
-    )
+    assert threads < 1 << COUNT_BITS, f"threads {threads}: per-chunk counts must fit the scan's {COUNT_BITS}-bit halves"
     scan_steps = threads.bit_length() - 1
     num_tokens, length = T.dynamic("num_tokens"), T.dynamic("length")
     low_mask = (1 << COUNT_BITS) - 1
@@ -66,9 +60,7 @@ def topk_kernel(*, k, in_dtype="float32", pos_dtype="int64", threads=1024):
             s_remaining = T.alloc_shared([1], "int32")
             num_valid = T.alloc_var("int32")
             prefix = T.alloc_var("uint32")  # threshold bits found so far
-            remaining = T.alloc_var(
-                "int32"
-            )  # keys still to take among those whose higher bits equal prefix
+            remaining = T.alloc_var("int32")  # keys still to take among those whose higher bits equal prefix
             cum = T.alloc_var("int32")
             digit = T.alloc_var("int32")
             written = T.alloc_var("int32")
@@ -76,16 +68,12 @@ def topk_kernel(*, k, in_dtype="float32", pos_dtype="int64", threads=1024):
             val = T.alloc_var("int32")
             mine = T.alloc_var("int32")
             key = T.alloc_var("uint32")
-            value = T.alloc_var(
-                "float32"
-            )  # the logit, materialised so its bits are read from a register
+            value = T.alloc_var("float32")  # the logit, materialised so its bits are read from a register
 
             num_valid = T.cast(QPos[token], "int32") + 1
             prefix = T.uint32(0)
             remaining = T.min(num_valid, k)
-            if (
-                num_valid > k
-            ):  # uniform over the block, so the barriers inside are reached by every thread
+            if num_valid > k:  # uniform over the block, so the barriers inside are reached by every thread
                 for radix_pass in T.serial(KEY_BITS // RADIX_BITS):
                     shift = KEY_BITS - RADIX_BITS * (radix_pass + 1)
                     if tx < NUM_BINS:
@@ -108,9 +96,7 @@ def topk_kernel(*, k, in_dtype="float32", pos_dtype="int64", threads=1024):
                                     1,
                                 )
                     T.sync_threads()
-                    if (
-                        tx == 0
-                    ):  # the largest digit whose bins from the top hold `remaining` keys
+                    if tx == 0:  # the largest digit whose bins from the top hold `remaining` keys
                         cum = 0
                         digit = -1
                         for b in T.serial(NUM_BINS):
@@ -118,9 +104,7 @@ def topk_kernel(*, k, in_dtype="float32", pos_dtype="int64", threads=1024):
                                 cum += hist[NUM_BINS - 1 - b]
                                 if cum >= remaining:
                                     digit = NUM_BINS - 1 - b
-                                    remaining -= (
-                                        cum - hist[digit]
-                                    )  # those above digit are taken
+                                    remaining -= cum - hist[digit]  # those above digit are taken
                         s_prefix[0] = prefix | (T.cast(digit, "uint32") << shift)
                         s_remaining[0] = remaining
                     T.sync_threads()
@@ -144,9 +128,7 @@ def topk_kernel(*, k, in_dtype="float32", pos_dtype="int64", threads=1024):
                         mine = 1 << COUNT_BITS
                 scan[tx] = mine
                 T.sync_threads()
-                for step in T.serial(
-                    scan_steps
-                ):  # Hillis-Steele inclusive scan of the packed counts
+                for step in T.serial(scan_steps):  # Hillis-Steele inclusive scan of the packed counts
                     val = scan[tx]
                     if tx >= (1 << step):
                         val += scan[tx - (1 << step)]
@@ -154,18 +136,14 @@ def topk_kernel(*, k, in_dtype="float32", pos_dtype="int64", threads=1024):
                     scan[tx] = val
                     T.sync_threads()
                 ties_left = T.max(remaining - ties_seen, 0)
-                before = (
-                    scan[tx] - mine
-                )  # exclusive: (ties << 16) | greater before this position in the chunk
+                before = scan[tx] - mine  # exclusive: (ties << 16) | greater before this position in the chunk
                 ties_before = before >> COUNT_BITS
                 if (mine & low_mask) == 1 or (mine != 0 and ties_before < ties_left):
                     Out[
                         token,
                         written + (before & low_mask) + T.min(ties_before, ties_left),
                     ] = pos
-                written += (scan[threads - 1] & low_mask) + T.min(
-                    scan[threads - 1] >> COUNT_BITS, ties_left
-                )
+                written += (scan[threads - 1] & low_mask) + T.min(scan[threads - 1] >> COUNT_BITS, ties_left)
                 ties_seen += scan[threads - 1] >> COUNT_BITS
                 T.sync_threads()
             for chunk in T.serial(T.ceildiv(k, threads)):

@@ -8,9 +8,7 @@ import torch
 from sglang_glm5.jsonfile import read_json_object
 from sglang_glm5.presets.files import configs_dir
 
-TUNING_NAME = (
-    "tilelang-tuning.json"  # in configs/ (SGLANG_GLM5_CONFIGS may point elsewhere)
-)
+TUNING_NAME = "tilelang-tuning.json"  # in configs/ (SGLANG_GLM5_CONFIGS may point elsewhere)
 OPS = ("indexer_logits", "topk_positions", "sparse_mla_prefill", "sparse_mla_decode")
 
 
@@ -28,14 +26,10 @@ def table(path: Path) -> dict:
     for arch, ops in data["arch"].items():
         missing = [op for op in OPS if not isinstance(ops.get(op), dict)]
         if missing:
-            raise TuningError(
-                f"{path}: arch '{arch}' has no knobs for {', '.join(missing)}"
-            )
+            raise TuningError(f"{path}: arch '{arch}' has no knobs for {', '.join(missing)}")
     for name, arch in data["devices"].items():
         if arch not in data["arch"]:
-            raise TuningError(
-                f"{path}: device '{name}' maps to arch '{arch}', which has no entry under 'arch'"
-            )
+            raise TuningError(f"{path}: device '{name}' maps to arch '{arch}', which has no entry under 'arch'")
     return data
 
 
@@ -44,9 +38,7 @@ def device_arch(device: torch.device) -> tuple[str, str]:
     props = torch.cuda.get_device_properties(device)
     if getattr(torch.version, "hip", None):
         return props.name, props.gcnArchName.split(":")[0]
-    suffix = (
-        "a" if props.major == 9 else ""
-    )  # Hopper's wgmma / setmaxnreg need the arch-specific sm_90a target
+    suffix = "a" if props.major == 9 else ""  # Hopper's wgmma / setmaxnreg need the arch-specific sm_90a target
     return props.name, f"sm_{props.major}{props.minor}{suffix}"
 
 
@@ -59,9 +51,7 @@ def knobs_for(op: str, name: str, arch: str, path: Path | None = None) -> dict:
     by_name = [a for n, a in data["devices"].items() if n in compact]
     chosen = by_name[0] if by_name else arch
     if chosen not in data["arch"]:
-        raise TuningError(
-            f"{path}: no tuning for device '{name}' (arch {arch}); known: {', '.join(data['arch'])}"
-        )
+        raise TuningError(f"{path}: no tuning for device '{name}' (arch {arch}); known: {', '.join(data['arch'])}")
     return dict(data["arch"][chosen][op])
 
 
