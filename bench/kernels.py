@@ -4,9 +4,10 @@ memory bandwidth on a GPU), and the decode-cost curve sparse (indexer + top-k + 
 Shapes are GLM-5's real ones: indexer 32 heads x 128, top-k 2048, MLA 576-d query/key and 512-d latent value,
 bf16 caches (the serving dtype), `--heads` query heads per GPU (64 at TP 1, 8 at TP 8). FLOP model per token:
 sparse = 2*32*128*ctx + 2*H*1088*2048, dense = 2*H*1088*ctx (1088 = 576 for q.k + 512 for p.v).
-Providers: `reference` (sglang_glm5.ops.dsa_reference, torch) everywhere; `triton` (sglang_glm5.kernels.triton) and
-`tilelang` (sglang_glm5.kernels.tilelang) on a GPU only: on a CPU Triton would run in its interpreter, whose time says
-nothing about the kernel, and TileLang's GPU kernels do not run at all.
+Dense MLA is always the reference's dense_mla: fp32 matmuls over the same key chunks as the reference indexer, so the
+CPU ratio compares like with like. Providers: `reference` (sglang_glm5.ops.dsa_reference, torch) everywhere; `triton`
+(sglang_glm5.kernels.triton) and `tilelang` (sglang_glm5.kernels.tilelang) on a GPU only: on a CPU Triton would run in
+its interpreter, whose time says nothing about the kernel, and TileLang's GPU kernels do not run at all.
 
 Run from the repo root: .venv/bin/python bench/kernels.py [--contexts 4096 16384 65536] [--heads 64] [--repeats 5]
 """
@@ -204,6 +205,10 @@ def decode_curves(rows: list[dict], args) -> list[dict]:
                     ctx=ctx, sparse_s=sparse_s, dense_s=dense["seconds"], dense_over_sparse=dense["seconds"] / sparse_s,
                     model_dense_over_sparse=model["dense_mla"] / (model["indexer"] + model["sparse_mla"]),
                     indexer_share=parts[0]["seconds"] / sparse_s, topk_share=parts[1]["seconds"] / sparse_s,
+                    indexer_gflops=parts[0]["tflops"] * 1e3, mla_gflops=parts[2]["tflops"] * 1e3,
+                    # the FLOP model assumes one FLOP rate: this step with the indexer at sparse MLA's rate
+                    sparse_s_equal_rates=parts[0]["flops"] / (parts[2]["tflops"] * 1e12) + parts[1]["seconds"]
+                    + parts[2]["seconds"],
                 ))  # fmt: skip
             if points:
                 first, last = points[0], points[-1]
@@ -254,6 +259,11 @@ def markdown(payload: dict) -> str:
             f"dense/sparse at {last['ctx']}: **{last['dense_over_sparse']:.2f}x** (goal >= {GOAL_DENSE_OVER_SPARSE:g}x, "
             f"model {last['model_dense_over_sparse']:.1f}x); sparse {last['ctx']}/{curve['points'][0]['ctx']}: "
             f"**{curve['sparse_growth']:.2f}x** (goal <= {GOAL_SPARSE_GROWTH:g}x, model {curve['sparse_growth_model']:.1f}x).",
+            "",
+            f"FLOP rates at {last['ctx']}: indexer {last['indexer_gflops']:.1f} GFLOP/s, sparse MLA "
+            f"{last['mla_gflops']:.1f} GFLOP/s. With the indexer at sparse MLA's rate (the model's assumption) the "
+            f"sparse step would take {last['sparse_s_equal_rates'] * 1e3:.2f} ms: growth "
+            f"{last['sparse_s_equal_rates'] / curve['points'][0]['sparse_s']:.2f}x.",
         ]
     for r in res["rows"]:
         if r["provider"] in GPU_ONLY and r["op"] == "sparse_mla" and r["heads"] == 8:
