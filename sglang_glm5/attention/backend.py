@@ -66,10 +66,10 @@ class Glm5DSABackend(AttentionBackend):
         ws, k = self.indexer_workspace, self.index_topk
         logger.info(
             "GLM-5 DSA indexer memory per GPU: K cache %d B per token per layer (%.1f MiB, %d layers); logits "
-            "workspace %d rows x %d context fp32 = %.1f MiB (budget %.1f MiB); top-k %d rows x %d int32 = %.1f MiB",
+            "workspace %d rows x %d context fp32 = %.1f MiB (budget %d B); top-k %d rows x %d int32 = %.1f MiB",
             self.index_k_cache.shape[2] * self.index_k_cache.element_size(), self.index_k_cache.nbytes / MIB,
             self.index_k_cache.shape[0], min(rows, ws.rows_per_pass(context)), context,
-            ws.logits_bytes(rows, context) / MIB, ws.budget_bytes / MIB, rows, k, ws.topk_bytes(rows, k) / MIB,
+            ws.logits_bytes(rows, context) / MIB, ws.budget_bytes, rows, k, ws.topk_bytes(rows, k) / MIB,
         )  # fmt: skip
 
     def init_forward_metadata(self, forward_batch):

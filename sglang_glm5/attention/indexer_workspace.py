@@ -65,4 +65,4 @@ def load_indexer_workspace(root=None) -> IndexerWorkspace:
     from sglang_glm5.presets.layout import load_layout
 
     layout = load_layout(root if root is not None else configs_dir())
-    return IndexerWorkspace(layout.indexer_logits_budget_mib * MIB)
+    return IndexerWorkspace(int(layout.indexer_logits_budget_mib * MIB))

@@ -41,7 +41,7 @@ class MemoryLayout:
     fp8_block_scale_bytes: int
     kv_cache: Mapping[str, CacheLayout]
     indexer_cache: CacheLayout
-    indexer_logits_budget_mib: int
+    indexer_logits_budget_mib: float
     default_chunked_prefill_size: int
     sharding: tuple[ShardRule, ...]
 
@@ -78,6 +78,8 @@ def load_layout(root: Path) -> MemoryLayout:
             raise PresetError(f"{at}: bad pattern: {e}") from None
         rules.append(ShardRule(pattern, split, field(rule, "label", str, at)))
     workspace = field(d, "indexer_workspace", dict, where)
+    if field(workspace, "logits_budget_mib", (int, float), f"{where}: indexer_workspace") <= 0:
+        raise PresetError(f"{where}: indexer_workspace.logits_budget_mib must be > 0, got {workspace['logits_budget_mib']}")
     if not rules or rules[-1].pattern.pattern:
         raise PresetError(f"{where}: sharding.rules must end with a catch-all rule (pattern \"\")")
     return MemoryLayout(
@@ -85,7 +87,7 @@ def load_layout(root: Path) -> MemoryLayout:
         field(d, "fp8_block_scale_bytes", int, where),
         freeze(kv_layouts),
         _cache(field(d, "indexer_cache", dict, where), f"{where}: indexer_cache", "key_bytes"),
-        field(workspace, "logits_budget_mib", int, f"{where}: indexer_workspace"),
+        field(workspace, "logits_budget_mib", (int, float), f"{where}: indexer_workspace"),
         field(workspace, "default_chunked_prefill_size", int, f"{where}: indexer_workspace"),
         tuple(rules),
     )

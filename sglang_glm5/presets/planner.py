@@ -114,7 +114,7 @@ def kv_items(cfg: Glm5Config, layout: MemoryLayout, kv_cache_dtype: str, mtp: bo
 
 def indexer_workspace_items(cfg: Glm5Config, layout: MemoryLayout, context: int, prefill_chunk: int) -> tuple[PlanItem, ...]:
     """The indexer's transient buffers at the largest prefill chunk and the longest context (attention/indexer_workspace.py)."""
-    ws = IndexerWorkspace(layout.indexer_logits_budget_mib * MIB)
+    ws = IndexerWorkspace(int(layout.indexer_logits_budget_mib * MIB))
     rows = min(prefill_chunk, ws.rows_per_pass(context))  # query rows per pass
     return (
         PlanItem(f"indexer logits {rows}x{context} fp32", ws.logits_bytes(prefill_chunk, context)),
@@ -163,7 +163,7 @@ def plan(
         mem_fraction_static=mem_fraction_static,
         weights=weight_items(cfg, layout, preset.dtype, spec.tp, attention_dp, ep, mtp),
         workspace=indexer_workspace_items(cfg, layout, context, prefill_chunk),
-        indexer_logits_budget=layout.indexer_logits_budget_mib * MIB,
+        indexer_logits_budget=int(layout.indexer_logits_budget_mib * MIB),
         prefill_chunk=prefill_chunk,
         kv_per_token=kv_items(cfg, layout, kv_cache_dtype, mtp),
         context=context,
