@@ -37,7 +37,8 @@ def client(args: argparse.Namespace) -> OpenAIClient:
 def records(run: Run, **columns: list) -> list[dict]:
     rows = []
     for i, r in enumerate(run.records):
-        row = {"label": r.label, "pred": r.pred, "correct": r.correct, "attempts": r.attempts, "error": r.error}
+        row = {"label": r.label, "pred": r.pred, "correct": r.correct, "output": r.output, "attempts": r.attempts,
+               "error": r.error}
         rows.append({**{k: v[i] for k, v in columns.items()}, **row})
     return rows
 

@@ -95,13 +95,13 @@ def plot(rows: list[Comparison], path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, len(PANELS), figsize=(6 * len(PANELS), 5))
+    fig, axes = plt.subplots(1, len(PANELS), figsize=(7 * len(PANELS), 5.5))
     for ax, (title, metrics, log) in zip(axes, PANELS):
         bars, seen = [], set()
         for r in rows:
             if r.metric not in metrics:
                 continue
-            tag = "" if len(metrics) == 1 else f" {r.metric.split('_')[1].upper()}"
+            tag = "" if len(metrics) == 1 else f"\n{r.metric.split('_')[1].upper()}"
             if r.measured is not None and (r.name, r.metric) not in seen:
                 seen.add((r.name, r.metric))
                 bars.append((f"{r.label}{tag}\nmeasured\n{r.name}", r.measured, MEASURED_COLOR))
@@ -116,7 +116,7 @@ def plot(rows: list[Comparison], path: Path) -> None:
             continue
         xs = range(len(bars))
         drawn = ax.bar(xs, [b[1] for b in bars], color=[b[2] for b in bars])
-        ax.bar_label(drawn, labels=[fmt(b[1]) for b in bars], fontsize=7)
+        ax.bar_label(drawn, labels=[fmt(b[1]).replace(",", "") for b in bars], fontsize=7)
         ax.set_xticks(list(xs), [b[0] for b in bars], fontsize=6, rotation=0)
         if log and all(b[1] > 0 for b in bars):
             ax.set_yscale("log")

@@ -14,6 +14,7 @@ from sglang_glm5.eval.client import OpenAIClient
 @dataclass(frozen=True)
 class Record:
     label: Any
+    output: str | None  # the generated answer text; None when the request failed
     pred: Any  # None: no answer could be read (invalid), or the request failed
     error: str | None
     attempts: int
@@ -78,12 +79,13 @@ def run_prompts(
     latency = time.perf_counter() - tic
     records = []
     for label, reply in zip(labels, replies, strict=True):
-        pred, error = None, reply.error
+        output, pred, error = None, None, reply.error
         if reply.body is not None:
             try:
-                pred = extract(api.text(reply.body))
+                output = api.text(reply.body)
+                pred = extract(output)
             except (KeyError, IndexError, TypeError, AttributeError) as e:
                 error = f"malformed reply ({type(e).__name__}: {e}): {str(reply.body)[:200]}"
-        records.append(Record(label, pred, error, reply.attempts))
+        records.append(Record(label, output, pred, error, reply.attempts))
     tokens = sum(completion_tokens(r.body) for r in replies if r.body is not None)
     return Run(records, latency, tokens)

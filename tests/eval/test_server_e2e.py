@@ -67,7 +67,8 @@ def test_gsm8k_json_records_the_servers_answers(server, checkpoint, gsm8k_result
     assert [r["label"] for r in records] == prompts.labels
     for prompt, record in zip(prompts.prompts, records):
         text = completion_text(server.url, prompt, max_tokens=MAX_TOKENS, stop=list(gsm8k.STOP))
-        assert record["pred"] == gsm8k.answer_value(text) and record["error"] is None
+        assert record["output"] == text and record["error"] is None
+        assert record["pred"] == gsm8k.answer_value(text)
     assert doc["accuracy"] == round(sum(r["correct"] for r in records) / len(records), 4)
     assert doc["invalid"] == round(sum(r["pred"] is None for r in records) / len(records), 4)
     assert 0 < doc["output_tokens"] <= GSM8K_QUESTIONS * MAX_TOKENS
@@ -89,16 +90,26 @@ def test_gsm8k_through_faulty_network(server, gsm8k_result, tmp_path):
     assert [r["attempts"] for r in records] == [1, 1, 3, RETRIES + 1]
     assert doc["failed_requests"] == 1 and doc["retried_requests"] == 2
     assert records[3]["pred"] is None and "gave up after 3 attempts: HTTP 500" in records[3]["error"]
-    assert [r["pred"] for r in records[:3]] == [r["pred"] for r in direct["records"][:3]]
+    assert records[3]["output"] is None
+    assert [(r["output"], r["pred"]) for r in records[:3]] == [(r["output"], r["pred"]) for r in direct["records"][:3]]
     assert doc["invalid"] >= 0.25
 
 
-def test_gsm8k_chat_without_thinking(server, tmp_path):
+@pytest.mark.parametrize("thinking", ["on", "off"])
+def test_gsm8k_chat(server, tmp_path, thinking):
+    """Through the chat template; the answer is what follows the template's or the model's </think>."""
     out = tmp_path / "chat.json"
-    assert main(gsm8k_argv(server.url, out, "--api", "chat", "--thinking", "off")) == 0
+    assert main(gsm8k_argv(server.url, out, "--api", "chat", "--thinking", thinking)) == 0
     doc = json.loads(out.read_text())
-    assert "--api chat --thinking off" in doc["command"]
+    assert f"--api chat --thinking {thinking}" in doc["command"]
     assert doc["failed_requests"] == 0 and len(doc["records"]) == GSM8K_QUESTIONS and doc["output_tokens"] > 0
+    prompt = gsm8k.build_prompts(DATA / "gsm8k" / "test.jsonl", 1, GSM8K_SHOTS).prompts[0]
+    response = requests.post(f"{server.url}/v1/chat/completions", timeout=300, json={
+        "model": "default", "messages": [{"role": "user", "content": prompt}], "max_tokens": MAX_TOKENS,
+        "temperature": 0, "chat_template_kwargs": {"enable_thinking": thinking == "on"},
+        **({} if thinking == "on" else {"stop": list(gsm8k.STOP)})})
+    content = response.json()["choices"][0]["message"]["content"] or ""
+    assert doc["records"][0]["output"] == content.rsplit("</think>", 1)[-1]
 
 
 def test_thinking_needs_chat_api(server, tmp_path, capsys):
@@ -122,7 +133,8 @@ def test_mmlu_json(server, checkpoint, mmlu_result):
     records = doc["records"]
     assert [r["subject"] for r in records] == prompts.subjects and [r["label"] for r in records] == prompts.labels
     for prompt, record in zip(prompts.prompts, records):
-        assert record["pred"] == mmlu.answer_letter(completion_text(server.url, prompt, max_tokens=mmlu.MAX_TOKENS))
+        text = completion_text(server.url, prompt, max_tokens=mmlu.MAX_TOKENS)
+        assert record["output"] == text and record["pred"] == mmlu.answer_letter(text)
     for subject, s in doc["per_subject"].items():
         mine = [r for r in records if r["subject"] == subject]
         assert s["num_questions"] == len(mine) and s["correct"] == sum(r["correct"] for r in mine)
