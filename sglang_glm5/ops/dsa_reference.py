@@ -113,14 +113,14 @@ def indexer_logits(q, weights, k_cache, page_table, q_seq, q_pos):
     _check("q", q, 3, floating=True)
     _check("weights", weights, 2, floating=True)
     _check("k_cache", k_cache, 2, floating=True)
-    _check_indexer_shapes(q, weights, k_cache.shape[1], page_table, q_seq, q_pos)
+    _check_indexer_shapes(q, weights, "k_cache", k_cache.shape[1], page_table, q_seq, q_pos)
     return _indexer(q.float(), weights, k_cache, None, page_table, q_seq, q_pos)
 
 
-def _check_indexer_shapes(q, weights, key_dim, page_table, q_seq, q_pos):
+def _check_indexer_shapes(q, weights, key_name, key_dim, page_table, q_seq, q_pos):
     num_tokens, num_heads, head_dim = q.shape
     _check_dim("weights", tuple(weights.shape), (num_tokens, num_heads), "shape")
-    _check_dim("k_cache", key_dim, head_dim, "head dim")
+    _check_dim(key_name, key_dim, head_dim, "head dim")
     _check_batch(page_table, q_seq, q_pos, num_tokens)
 
 
@@ -171,7 +171,7 @@ def indexer_logits_fp8(q_fp8, q_scale, weights, k_fp8, k_scale, page_table, q_se
     _check_dim("q_scale", tuple(q_scale.shape), tuple(q_fp8.shape[:2]), "shape")
     _check_dim("k_scale", k_scale.shape[0], k_fp8.shape[0], "number of cache slots")
     _check("weights", weights, 2, floating=True)
-    _check_indexer_shapes(q_fp8, weights, k_fp8.shape[1], page_table, q_seq, q_pos)
+    _check_indexer_shapes(q_fp8, weights, "k_fp8", k_fp8.shape[1], page_table, q_seq, q_pos)
     q = q_fp8.float() * q_scale.float()[..., None]  # [T, H, D]
     return _indexer(q, weights, k_fp8, k_scale, page_table, q_seq, q_pos)  # keys dequantized per gathered chunk
 
