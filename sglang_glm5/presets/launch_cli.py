@@ -65,7 +65,7 @@ def check_startup(catalog: Catalog, parsed: dict[str, Any], env: dict[str, str])
         heads_per_gpu=heads_per_gpu(heads, parsed["tp"], parsed.get("attention_dp_size") or 1),
         strict=strict_from_env(env),
     )
-    return decide(request, env=env)
+    return decide(request, env=env, warn=lambda message: print(f"warning: {message}", file=sys.stderr))
 
 
 def run(args: argparse.Namespace) -> int:
@@ -78,8 +78,7 @@ def run(args: argparse.Namespace) -> int:
         command, env, parsed = build(catalog, spec, extra, env)
         check_extra(catalog, spec, parsed)
         if not args.print_only:
-            for warning in check_startup(catalog, parsed, env).warnings:
-                print(f"warning: {warning}", file=sys.stderr)
+            check_startup(catalog, parsed, env)
     except (PresetError, DSACapabilityError) as e:
         print(f"sglang-glm5 launch: error: {e}", file=sys.stderr)
         return 2

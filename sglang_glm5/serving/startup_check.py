@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Collection, Mapping
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass
 
 from sglang.srt.plugins.hook_registry import HookRegistry, HookType
@@ -64,6 +64,7 @@ def decide(
     table: CapabilityTable | None = None,
     available: Collection[str] = tuple(DSA_IMPLS),
     env: Mapping[str, str] = os.environ,
+    warn: Callable[[str], None] = lambda message: None,  # called before any refusal, so a refused start shows it
 ) -> StartupDecision:
     """The KV dtype and both DSA implementations, or DSACapabilityError (KVDtypeError) naming what does not work."""
     table = table or load_capabilities()
@@ -74,6 +75,8 @@ def decide(
         candidates = table.kv_cache_dtype_candidates(device, scales.calibrated is True)
         kv = default_kv_cache_dtype(candidates, lambda d: _runs(table, request, Target(device, d, request.heads_per_gpu), available, env))
     warning = check_requested(kv, scales, request.strict)
+    if warning:
+        warn(warning)
     target = Target(device, kv, request.heads_per_gpu)
     choice = table.choose(request.flags, target, available, env)
     return StartupDecision(target, choice, (warning,) if warning else ())
@@ -120,9 +123,7 @@ def _is_glm5(view) -> bool:
 def kv_cache_dtype_pass(original, view) -> dict:
     if not _is_glm5(view):
         return original(view)
-    decision = decide(request_from_view(view))
-    for warning in decision.warnings:
-        logger.warning("GLM-5: %s", warning)
+    decision = decide(request_from_view(view), warn=lambda message: logger.warning("GLM-5: %s", message))
     if decision.kv_cache_dtype != view.kv_cache_dtype:
         logger.info("GLM-5: KV cache dtype %s on %s", decision.kv_cache_dtype, decision.target.device)
         return {"kv_cache_dtype": decision.kv_cache_dtype}
