@@ -10,7 +10,12 @@ from sglang_glm5.attention.capabilities import (
     detect_device,
     load_capabilities,
 )
-from sglang_glm5.attention.impls import DSA_IMPLS, PHASES, DSABackendChoiceError, resolve_impl
+from sglang_glm5.attention.impls import (
+    DSA_IMPLS,
+    PHASES,
+    DSABackendChoiceError,
+    resolve_impl,
+)
 from sglang_glm5.serving.startup_check import StartupRequest, decide, heads_per_gpu
 
 TABLE = load_capabilities()
@@ -99,13 +104,13 @@ def test_pick_only_among_installed_implementations(bf16_checkpoint):
 REFUSALS = {
     "trtllm-on-sm_90": (
         "sm_90", "trtllm", None, None, 8,
-        ["--dsa-prefill-backend trtllm: trtllm does not run on {device}: it supports sm_100, sm_103. "
-         "Choices that work here: --dsa-prefill-backend triton / tilelang / reference"],
+        [("--dsa-prefill-backend trtllm: trtllm does not run on {device}: it supports sm_100, sm_103. "
+         "Choices that work here: --dsa-prefill-backend triton / tilelang / reference")],
     ),
     "trtllm-decode-on-sm_80": (
         "sm_80", None, "trtllm", None, 8,
-        ["--dsa-decode-backend trtllm: trtllm does not run on {device}: it supports sm_100, sm_103. "
-         "Choices that work here: --dsa-decode-backend reference"],
+        [("--dsa-decode-backend trtllm: trtllm does not run on {device}: it supports sm_100, sm_103. "
+         "Choices that work here: --dsa-decode-backend reference")],
     ),
     "trtllm-on-sm_120": (
         "sm_120", "trtllm", "trtllm", None, 8,
@@ -114,23 +119,23 @@ REFUSALS = {
     ),
     "trtllm-on-gfx942": (
         "gfx942", None, "trtllm", None, 8,
-        ["--dsa-decode-backend trtllm: trtllm does not run on {device}: it supports sm_100, sm_103. "
-         "Choices that work here: --dsa-decode-backend triton / tilelang / reference"],
+        [("--dsa-decode-backend trtllm: trtllm does not run on {device}: it supports sm_100, sm_103. "
+         "Choices that work here: --dsa-decode-backend triton / tilelang / reference")],
     ),
     "trtllm-on-gfx950": (
         "gfx950", "trtllm", None, None, 8,
-        ["--dsa-prefill-backend trtllm: trtllm does not run on {device}: it supports sm_100, sm_103. "
-         "Choices that work here: --dsa-prefill-backend tilelang / reference"],
+        [("--dsa-prefill-backend trtllm: trtllm does not run on {device}: it supports sm_100, sm_103. "
+         "Choices that work here: --dsa-prefill-backend tilelang / reference")],
     ),
     "trtllm-on-cpu": (
         "cpu", None, "trtllm", None, 8,
-        ["--dsa-decode-backend trtllm: trtllm does not run on {device}: it supports sm_100, sm_103. "
-         "Choices that work here: --dsa-decode-backend reference"],
+        [("--dsa-decode-backend trtllm: trtllm does not run on {device}: it supports sm_100, sm_103. "
+         "Choices that work here: --dsa-decode-backend reference")],
     ),
     "tilelang-on-sm_100": (
         "sm_100", "tilelang", None, None, 8,
-        ["--dsa-prefill-backend tilelang: tilelang does not run on {device}: it supports sm_90, gfx942, gfx950. "
-         "Choices that work here: --dsa-prefill-backend trtllm / triton / reference"],
+        [("--dsa-prefill-backend tilelang: tilelang does not run on {device}: it supports sm_90, gfx942, gfx950. "
+         "Choices that work here: --dsa-prefill-backend trtllm / triton / reference")],
     ),
     "tilelang-on-sm_120": (
         "sm_120", "tilelang", "tilelang", None, 8,
@@ -139,34 +144,34 @@ REFUSALS = {
     ),
     "tilelang-4-heads": (
         "sm_90", "tilelang", None, None, 16,
-        ["--dsa-prefill-backend tilelang: tilelang prefill does not run 4 heads per GPU: it runs 8, 16, 32, 64. "
-         "Choices that work here: --dsa-prefill-backend triton / reference"],
+        [("--dsa-prefill-backend tilelang: tilelang prefill does not run 4 heads per GPU: it runs 8, 16, 32, 64. "
+         "Choices that work here: --dsa-prefill-backend triton / reference")],
     ),
     "tilelang-fp8-kv": (
         "sm_90", None, "tilelang", "fp8_e4m3", 8,
         ["no DSA prefill implementation of sglang_glm5 runs on {target}; use --kv-cache-dtype auto / bfloat16",
-         "--dsa-decode-backend tilelang: tilelang decode does not take kv-cache fp8_e4m3: it takes bfloat16. "
-         "Choices that work here: none; use --kv-cache-dtype auto / bfloat16"],
+         ("--dsa-decode-backend tilelang: tilelang decode does not take kv-cache fp8_e4m3: it takes bfloat16. "
+         "Choices that work here: none; use --kv-cache-dtype auto / bfloat16")],
     ),
     "triton-on-sm_80": (
         "sm_80", "triton", None, None, 8,
-        ["--dsa-prefill-backend triton: triton does not run on {device}: it supports sm_90, sm_100, gfx942, cpu. "
-         "Choices that work here: --dsa-prefill-backend reference"],
+        [("--dsa-prefill-backend triton: triton does not run on {device}: it supports sm_90, sm_100, gfx942, cpu. "
+         "Choices that work here: --dsa-prefill-backend reference")],
     ),
     "triton-on-gfx950": (
         "gfx950", None, "triton", None, 8,
-        ["--dsa-decode-backend triton: triton does not run on {device}: it supports sm_90, sm_100, gfx942, cpu. "
-         "Choices that work here: --dsa-decode-backend tilelang / reference"],
+        [("--dsa-decode-backend triton: triton does not run on {device}: it supports sm_90, sm_100, gfx942, cpu. "
+         "Choices that work here: --dsa-decode-backend tilelang / reference")],
     ),
     "triton-on-cpu-without-interpreter": (
         "cpu", "triton", None, None, 8,
-        ["--dsa-prefill-backend triton: triton on cpu needs TRITON_INTERPRET=1. "
-         "Choices that work here: --dsa-prefill-backend reference"],
+        [("--dsa-prefill-backend triton: triton on cpu needs TRITON_INTERPRET=1. "
+         "Choices that work here: --dsa-prefill-backend reference")],
     ),
     "sglang-name-on-sm_90": (
         "sm_90", None, "flashmla_kv", None, 8,
-        ["--dsa-decode-backend flashmla_kv: flashmla_kv is not a DSA implementation of sglang_glm5 "
-         "(ours: reference, triton, tilelang, trtllm). Choices that work here: --dsa-decode-backend triton / tilelang / reference"],
+        [("--dsa-decode-backend flashmla_kv: flashmla_kv is not a DSA implementation of sglang_glm5 "
+         "(ours: reference, triton, tilelang, trtllm). Choices that work here: --dsa-decode-backend triton / tilelang / reference")],
     ),
     "fp8-kv-on-sm_120": (
         "sm_120", None, None, "fp8_e4m3", 8,

@@ -9,7 +9,11 @@ import pytest
 import torch
 
 from sglang_glm5.attention.impls import DSA_IMPLS, DSAPhaseImpl
-from sglang_glm5.attention.indexer_workspace import LOGIT_BYTES, IndexerWorkspace, chunked_topk
+from sglang_glm5.attention.indexer_workspace import (
+    LOGIT_BYTES,
+    IndexerWorkspace,
+    chunked_topk,
+)
 from sglang_glm5.presets.catalog import load_catalog
 from sglang_glm5.presets.files import configs_dir
 from sglang_glm5.presets.planner import plan

@@ -55,9 +55,9 @@ def test_fp8_kv_on_the_tiny_fp8_checkpoint_warns(fp8_checkpoint):
     decision = decide(request(fp8_checkpoint, "fp8_e4m3"), available=SHIPPED, env=BLACKWELL)
     assert decision.kv_cache_dtype == "fp8_e4m3" and dict(decision.choice.backends) == {"prefill": "trtllm", "decode": "trtllm"}
     assert decision.warnings == (
-        f"--kv-cache-dtype fp8_e4m3: the checkpoint has no calibrated k/v scales ({fp8_checkpoint}: 0 tensors named "
+        (f"--kv-cache-dtype fp8_e4m3: the checkpoint has no calibrated k/v scales ({fp8_checkpoint}: 0 tensors named "
         "*.k_scale/*.v_scale/*.kv_scale); FP8 KV then quantizes with scale 1.0, which costs GLM-5 accuracy (about "
-        "20 points on AIME/GPQA): use --kv-cache-dtype bfloat16",
+        "20 points on AIME/GPQA): use --kv-cache-dtype bfloat16"),
     )
 
 

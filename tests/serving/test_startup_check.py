@@ -18,7 +18,7 @@ WEIGHT_LOADING = "Load weight begin"  # SGLang's first weight-loading log line
 def serve(model_path, *flags, env=None):
     """`sglang-glm5 serve` as a user runs it; (exit status, log)."""
     argv = [sys.executable, "-m", "sglang_glm5.cli", "serve", "--model-path", str(model_path), *flags]
-    done = subprocess.run(argv, capture_output=True, text=True, timeout=REFUSAL_TIMEOUT_S, env=env)
+    done = subprocess.run(argv, capture_output=True, text=True, timeout=REFUSAL_TIMEOUT_S, env=env, check=False)
     return done.returncode, done.stdout + done.stderr
 
 
