@@ -196,7 +196,8 @@ def corpus_for(path: Path, cfg: TrainConfig) -> SyntheticCorpus:
 
     tok = AutoTokenizer.from_pretrained(path)
     config = json.loads((path / "config.json").read_text())
-    return SyntheticCorpus(config["vocab_size"], set(tok.all_special_ids) | set(tok.added_tokens_decoder), cfg.cycle_tokens, cfg.seed)
+    special = set(tok.all_special_ids) | set(tok.added_tokens_decoder)
+    return SyntheticCorpus(config["vocab_size"], special, cfg.cycle_tokens, cfg.seed)
 
 
 def train_checkpoint(path: str | Path, cfg: TrainConfig = TrainConfig()) -> dict[str, float]:

@@ -71,8 +71,10 @@ def generate(url: str, input_ids: list[list[int]]) -> list[dict]:
     return response.json()
 
 
-@pytest.mark.parametrize("index", range(len(CORPUS_PROMPT_TOKENS) + len(TEXT_PROMPTS)),
-                         ids=[f"corpus-{n}tok" for n in CORPUS_PROMPT_TOKENS] + [f"text-{i}" for i in range(len(TEXT_PROMPTS))])
+PROMPT_IDS = [f"corpus-{n}tok" for n in CORPUS_PROMPT_TOKENS] + [f"text-{i}" for i in range(len(TEXT_PROMPTS))]
+
+
+@pytest.mark.parametrize("index", range(len(PROMPT_IDS)), ids=PROMPT_IDS)
 def test_lossless_batch1(plain_server, eagle_server, prompts, index):
     expected = generate(plain_server.url, [prompts[index]])[0]["output_ids"]
     out = generate(eagle_server.url, [prompts[index]])[0]
