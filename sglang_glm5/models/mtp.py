@@ -9,8 +9,6 @@ embedding and LM head are the target's (the EAGLE worker hands them over through
     logits  = lm_head(shared_head.norm(decoder(h_draft)))
 """
 
-import logging
-
 import torch
 from sglang.srt.layers.layernorm import RMSNorm
 from sglang.srt.layers.linear import ReplicatedLinear
@@ -21,8 +19,6 @@ from torch import nn
 from sglang_glm5.models.decoder import Glm5DecoderLayer
 from sglang_glm5.models.glm5 import GlmMoeDsaForCausalLM
 from sglang_glm5.models.weights import load_weights, mtp_weights
-
-logger = logging.getLogger(__name__)
 
 DRAFT_LAYER_ID = 0  # the draft runner's KV pool holds one layer
 
