@@ -15,6 +15,8 @@ from sglang_glm5.serving.process import ServerProcess, ServerStartError
 RESHAPED = "model.layers.1.self_attn.kv_b_proj.weight"
 UNSCALED = "model.layers.1.mlp.experts.3.down_proj.weight"
 DROPPED_FIELD = "index_n_heads"
+RESIZED_FIELD = "moe_intermediate_size"
+FIRST_EXPERT = "model.layers.1.mlp.experts.0.gate_proj.weight"  # the first tensor RESIZED_FIELD shapes
 
 
 def shard_of(checkpoint, tensor: str) -> str:
@@ -55,11 +57,19 @@ def config_without_indexer_field(checkpoint):
     return ["config.json", f"missing field '{DROPPED_FIELD}'"]
 
 
+def config_not_matching_checkpoint(checkpoint):
+    config = json.loads((checkpoint / "config.json").read_text())
+    config[RESIZED_FIELD] *= 2
+    (checkpoint / "config.json").write_text(json.dumps(config))
+    return [shard_of(checkpoint, FIRST_EXPERT), FIRST_EXPERT, "config.json implies"]
+
+
 BREAKAGES = {
     "missing-shard": ("bf16", missing_shard),
     "wrong-shape": ("bf16", wrong_shape),
     "fp8-without-scale_inv": ("fp8", fp8_without_scale),
     "config-without-index_n_heads": ("bf16", config_without_indexer_field),
+    "config-moe_intermediate_size-not-the-checkpoints": ("bf16", config_not_matching_checkpoint),
 }
 
 
