@@ -6,8 +6,9 @@ The MTP layer (index num_hidden_layers) is never part of a pattern: it always ru
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Mapping
+from typing import Any
 
 FULL, SHARED = "F", "S"
 PATTERN_KEY = "index_topk_pattern"
