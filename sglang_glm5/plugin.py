@@ -17,6 +17,7 @@ import logging
 from sglang.srt.plugins.hook_registry import HookRegistry, HookType
 
 from sglang_glm5.parsers import register_parsers
+from sglang_glm5.serving.override_args import register_override_args_check
 from sglang_glm5.serving.request_checks import register_request_checks
 
 logger = logging.getLogger(__name__)
@@ -62,6 +63,7 @@ def build_attention_backend(original, *, model_runner, backend_str, init_new_wor
 def load() -> None:
     HookRegistry.register(_RESOLVE_MODEL, resolve_model_cls, HookType.AROUND)
     HookRegistry.register(_BUILD_BACKEND, build_attention_backend, HookType.AROUND)
+    register_override_args_check()
     from sglang_glm5.attention.draft import register_draft_hooks
 
     register_draft_hooks()
