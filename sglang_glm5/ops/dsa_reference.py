@@ -199,7 +199,18 @@ def topk_positions(logits, q_pos, k):
     valid = positions <= q_pos[:, None].long()  # [T, L]
     masked = logits.float().masked_fill(~valid, float("-inf"))  # [T, L]
     kept = min(k, length)
-    kth = torch.topk(masked, kept, dim=-1).values[:, -1:]  # [T, 1]
+    values, index = torch.topk(masked, kept, dim=-1, sorted=False)  # [T, kept], NaN ranks highest
+    # the kept-th largest, NaN highest: the smallest non-NaN kept value, NaN if every kept value is NaN
+    values_nan = values.isnan()
+    smallest = values.masked_fill(values_nan, float("inf")).amin(-1, keepdim=True)  # [T, 1]
+    kth = torch.where(values_nan.all(-1, keepdim=True), float("nan"), smallest)  # [T, 1]
+    # shortcut, same result: if kth is a valid score and every score equal to it was kept, torch.topk's set is the
+    # canonical one (no tie to break) and needs no pass beyond one count over L
+    all_ties_kept = (masked == kth).sum(-1, keepdim=True) == (values == kth).sum(-1, keepdim=True)  # [T, 1]
+    if bool(((kth > float("-inf")) & all_ties_kept).all()):
+        out = torch.full((num_tokens, k), PAD, dtype=torch.int32, device=logits.device)
+        out[:, :kept] = index.sort(-1).values
+        return out
     # comparisons with NaN are false: spell out NaN as the largest value, equal to itself
     nan, kth_nan = masked.isnan(), kth.isnan()
     above = (masked > kth) | (nan & ~kth_nan)  # [T, L]

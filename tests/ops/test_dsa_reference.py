@@ -294,6 +294,28 @@ def test_topk_positions_vs_brute_force(length, k, score_range):
     assert torch.equal(ours, brute_topk(logits, q_pos, k))
 
 
+
+@pytest.mark.parametrize("k", [1, 7, 40, 90], ids=lambda k: f"topk{k}")
+def test_topk_positions_mixed_specials_vs_brute_force(k):
+    """Ties, NaN, +-inf and rows of both kinds in one batch: a tie cut at the k-th score (resolved to lower
+    positions) next to rows whose top-k set is tie-free, so both of topk_positions' paths meet brute force."""
+    gen = torch.Generator().manual_seed(k)
+    logits = torch.randint(-3, 3, (24, 63), generator=gen).float()  # [T, L], many exact ties
+    logits[::2] = torch.randn(12, 63, generator=gen)  # even rows: no ties
+    special = torch.rand(logits.shape, generator=gen)
+    logits[(special < 0.05)] = float("nan")
+    logits[(special > 0.95)] = float("inf")
+    logits[(special > 0.45) & (special < 0.5)] = float("-inf")
+    q_pos = torch.randint(0, 63, (24,), generator=gen)
+    want = []  # brute_topk's rule with torch.sort's order, in which NaN ranks above +inf
+    for row, last in zip(logits, q_pos.tolist()):
+        best = torch.sort(row[: last + 1], descending=True, stable=True).indices[:k].sort().values.tolist()
+        want.append(best + [-1] * (k - len(best)))
+    assert torch.equal(topk_positions(logits, q_pos, k), torch.tensor(want, dtype=torch.int32))
+    no_special = torch.randn(3, 63, generator=gen)  # the tie-free shortcut on its own
+    q_pos = torch.tensor([62, 30, 0])
+    assert torch.equal(topk_positions(no_special, q_pos, k), brute_topk(no_special, q_pos, k))
+
 def test_topk_positions_padding_ties_and_invalid_scores():
     logits = torch.tensor(
         [
