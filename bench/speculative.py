@@ -116,8 +116,10 @@ Outputs identical with and without speculation: **{p["identical"]}**.
 
 {common.md_table(["server", "avg accept length (SGLang)", "decode tok/s", "vs no speculation"], rows)}
 
-Accept length counts the bonus token (at most num_steps + 1 = 4). On this CPU every forward of the tiny model costs
-about the same whatever its token count, so tokens/s follows accept length minus the draft's own forwards.
+Accept length counts the bonus token (at most num_steps + 1 = 4). On this CPU EAGLE is slower despite accepting
+~3 tokens per verify: each verify round adds 2 draft-step forwards, a draft-extend forward and SGLang's EAGLE
+bookkeeping kernels, which here run in Triton's Python interpreter (`serving/cpu_spec_hooks.py`); at tiny model size
+that overhead outweighs the saved target forwards. Not profiled further; the speed-up EAGLE is for needs a GPU.
 """
 
 
