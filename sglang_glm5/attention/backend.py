@@ -24,6 +24,15 @@ logger = logging.getLogger(__name__)
 TRACE_INDEXER_ENV = "SGLANG_GLM5_TRACE_INDEXER"  # "1": log every indexer call (layer, phase, tokens)
 
 
+def allocate_index_k_cache(
+    indexer_layers, slots: int, index_head_dim: int, dtype: torch.dtype, device
+) -> tuple[dict[int, int], torch.Tensor]:
+    """One key-cache row per indexer layer (layer id -> row) and the cache; the planner counts the same bytes."""
+    rows = {layer: row for row, layer in enumerate(sorted(indexer_layers))}
+    # Indexer keys stay in the model dtype: the reference matches HF's unquantized indexer exactly.
+    return rows, torch.zeros((len(rows), slots, index_head_dim), dtype=dtype, device=device)  # [indexer layers, S, D]
+
+
 class Glm5DSABackend(AttentionBackend):
     def __init__(self, model_runner, draft_step: DraftStep | None = None):
         super().__init__()
@@ -47,15 +56,17 @@ class Glm5DSABackend(AttentionBackend):
         pool = self.token_to_kv_pool
         # IndexCache: a key-cache row only for the layers whose attention runs its own indexer (Glm5DsaAttention;
         # S layers never read one). The draft model's MTP layer always runs one.
-        indexer_layers = sorted({m.layer_id for m in model_runner.model.modules() if getattr(m, "runs_indexer", False)})
-        self.index_k_row = {layer: row for row, layer in enumerate(indexer_layers)}
-        # Indexer keys stay in the model dtype: the reference matches HF's unquantized indexer exactly.
-        self.index_k_cache = torch.zeros(
-            (len(self.index_k_row), pool.size + pool.page_size, hf_config.index_head_dim),
-            dtype=model_runner.model_config.dtype,
-            device=self.device,
-        )  # [indexer layers, S, D]
+        indexer_layers = {m.layer_id for m in model_runner.model.modules() if getattr(m, "runs_indexer", False)}
+        self.index_k_row, self.index_k_cache = allocate_index_k_cache(
+            indexer_layers, pool.size + pool.page_size, hf_config.index_head_dim, model_runner.model_config.dtype, self.device
+        )
         logger.info("GLM-5 DSA indexer key cache: layers %s", sorted(self.index_k_row))
+        sglang_index_k = getattr(pool, "index_key_cache", None)  # SGLang's DSA pool allocates it whatever the backend
+        if sglang_index_k is not None:
+            logger.info(
+                "GLM-5 DSA: SGLang's KV pool also holds an FP8 index-K buffer (%.1f MiB) that this backend never reads",
+                sum(b.nbytes for b in sglang_index_k.buffer) / MIB,
+            )
         self.trace_indexer = os.environ.get(TRACE_INDEXER_ENV) == "1"
         self.indexer_workspace = load_indexer_workspace()
         self._log_indexer_memory(model_runner.model_config.context_len, get_schedule().chunked_prefill_size)

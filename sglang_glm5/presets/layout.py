@@ -1,4 +1,4 @@
-"""`configs/memory-layout.json`: bytes per weight, FP8 block scale, KV-cache and indexer-cache layouts, TP sharding."""
+"""`configs/memory-layout.json`: bytes per weight, FP8 block scale, KV-cache and indexer-key layouts, TP sharding."""
 
 from __future__ import annotations
 
@@ -40,7 +40,8 @@ class MemoryLayout:
     weight_bytes: Mapping[str, int]
     fp8_block_scale_bytes: int
     kv_cache: Mapping[str, CacheLayout]
-    indexer_cache: CacheLayout
+    indexer_key_dtype_bytes: Mapping[str, int]  # our backend's index_k_cache element, by model dtype
+    sglang_index_k_pool: CacheLayout  # SGLang's DSA pool FP8 index-K buffer, which our backend does not read
     indexer_logits_budget_mib: float
     default_chunked_prefill_size: int
     sharding: tuple[ShardRule, ...]
@@ -51,8 +52,16 @@ class MemoryLayout:
     def kv_bytes_per_token_layer(self, cfg: Glm5Config, kv_cache_dtype: str) -> int:
         return self.kv_layout(kv_cache_dtype).bytes_per_token(cfg.kv_lora_rank, cfg.qk_rope_head_dim)
 
-    def indexer_bytes_per_token_layer(self, cfg: Glm5Config) -> int:
-        return self.indexer_cache.bytes_per_token(cfg.index_head_dim)
+    def indexer_key_bytes_per_token_layer(self, cfg: Glm5Config, model_dtype: str) -> int:
+        if model_dtype not in self.indexer_key_dtype_bytes:
+            raise PresetError(
+                f"model dtype '{model_dtype}' has no indexer_key_cache.dtype_bytes in {LAYOUT_FILE}:"
+                f" use one of {list(self.indexer_key_dtype_bytes)}"
+            )
+        return cfg.index_head_dim * self.indexer_key_dtype_bytes[model_dtype]
+
+    def sglang_index_k_bytes_per_token_layer(self, cfg: Glm5Config) -> int:
+        return self.sglang_index_k_pool.bytes_per_token(cfg.index_head_dim)
 
     def kv_layout(self, kv_cache_dtype: str) -> CacheLayout:
         if kv_cache_dtype not in self.kv_cache:
@@ -86,7 +95,8 @@ def load_layout(root: Path) -> MemoryLayout:
         freeze(field(d, "weight_bytes", dict, where)),
         field(d, "fp8_block_scale_bytes", int, where),
         freeze(kv_layouts),
-        _cache(field(d, "indexer_cache", dict, where), f"{where}: indexer_cache", "key_bytes"),
+        freeze(field(field(d, "indexer_key_cache", dict, where), "dtype_bytes", dict, f"{where}: indexer_key_cache")),
+        _cache(field(d, "sglang_index_k_pool", dict, where), f"{where}: sglang_index_k_pool", "key_bytes"),
         field(workspace, "logits_budget_mib", (int, float), f"{where}: indexer_workspace"),
         field(workspace, "default_chunked_prefill_size", int, f"{where}: indexer_workspace"),
         tuple(rules),

@@ -10,8 +10,10 @@ from dataclasses import dataclass
 from sglang_glm5.attention.indexer_workspace import IndexerWorkspace
 from sglang_glm5.checkpoint.schema import tensor_specs
 from sglang_glm5.config import Glm5Config
-from sglang_glm5.presets.catalog import Catalog
+from sglang_glm5.indexcache.plan import PLAN_KEYS
+from sglang_glm5.presets.catalog import MODEL_CONFIG_FILE, Catalog
 from sglang_glm5.presets.compose import LaunchSpec, Refusal, compose, tp_choices
+from sglang_glm5.presets.files import read_json
 from sglang_glm5.presets.layout import MemoryLayout, load_layout
 
 MIB = 1 << 20
@@ -103,13 +105,39 @@ def weight_items(cfg: Glm5Config, layout: MemoryLayout, dtype: str, tp: int, att
     return tuple(PlanItem(label, b) for label, b in totals.items())
 
 
-def kv_items(cfg: Glm5Config, layout: MemoryLayout, kv_cache_dtype: str, mtp: bool) -> tuple[PlanItem, ...]:
-    """KV bytes per token per GPU: MLA latent + indexer key for every layer (the EAGLE draft's pool adds the MTP layer)."""
+def indexer_layers(cfg: Glm5Config, mtp: bool) -> list[int]:
+    """The layers that run their own indexer under the IndexCache plan (the EAGLE draft's MTP layer always does)."""
     layers = cfg.num_hidden_layers + (cfg.num_nextn_predict_layers if mtp else 0)
+    return [layer for layer in range(layers) if cfg.indexer_plan.runs_indexer(layer)]
+
+
+def indexer_key_item(cfg: Glm5Config, layout: MemoryLayout, model_dtype: str, mtp: bool) -> PlanItem:
+    """Our backend's index_k_cache per token: index_head_dim model-dtype values per indexer layer."""
+    n = len(indexer_layers(cfg, mtp))
+    return PlanItem(f"indexer keys {model_dtype} x {n} layers", n * layout.indexer_key_bytes_per_token_layer(cfg, model_dtype))
+
+
+def kv_items(cfg: Glm5Config, layout: MemoryLayout, kv_cache_dtype: str, mtp: bool, model_dtype: str) -> tuple[PlanItem, ...]:
+    """KV bytes per token per GPU: MLA latent for every layer (the EAGLE draft's pool adds the MTP layer), our indexer
+    keys and SGLang's own FP8 index-K buffer (its DSA pool allocates it for the same indexer layers; we never read it)."""
+    layers = cfg.num_hidden_layers + (cfg.num_nextn_predict_layers if mtp else 0)
+    n_indexer = len(indexer_layers(cfg, mtp))
     return (
         PlanItem(f"MLA KV {kv_cache_dtype} x {layers} layers", layers * layout.kv_bytes_per_token_layer(cfg, kv_cache_dtype)),
-        PlanItem(f"indexer keys x {layers} layers", layers * layout.indexer_bytes_per_token_layer(cfg)),
+        indexer_key_item(cfg, layout, model_dtype, mtp),
+        PlanItem(
+            f"SGLang FP8 index-K, unread x {n_indexer} layers", n_indexer * layout.sglang_index_k_bytes_per_token_layer(cfg)
+        ),
     )
+
+
+def planned_model(catalog: Catalog, spec: LaunchSpec) -> tuple[Glm5Config, str]:
+    """GLM-5's config with the preset's IndexCache override (if any) applied, and its model dtype (torch_dtype)."""
+    path = catalog.root / MODEL_CONFIG_FILE
+    raw = read_json(path)
+    overrides = {k: v for k, v in spec.options.get("model_override_args", {}).items() if k in PLAN_KEYS}
+    cfg = Glm5Config.from_dict(raw, source=str(path), overrides=overrides) if overrides else catalog.model
+    return cfg, raw["torch_dtype"]
 
 
 def indexer_workspace_items(cfg: Glm5Config, layout: MemoryLayout, context: int, prefill_chunk: int) -> tuple[PlanItem, ...]:
@@ -151,6 +179,7 @@ def plan(
     layout = load_layout(catalog.root)
     prefill_chunk = spec.options.get("chunked_prefill_size") or layout.default_chunked_prefill_size
     mtp = EAGLE in spec.features
+    planned_cfg, model_dtype = planned_model(catalog, spec)
     attention_dp = spec.tp if DP_ATTENTION in spec.features else 1
     ep = spec.options.get("ep", 1)
     return MemoryPlan(
@@ -165,7 +194,7 @@ def plan(
         workspace=indexer_workspace_items(cfg, layout, context, prefill_chunk),
         indexer_logits_budget=int(layout.indexer_logits_budget_mib * MIB),
         prefill_chunk=prefill_chunk,
-        kv_per_token=kv_items(cfg, layout, kv_cache_dtype, mtp),
+        kv_per_token=kv_items(planned_cfg, layout, kv_cache_dtype, mtp, model_dtype),
         context=context,
         concurrency=concurrency,
     )
