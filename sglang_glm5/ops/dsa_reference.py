@@ -106,7 +106,8 @@ def indexer_logits(q, weights, k_cache, page_table, q_seq, q_pos):
     """Lightning-indexer scores (HF GlmMoeDsaIndexer math), causal-masked.
 
     q [T, H, D] (after RoPE), weights [T, H] (already * H**-0.5), k_cache [S, D] -> logits [T, L] fp32.
-    Per request, its query tokens share one key set, read once in KEY_CHUNK slices (k[p] = k_cache[page_table[b, p]]):
+    Per request, its query tokens share one key set, read once in KEY_CHUNK slices (k[p] = k_cache[page_table[b, p]],
+    in slot order when longer than one slice):
     1. s[t, h, p] = relu(q[t, h] . k[p] * D**-0.5)                         # [T_b, H, C]
     2. logits[t, p] = sum_h weights[t, h] * s[t, h, p]; -inf for p > q_pos[t]
     """
@@ -130,12 +131,20 @@ def _indexer(q, weights, k_cache, k_scale, page_table, q_seq, q_pos):
     logits = q.new_full((num_tokens, page_table.shape[1]), float("-inf"))  # [T, L]
     for b, tokens in _requests(q_seq):
         length = int(q_pos[tokens].max()) + 1
-        slots = page_table[b, :length].long()  # [n], all valid for the request's last token
+        slots, order = page_table[b, :length], None  # [n], all valid for the request's last token
+        if length > KEY_CHUNK:
+            # keys read in slot order, logits put back by position: a gather in random order over a large cache
+            # costs more than the sort (a single chunk is cheaper unsorted)
+            slots, order = slots.sort()  # [n], [n]
+        slots = slots.long()
         for chunk in _token_chunks(tokens, num_heads * KEY_CHUNK):
             q_c, w_c = q[chunk], weights[chunk].float()[:, None, :]  # [t, H, D], [t, 1, H]
+            row = q.new_empty(chunk.shape[0], 1, length)  # [t, 1, n], in the order of `slots`
             for start, keys in _key_chunks(k_cache, slots, k_scale):  # [C, D]
                 scores = torch.matmul(q_c, keys.T).mul_(head_dim**-0.5).relu_()  # [t, H, C]
-                logits[chunk, start : start + keys.shape[0]] = torch.bmm(w_c, scores)[:, 0]  # [t, C]
+                torch.bmm(w_c, scores, out=row[..., start : start + keys.shape[0]])  # [t, 1, C]
+            row = row[:, 0]  # [t, n]
+            logits[chunk, :length] = row if order is None else torch.empty_like(row).index_copy_(1, order, row)
     positions = torch.arange(page_table.shape[1], device=q.device)  # [L]
     return logits.masked_fill_(positions > q_pos[:, None], float("-inf"))
 
