@@ -2,11 +2,10 @@
 as the target, and speculation stays lossless against HF transformers on the dequantized checkpoint."""
 
 import pytest
-import requests
 
 from sglang_glm5.serving.process import ServerProcess
 from tests.oracle import dequantized_copy, hf_greedy, tokenizer
-from tests.serving.test_eagle import COMMON_FLAGS, EAGLE_FLAGS, GREEDY_TOKENS, REQUEST_TIMEOUT_S, TEXT_PROMPTS
+from tests.serving.test_eagle import COMMON_FLAGS, EAGLE_FLAGS, GREEDY_TOKENS, TEXT_PROMPTS, generate
 
 pytestmark = pytest.mark.slow
 
@@ -25,13 +24,6 @@ def eagle_server(checkpoint, server_log_dir):
 def test_fp8_eagle_greedy_matches_hf_on_the_dequantized_checkpoint(checkpoint, eagle_server, tmp_path):
     oracle = dequantized_copy(checkpoint, tmp_path / "fp8-dequantized")
     batch = [tokenizer(checkpoint)(text)["input_ids"] for text in TEXT_PROMPTS]
-    response = requests.post(
-        f"{eagle_server.url}/generate",
-        json={"input_ids": batch,
-              "sampling_params": {"max_new_tokens": GREEDY_TOKENS, "temperature": 0, "ignore_eos": True}},
-        timeout=REQUEST_TIMEOUT_S,
-    )
-    response.raise_for_status()
-    outputs = response.json()
+    outputs = generate(eagle_server.url, batch)
     assert all(o["meta_info"]["spec_verify_ct"] > 0 for o in outputs), "no verify step ran: speculation was off"
     assert [o["output_ids"] for o in outputs] == [hf_greedy(oracle, ids, GREEDY_TOKENS) for ids in batch]
