@@ -15,6 +15,7 @@ REQUIRED = (
     "sglang_glm5/checkpoint/chat_template.jinja",
     "sglang_glm5/kernels/triton/__init__.py",
     "sglang_glm5/kernels/tilelang/__init__.py",
+    "sglang_glm5/kernels/checks.py",
     "sglang_glm5/presets/configs/glm5-config.json",
     "sglang_glm5/presets/configs/presets/h200-fp8.json",
 )
