@@ -6,17 +6,14 @@ import torch
 from sglang_glm5.kernels.tilelang.common import (
     LN2,
     LOG2E,
-    check_out,
-    dense,
-    dense_rows,
     head_tile,
-    require_gpu,
 )
 from sglang_glm5.kernels.tilelang.mla_prefill import (
     PASS_CONFIGS,
     alloc_attend_buffers,
     attend_topk_macro,
     check_sparse_mla_args,
+    dense_operands,
     kernel_args,
 )
 
@@ -151,19 +148,10 @@ def sparse_mla_decode(
        (splits without a valid column weigh 0; an all -1 row gives out 0 and lse -inf)
     The kernel does not need one token per request. Index values are trusted.
     """
-    check_sparse_mla_args(q, kv_cache, page_table, q_seq, topk, sm_scale, v_dim)
+    out, lse_buf = check_sparse_mla_args(q, kv_cache, page_table, q_seq, topk, sm_scale, v_dim, out, lse)
     num_tokens, num_heads, _ = q.shape
-    out = check_out(out, (num_tokens, num_heads, v_dim), q.dtype, q.device)
-    lse_buf = check_out(lse, (num_tokens, num_heads), torch.float32, q.device)
-    require_gpu(q)
     if num_tokens:
-        q, kv_cache, q_seq, topk, page_table = (
-            dense(q),
-            dense(kv_cache),
-            dense(q_seq),
-            dense(topk),
-            dense_rows(page_table),
-        )
+        q, kv_cache, page_table, q_seq, topk = dense_operands(q, kv_cache, page_table, q_seq, topk)
         args = kernel_args(q, kv_cache, page_table, q_seq, topk, sm_scale, v_dim, "decode")
         num_splits = num_splits_for(args["topk"], args["block_n"], args["columns_per_split"])
         part_out = torch.empty(

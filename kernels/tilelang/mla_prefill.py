@@ -159,7 +159,8 @@ def sparse_mla_prefill_kernel(
     return main
 
 
-def check_sparse_mla_args(q, kv_cache, page_table, q_seq, topk, sm_scale, v_dim):
+def check_sparse_mla_args(q, kv_cache, page_table, q_seq, topk, sm_scale, v_dim, out, lse):
+    """The prefill and decode wrappers' checks; returns the out [T, H, V] and lse [T, H] buffers to write."""
     check_tensor("q", q, 3, FLOAT_DTYPES)
     num_tokens, _, qk_dim = q.shape
     check_tensor("kv_cache", kv_cache, 2, (q.dtype,), q.device)
@@ -171,6 +172,16 @@ def check_sparse_mla_args(q, kv_cache, page_table, q_seq, topk, sm_scale, v_dim)
         raise ValueError(f"v_dim must be in [1, {qk_dim}) (the rest of the head dim is the rope key), got {v_dim}")
     if not sm_scale > 0:
         raise ValueError(f"sm_scale must be > 0, got {sm_scale}")
+    num_heads = q.shape[1]
+    out = check_out(out, (num_tokens, num_heads, v_dim), q.dtype, q.device)
+    lse = check_out(lse, (num_tokens, num_heads), torch.float32, q.device)
+    require_gpu(q)
+    return out, lse
+
+
+def dense_operands(q, kv_cache, page_table, q_seq, topk):
+    """The tensors as the kernels declare them: dense, page_table rows keeping their stride."""
+    return dense(q), dense(kv_cache), dense_rows(page_table), dense(q_seq), dense(topk)
 
 
 def kernel_args(q, kv_cache, page_table, q_seq, topk, sm_scale, v_dim, phase):
@@ -207,19 +218,9 @@ def sparse_mla_prefill(
     5. out = acc / sum (0 for an all -1 row), lse = log(sum) + max * sm_scale (-inf for an all -1 row)
     Heads are tiled by 16/32/64 (8 heads run as a 16-row tile), not padded to 64. Index values are trusted.
     """
-    check_sparse_mla_args(q, kv_cache, page_table, q_seq, topk, sm_scale, v_dim)
-    num_tokens, num_heads, _ = q.shape
-    out = check_out(out, (num_tokens, num_heads, v_dim), q.dtype, q.device)
-    lse_buf = check_out(lse, (num_tokens, num_heads), torch.float32, q.device)
-    require_gpu(q)
-    if num_tokens:
-        q, kv_cache, q_seq, topk, page_table = (
-            dense(q),
-            dense(kv_cache),
-            dense(q_seq),
-            dense(topk),
-            dense_rows(page_table),
-        )
+    out, lse_buf = check_sparse_mla_args(q, kv_cache, page_table, q_seq, topk, sm_scale, v_dim, out, lse)
+    if q.shape[0]:
+        q, kv_cache, page_table, q_seq, topk = dense_operands(q, kv_cache, page_table, q_seq, topk)
         kernel = sparse_mla_prefill_kernel(**kernel_args(q, kv_cache, page_table, q_seq, topk, sm_scale, v_dim,
                                                          "prefill"))  # fmt: skip
         kernel(q, kv_cache, page_table, q_seq, topk, out, lse_buf)
