@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import datetime
 import json
 import os
@@ -139,3 +140,20 @@ def md_table(header: list[str], rows: list[list]) -> str:
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
     return "\n".join(lines)
+
+
+def add_output_args(p: argparse.ArgumentParser, quick: dict, cache_help: str | None = None) -> None:
+    """The flags the server benchmarks share: where caches and results go, RESULTS.md opt-out, and --quick."""
+    p.add_argument("--cache-dir", type=Path, default=CACHE_ROOT, help=cache_help)
+    p.add_argument("--results-dir", type=Path, default=RESULTS_DIR)
+    p.add_argument("--no-markdown", dest="markdown", action="store_false", help="do not touch bench/RESULTS.md")
+    p.add_argument("--quick", action="store_true", help=f"small smoke run: {quick}")
+
+
+def parse_quick(p: argparse.ArgumentParser, argv: list[str] | None, quick: dict) -> argparse.Namespace:
+    """Parses argv; with --quick, the `quick` values replace the parsed ones."""
+    args = p.parse_args(argv)
+    if args.quick:
+        for key, value in quick.items():
+            setattr(args, key, value)
+    return args

@@ -54,15 +54,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--pressure-prompt", type=int, default=40)
     p.add_argument("--pressure-new-tokens", type=int, default=40)
     p.add_argument("--threads", type=int, default=1, help="torch threads in the server (OMP_NUM_THREADS)")
-    p.add_argument("--cache-dir", type=Path, default=common.CACHE_ROOT)
-    p.add_argument("--results-dir", type=Path, default=common.RESULTS_DIR)
-    p.add_argument("--no-markdown", dest="markdown", action="store_false", help="do not touch bench/RESULTS.md")
-    p.add_argument("--quick", action="store_true", help=f"small smoke run: {QUICK}")
-    args = p.parse_args(argv)
-    if args.quick:
-        for key, value in QUICK.items():
-            setattr(args, key, value)
-    return args
+    common.add_output_args(p, QUICK)
+    return common.parse_quick(p, argv, QUICK)
 
 
 class LoadWatcher:

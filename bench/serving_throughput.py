@@ -48,15 +48,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--index-topk", type=int, default=16)
     p.add_argument("--threads", type=int, default=1, help="torch threads, both sides (OMP_NUM_THREADS for the server)")
     p.add_argument("--no-profile", dest="profile", action="store_false", help="skip py-spy on the scheduler")
-    p.add_argument("--cache-dir", type=Path, default=common.CACHE_ROOT)
-    p.add_argument("--results-dir", type=Path, default=common.RESULTS_DIR)
-    p.add_argument("--no-markdown", dest="markdown", action="store_false", help="do not touch bench/RESULTS.md")
-    p.add_argument("--quick", action="store_true", help=f"small smoke run: {QUICK}")
-    args = p.parse_args(argv)
-    if args.quick:
-        for key, value in QUICK.items():
-            setattr(args, key, value)
-    return args
+    common.add_output_args(p, QUICK)
+    return common.parse_quick(p, argv, QUICK)
 
 
 def prompt_lengths(n: int, lo: int, hi: int) -> list[int]:

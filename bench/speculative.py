@@ -46,11 +46,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--quick", action="store_true", help=f"smoke run: {QUICK}")
     p.add_argument("--results-dir", type=Path, default=common.RESULTS_DIR)
     p.add_argument("--no-results-md", action="store_true", help="do not update bench/RESULTS.md")
-    args = p.parse_args(argv)
-    if args.quick:
-        for key, value in QUICK.items():
-            setattr(args, key, value)
-    return args
+    return common.parse_quick(p, argv, QUICK)
 
 
 def trained_checkpoint(steps: int) -> Path:

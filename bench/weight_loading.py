@@ -65,15 +65,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--reps", type=int, default=5, help="in-process repeats of (a) and (b), interleaved")
     p.add_argument("--server-reps", type=int, default=1, help="real-server starts per dtype (0: skip)")
     p.add_argument("--no-profile", dest="profile", action="store_false", help="skip the cProfile'd extra load")
-    p.add_argument("--cache-dir", type=Path, default=common.CACHE_ROOT, help="synthetic checkpoints and logs")
-    p.add_argument("--results-dir", type=Path, default=common.RESULTS_DIR)
-    p.add_argument("--no-markdown", dest="markdown", action="store_false", help="do not touch bench/RESULTS.md")
-    p.add_argument("--quick", action="store_true", help=f"small smoke run: {QUICK}")
-    args = p.parse_args(argv)
-    if args.quick:
-        for key, value in QUICK.items():
-            setattr(args, key, value)
-    return args
+    common.add_output_args(p, QUICK, cache_help="synthetic checkpoints and logs")
+    return common.parse_quick(p, argv, QUICK)
 
 
 def spec_for(args, dtype: str) -> SyntheticSpec:
