@@ -157,3 +157,24 @@ def parse_quick(p: argparse.ArgumentParser, argv: list[str] | None, quick: dict)
         for key, value in quick.items():
             setattr(args, key, value)
     return args
+
+
+def pyplot():
+    """matplotlib.pyplot on the file-only Agg backend (benchmarks run headless)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def save_figure(fig, path: Path) -> Path:
+    """Lays out, writes `path` (PNG, 110 dpi) and closes `fig`."""
+    import matplotlib.pyplot as plt
+
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path

@@ -191,11 +191,7 @@ def pressure_phase(args, ckpt: Path, stream: list[int], work: Path, env: dict) -
 
 
 def plot(payload: dict, path: Path) -> Path:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = common.pyplot()
     t, used, running, waiting = zip(*payload["load"]["timeline"])
     fig, ax = plt.subplots(figsize=(8, 4))
     ax.plot(t, used, color="#36c", label="KV tokens held (num_used_tokens)")
@@ -209,11 +205,7 @@ def plot(payload: dict, path: Path) -> Path:
     ax2.set_ylabel("requests")
     fig.legend(loc="upper right", fontsize=8)
     ax.set_title("load phase: KV held returns to 0 after every round")
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return common.save_figure(fig, path)
 
 
 def markdown(payload: dict) -> str:

@@ -185,11 +185,7 @@ def run_hf_side(args, model, tok, prompts) -> dict:
 
 
 def plot(payload: dict, path: Path) -> Path:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = common.pyplot()
     tokens = payload["output_tokens_per_round"]
     n = payload["args"]["num_prompts"]
     sides = [(f"ours: SGLang server\n({n} concurrent requests)", payload["server"]["seconds"], "#36c"),
@@ -202,11 +198,7 @@ def plot(payload: dict, path: Path) -> Path:
     ax.set_xticks(range(len(sides)), [label for label, _, _ in sides])
     ax.set_ylabel("output tokens / s (median; dots: repeats)")
     ax.set_title(f"tiny GLM-5, {DTYPE}, max_tokens {payload['args']['max_tokens']}: ratio {payload['ratio']:.2f}x")
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return common.save_figure(fig, path)
 
 
 def markdown(payload: dict) -> str:

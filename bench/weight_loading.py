@@ -148,11 +148,7 @@ def spec_facts(spec: SyntheticSpec) -> dict:
 
 
 def plot(results: dict, path: Path) -> Path:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = common.pyplot()
     fig, axes = plt.subplots(1, len(results), figsize=(6.5 * len(results), 5), squeeze=False)
     for ax, (dtype, r) in zip(axes[0], results.items()):
         keys = [(k, label) for k, label in SERIES if r.get(k)]
@@ -170,11 +166,7 @@ def plot(results: dict, path: Path) -> Path:
             f" {s['overhead_best_vs_copy']:+.0%} best-of-{len(r['ours_weight_load_s'])}", fontsize=10
         )
     fig.suptitle("GLM-5 real-shape synthetic checkpoint: load time, warm page cache", fontsize=10)
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return common.save_figure(fig, path)
 
 
 def _seconds_row(dtype: str, r: dict) -> list[str]:
