@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from sglang_glm5.ops import dsa_reference
-from tests.kernels.cases import QK_DIM, SM_SCALE, V_DIM, make_batch, nan_except, random_topk
+from tests.kernels.cases import SM_SCALE, V_DIM, make_batch, nan_except, sparse_mla_inputs
 
 BACKENDS = ("triton", "tilelang")
 INDEX_HEADS, INDEX_DIM = 32, 128
@@ -79,16 +79,6 @@ def test_topk_positions(backend, k, ties):
     assert torch.equal(out.cpu(), dsa_reference.topk_positions(logits, q_pos, k))
 
 
-def _mla_inputs(lengths, new, heads, dtype, topk, seed):
-    gen = torch.Generator().manual_seed(seed)
-    batch = make_batch(lengths, new, gen)
-    q = torch.randn(batch.num_tokens, heads, QK_DIM, generator=gen).to(dtype)  # [T, H, 576]
-    kv_cache = torch.randn(batch.num_slots, QK_DIM, generator=gen).to(dtype)  # [S, 576]
-    sel = random_topk(batch, topk, gen, empty_rows={batch.num_tokens - 1})  # [T, K], last row all -1
-    selected = {int(batch.page_table[int(b), p]) for b, row in zip(batch.q_seq, sel.tolist()) for p in row if p >= 0}
-    return batch, q, nan_except(kv_cache, selected), sel
-
-
 @pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize("phase", ["prefill", "decode"])
 @pytest.mark.parametrize("heads,dtype,topk", MLA_SHAPES,
@@ -96,7 +86,7 @@ def _mla_inputs(lengths, new, heads, dtype, topk, seed):
 def test_sparse_mla(backend, phase, heads, dtype, topk):
     impl = _backend(backend)
     lengths, new = PREFILL if phase == "prefill" else DECODE
-    batch, q, kv_cache, sel = _mla_inputs(lengths, new, heads, dtype, topk, seed=heads + topk)
+    batch, q, kv_cache, sel = sparse_mla_inputs(lengths, new, heads, dtype, topk, seed=heads + topk)
     out = torch.full((batch.num_tokens, heads, V_DIM), float("nan"), dtype=dtype, device="cuda")
     lse = torch.full((batch.num_tokens, heads), float("nan"), device="cuda")
     page_table, q_seq, _ = _cuda(batch)
@@ -115,7 +105,7 @@ def test_sparse_mla(backend, phase, heads, dtype, topk):
 def test_strided_page_table(backend):
     """SGLang's page table is a column slice of req_to_token: rows strided by the pool's max context."""
     impl = _backend(backend)
-    batch, q, kv_cache, sel = _mla_inputs(*DECODE, 8, torch.bfloat16, 256, seed=3)
+    batch, q, kv_cache, sel = sparse_mla_inputs(*DECODE, 8, torch.bfloat16, 256, seed=3)
     wide = torch.zeros(batch.page_table.shape[0], batch.page_table.shape[1] + 37, dtype=torch.int32)
     wide[:, : batch.page_table.shape[1]] = batch.page_table
     strided = wide.cuda()[:, : batch.page_table.shape[1]]

@@ -74,6 +74,17 @@ def random_topk(batch, k, gen, empty_rows=()):
     return torch.stack(rows)
 
 
+def sparse_mla_inputs(lengths, new, heads, dtype, topk, seed):
+    """(batch, q [T, H, 576], kv_cache [S, 576] NaN outside the selected slots, topk [T, K] with the last row all -1)."""
+    gen = torch.Generator().manual_seed(seed)
+    batch = make_batch(lengths, new, gen)
+    q = torch.randn(batch.num_tokens, heads, QK_DIM, generator=gen).to(dtype)  # [T, H, 576]
+    kv_cache = torch.randn(batch.num_slots, QK_DIM, generator=gen).to(dtype)  # [S, 576]
+    sel = random_topk(batch, topk, gen, empty_rows={batch.num_tokens - 1})  # [T, K], last row all -1
+    selected = {int(batch.page_table[int(b), p]) for b, row in zip(batch.q_seq, sel.tolist()) for p in row if p >= 0}
+    return batch, q, nan_except(kv_cache, selected), sel
+
+
 def batch_id(lengths, new_tokens):
     kind = "decode" if set(new_tokens) == {1} else "prefill"
     return f"B{len(lengths)}-S{'.'.join(map(str, lengths))}-{kind}"

@@ -14,8 +14,8 @@ from tests.kernels.cases import (
     V_DIM,
     batch_id,
     make_batch,
-    nan_except,
     random_topk,
+    sparse_mla_inputs,
 )
 
 PREFILL = ([1, 63, 500], [1, 6, 5])  # odd lengths, ragged, a chunk at the end of a 500-token request
@@ -25,18 +25,8 @@ SHAPES = [(8, torch.float32, 16), (16, torch.float16, 256), (32, torch.float32, 
           (8, torch.bfloat16, 16)]  # fmt: skip
 
 
-def _inputs(lengths, new, heads, dtype, topk, seed):
-    gen = torch.Generator().manual_seed(seed)
-    batch = make_batch(lengths, new, gen)
-    q = torch.randn(batch.num_tokens, heads, QK_DIM, generator=gen).to(dtype)  # [T, H, 576]
-    kv_cache = torch.randn(batch.num_slots, QK_DIM, generator=gen).to(dtype)  # [S, 576]
-    sel = random_topk(batch, topk, gen, empty_rows={batch.num_tokens - 1})  # [T, K], last row all -1
-    selected = {int(batch.page_table[int(b), p]) for b, row in zip(batch.q_seq, sel.tolist()) for p in row if p >= 0}
-    return batch, q, nan_except(kv_cache, selected), sel
-
-
 def _check(entry, lengths, new, heads, dtype, topk, seed, **kwargs):
-    batch, q, kv_cache, sel = _inputs(lengths, new, heads, dtype, topk, seed)
+    batch, q, kv_cache, sel = sparse_mla_inputs(lengths, new, heads, dtype, topk, seed)
     out = torch.full((batch.num_tokens, heads, V_DIM), float("nan"), dtype=dtype)
     lse = torch.full((batch.num_tokens, heads), float("nan"))
     args = (q, kv_cache, batch.page_table, batch.q_seq, sel, SM_SCALE, V_DIM)
@@ -69,7 +59,7 @@ def test_sparse_mla_decode_splits(num_splits):
 
 
 def test_returns_q_dtype_without_lse():
-    batch, q, kv_cache, sel = _inputs([40], [2], 8, torch.float16, 16, seed=5)
+    batch, q, kv_cache, sel = sparse_mla_inputs([40], [2], 8, torch.float16, 16, seed=5)
     args = (q, kv_cache, batch.page_table, batch.q_seq, sel, SM_SCALE, V_DIM)
     for entry in (sparse_mla_prefill, sparse_mla_decode):
         out = entry(*args)
@@ -102,7 +92,7 @@ BAD_ARGUMENTS = [
 @pytest.mark.parametrize("entry", [sparse_mla_prefill, sparse_mla_decode], ids=["prefill", "decode"])
 @pytest.mark.parametrize("argument,change", BAD_ARGUMENTS, ids=[case[0] for case in BAD_ARGUMENTS])
 def test_bad_arguments_are_named(entry, argument, change):
-    batch, q, kv_cache, sel = _inputs([9], [2], 8, torch.float32, 4, seed=7)
+    batch, q, kv_cache, sel = sparse_mla_inputs([9], [2], 8, torch.float32, 4, seed=7)
     args = dict(q=q, kv_cache=kv_cache, page_table=batch.page_table, q_seq=batch.q_seq, topk=sel, sm_scale=SM_SCALE,
                 v_dim=V_DIM)  # fmt: skip
     with pytest.raises((TypeError, ValueError), match=argument):
@@ -126,7 +116,7 @@ def test_fp8_kv_layout_round_trip():
 
 
 def _check_fp8(entry, lengths, new, heads, dtype, topk, seed):
-    batch, q, kv_cache, sel = _inputs(lengths, new, heads, dtype, topk, seed)
+    batch, q, kv_cache, sel = sparse_mla_inputs(lengths, new, heads, dtype, topk, seed)
     packed = pack_fp8_kv(torch.nan_to_num(kv_cache.float()), V_DIM)
     scale_start, _ = fp8_kv_offsets(V_DIM)
     unread = kv_cache.float().isnan().any(1)  # rows no selected position refers to: NaN scales, never read
@@ -152,7 +142,7 @@ def test_sparse_mla_decode_fp8_kv_matches_dequantized_reference(heads, dtype, to
 
 
 def test_fp8_kv_needs_whole_latent_tiles():
-    batch, q, kv_cache, sel = _inputs([9], [2], 8, torch.float32, 4, seed=9)
+    batch, q, kv_cache, sel = sparse_mla_inputs([9], [2], 8, torch.float32, 4, seed=9)
     with pytest.raises(ValueError, match="kv_cache: FP8 layout rows are 656 bytes"):
         sparse_mla_prefill(q, pack_fp8_kv(kv_cache, V_DIM)[:, 1:], batch.page_table, batch.q_seq, sel, SM_SCALE, V_DIM)
     with pytest.raises(ValueError, match="tiles of 128"):
