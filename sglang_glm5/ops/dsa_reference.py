@@ -150,31 +150,38 @@ def _indexer(q, weights, k_cache, k_scale, page_table, q_seq, q_pos):
 
 
 FP8_E4M3_MAX = 448.0  # largest finite float8_e4m3fn
+FP8_DTYPES = (torch.float8_e4m3fn, torch.float8_e4m3fnuz)  # OCP e4m3 (CUDA, gfx950) and fnuz (gfx942's fp8 mfma)
 
 
-def quantize_fp8_rows(x):
+def quantize_fp8_rows(x, dtype=torch.float8_e4m3fn):
     """Per-row e4m3 quantization, the DeepSeek indexer's (q per head-token, k per token): x ~= x_fp8 * scale.
 
-    x [..., D] -> x_fp8 [..., D] float8_e4m3fn, scale [...] fp32 = amax(|row|) / 448 (1 for an all-zero row).
+    x [..., D] -> x_fp8 [..., D] `dtype`, scale [...] fp32 = amax(|row|) / finfo(dtype).max (1 for an all-zero row):
+    448 for float8_e4m3fn, 240 for float8_e4m3fnuz.
     """
     if not isinstance(x, torch.Tensor) or not x.is_floating_point() or x.dim() < 1:
         raise TypeError(f"x must be a floating tensor with at least 1 dim, got {x!r:.80}")
+    if dtype not in FP8_DTYPES:
+        raise TypeError(f"dtype must be one of {[str(d) for d in FP8_DTYPES]}, got {dtype}")
     amax = x.float().abs().amax(-1)  # [...]
-    scale = torch.where(amax > 0, amax / FP8_E4M3_MAX, 1.0)
-    return (x.float() / scale[..., None]).to(torch.float8_e4m3fn), scale
+    scale = torch.where(amax > 0, amax / torch.finfo(dtype).max, 1.0)
+    return (x.float() / scale[..., None]).to(dtype), scale
 
 
 def indexer_logits_fp8(q_fp8, q_scale, weights, k_fp8, k_scale, page_table, q_seq, q_pos):
     """indexer_logits of FP8 inputs with per-row scales, dequantized in fp32.
 
     q_fp8 [T, H, D] e4m3 with q_scale [T, H], k_fp8 [S, D] e4m3 with k_scale [S] -> logits [T, L] fp32
+    (e4m3fn or e4m3fnuz, the same for q and k)
     = indexer_logits(q_fp8 * q_scale, weights, k_fp8 * k_scale, ...). A Hadamard rotation applied to both q and k
     before quantization (DeepSeek/SGLang) leaves every q . k unchanged, so it stays with the caller.
     """
     for name, x, ndim in (("q_fp8", q_fp8, 3), ("k_fp8", k_fp8, 2)):
         _check(name, x, ndim)
-        if x.dtype != torch.float8_e4m3fn:
-            raise TypeError(f"{name} must be float8_e4m3fn, got {x.dtype}")
+        if x.dtype not in FP8_DTYPES:
+            raise TypeError(f"{name} must have dtype in {[str(d) for d in FP8_DTYPES]}, got {x.dtype}")
+    if k_fp8.dtype != q_fp8.dtype:
+        raise TypeError(f"k_fp8 is {k_fp8.dtype} but q_fp8 is {q_fp8.dtype}: both must use one e4m3 variant")
     _check("q_scale", q_scale, 2, floating=True)
     _check("k_scale", k_scale, 1, floating=True)
     _check_dim("q_scale", tuple(q_scale.shape), tuple(q_fp8.shape[:2]), "shape")

@@ -161,24 +161,31 @@ def test_indexer_logits_vs_brute_force(name, lengths, new, dtype, layout):
     torch.testing.assert_close(ours, brute_indexer_logits(q, weights, k_cache, batch), **TOL[torch.float32])
 
 
-def test_quantize_fp8_rows_error_bound():
+FP8_IDS = {torch.float8_e4m3fn: "e4m3fn", torch.float8_e4m3fnuz: "e4m3fnuz"}
+
+
+@pytest.mark.parametrize("dtype", list(FP8_IDS), ids=list(FP8_IDS.values()))
+def test_quantize_fp8_rows_error_bound(dtype):
     gen = torch.Generator().manual_seed(11)
     x = torch.randn(5, 7, INDEX_DIM, generator=gen) * torch.logspace(-3, 3, 7)[:, None]
     x[0, 0] = 0.0  # an all-zero row gets scale 1, not 0/0
-    x_fp8, scale = quantize_fp8_rows(x)
-    assert x_fp8.dtype == torch.float8_e4m3fn and scale.shape == (5, 7) and scale[0, 0] == 1.0
+    x_fp8, scale = quantize_fp8_rows(x, dtype)
+    assert x_fp8.dtype == dtype and scale.shape == (5, 7) and scale[0, 0] == 1.0
     back = x_fp8.float() * scale[..., None]
-    # e4m3: 3 mantissa bits (relative error <= 2**-4); below its smallest normal (2**-6) the spacing is 2**-9
-    assert ((back - x).abs() <= x.abs() * 2**-4 + scale[..., None] * 2**-9).all()
-    assert torch.equal(x_fp8.float().abs().amax(-1)[1:], torch.full((4, 7), FP8_E4M3_MAX))
+    info = torch.finfo(dtype)
+    # e4m3: 3 mantissa bits (relative error <= 2**-4); below the smallest normal the spacing is smallest_normal / 8
+    assert ((back - x).abs() <= x.abs() * 2**-4 + scale[..., None] * info.smallest_normal / 8).all()
+    assert torch.equal(x_fp8.float().abs().amax(-1)[1:], torch.full((4, 7), info.max))
+    assert info.max == (FP8_E4M3_MAX if dtype == torch.float8_e4m3fn else 240.0)
 
 
+@pytest.mark.parametrize("dtype", list(FP8_IDS), ids=list(FP8_IDS.values()))
 @pytest.mark.parametrize("name,lengths,new", BATCHES, ids=[b[0] for b in BATCHES])
-def test_indexer_logits_fp8_is_the_dequantized_indexer(name, lengths, new):
+def test_indexer_logits_fp8_is_the_dequantized_indexer(name, lengths, new, dtype):
     gen = torch.Generator().manual_seed(12)
     batch = make_batch(lengths, new, gen, "paged")
-    q_fp8, q_scale = quantize_fp8_rows(torch.randn(batch.num_tokens, INDEX_HEADS, INDEX_DIM, generator=gen))
-    k_fp8, k_scale = quantize_fp8_rows(torch.randn(batch.num_slots, INDEX_DIM, generator=gen))
+    q_fp8, q_scale = quantize_fp8_rows(torch.randn(batch.num_tokens, INDEX_HEADS, INDEX_DIM, generator=gen), dtype)
+    k_fp8, k_scale = quantize_fp8_rows(torch.randn(batch.num_slots, INDEX_DIM, generator=gen), dtype)
     weights = torch.randn(batch.num_tokens, INDEX_HEADS, generator=gen) * INDEX_HEADS**-0.5
     k_scale = nan_pool_except(k_scale[:, None], referenced_slots(batch))[:, 0]  # unreferenced scales never read
 
@@ -491,6 +498,9 @@ def _bad(argument, op, call):
         _bad("k_cache", "indexer_logits", lambda b, q, kv, s: indexer_logits(q, q[..., 0], kv[:, 1:], b.page_table, b.q_seq, b.q_pos)),
         _bad("k_fp8", "indexer_logits_fp8", lambda b, q, kv, s: indexer_logits_fp8(
             q.to(torch.float8_e4m3fn), q[..., 0], q[..., 0], kv, kv[:, 0], b.page_table, b.q_seq, b.q_pos)),
+        _bad("k_fp8", "indexer_logits_fp8", lambda b, q, kv, s: indexer_logits_fp8(
+            q.to(torch.float8_e4m3fn), q[..., 0], q[..., 0], kv.to(torch.float8_e4m3fnuz), kv[:, 0],
+            b.page_table, b.q_seq, b.q_pos)),
         _bad("q_scale", "indexer_logits_fp8", lambda b, q, kv, s: indexer_logits_fp8(
             q.to(torch.float8_e4m3fn), q[:, 1:, 0], q[..., 0], kv.to(torch.float8_e4m3fn), kv[:, 0],
             b.page_table, b.q_seq, b.q_pos)),
