@@ -9,7 +9,7 @@ from sglang_glm5.jsonfile import read_json_object
 from sglang_glm5.presets.files import configs_dir
 
 TUNING_NAME = "tilelang-tuning.json"  # in configs/ (SGLANG_GLM5_CONFIGS may point elsewhere)
-OPS = ("indexer_logits", "topk_positions", "sparse_mla_prefill", "sparse_mla_decode")
+OPS = ("indexer_logits", "indexer_logits_fp8", "topk_positions", "sparse_mla_prefill", "sparse_mla_decode")
 
 
 class TuningError(ValueError):

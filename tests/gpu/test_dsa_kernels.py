@@ -61,6 +61,36 @@ def test_indexer_logits(backend, lengths, new):
                                                                        batch.q_seq, batch.q_pos), **TOL["logits"])  # fmt: skip
 
 
+def _fp8_dtype(backend):
+    """tilelang takes the e4m3 variant its tuning names for this device (fnuz on gfx942), triton OCP e4m3fn."""
+    if backend == "tilelang":
+        from sglang_glm5.kernels.tilelang.tuning import tuning
+
+        return getattr(torch, tuning("indexer_logits_fp8", torch.device("cuda"))["fp8_dtype"])
+    if getattr(torch.version, "hip", None) and "gfx942" in torch.cuda.get_device_properties(0).gcnArchName:
+        pytest.skip("Triton's FP8 indexer takes OCP e4m3fn, which gfx942's fp8 mfma does not read")
+    return torch.float8_e4m3fn
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("lengths,new", [PREFILL, DECODE], ids=["prefill", "decode"])
+def test_indexer_logits_fp8(backend, lengths, new):
+    impl = _backend(backend)
+    dtype = _fp8_dtype(backend)
+    gen = torch.Generator().manual_seed(len(lengths) + 1)
+    batch = make_batch(lengths, new, gen)
+    q_fp8, q_scale = dsa_reference.quantize_fp8_rows(torch.randn(batch.num_tokens, INDEX_HEADS, INDEX_DIM,
+                                                                 generator=gen), dtype)  # fmt: skip
+    k_fp8, k_scale = dsa_reference.quantize_fp8_rows(torch.randn(batch.num_slots, INDEX_DIM, generator=gen), dtype)
+    k_fp8 = nan_except(k_fp8, batch.referenced_slots())  # unreferenced rows and scales are never read
+    k_scale = nan_except(k_scale[:, None], batch.referenced_slots())[:, 0]
+    weights = torch.randn(batch.num_tokens, INDEX_HEADS, generator=gen) * INDEX_HEADS**-0.5
+    args = (q_fp8, q_scale, weights, k_fp8, k_scale, batch.page_table, batch.q_seq, batch.q_pos)
+    out = torch.full((batch.num_tokens, batch.page_table.shape[1]), float("nan"), device="cuda")
+    impl.indexer_logits_fp8(*(a.cuda() for a in args), out=out)
+    torch.testing.assert_close(out.cpu(), dsa_reference.indexer_logits_fp8(*args), **TOL["logits"])
+
+
 @pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize("k", [16, 2048, 5000], ids=lambda k: f"topk{k}")
 @pytest.mark.parametrize("ties", [False, True], ids=["distinct", "ties"])

@@ -6,8 +6,15 @@ import json
 import pytest
 import torch
 
-from sglang_glm5.kernels.tilelang import indexer_logits, sparse_mla_decode, sparse_mla_prefill, topk_positions
+from sglang_glm5.kernels.tilelang import (
+    indexer_logits,
+    indexer_logits_fp8,
+    sparse_mla_decode,
+    sparse_mla_prefill,
+    topk_positions,
+)
 from sglang_glm5.kernels.tilelang.common import head_tile
+from sglang_glm5.kernels.tilelang.indexer import check_fp8_variant
 from sglang_glm5.kernels.tilelang.tuning import OPS, TuningError, knobs_for, table
 from sglang_glm5.presets.files import configs_dir
 from tests.kernels.cases import QK_DIM, SM_SCALE, V_DIM
@@ -60,6 +67,48 @@ def test_indexer_names_the_bad_argument():
         indexer_logits(**{**args, "q_pos": torch.zeros(2, dtype=torch.int64)})
     with pytest.raises(ValueError, match="GPU only"):
         indexer_logits(**args)
+
+
+def _fp8_indexer(dtype=torch.float8_e4m3fn, tokens=3, heads=32):
+    return dict(q_fp8=torch.zeros(tokens, heads, 128, dtype=dtype), q_scale=torch.ones(tokens, heads),
+                weights=torch.zeros(tokens, heads), k_fp8=torch.zeros(50, 128, dtype=dtype), k_scale=torch.ones(50),
+                page_table=torch.zeros(2, 40, dtype=torch.int32), q_seq=torch.zeros(tokens, dtype=torch.int64),
+                q_pos=torch.zeros(tokens, dtype=torch.int64))  # fmt: skip
+
+
+BAD_FP8_INDEXER = {
+    "q-bf16": (dict(q_fp8=torch.zeros(3, 32, 128, dtype=torch.bfloat16)), TypeError, "q_fp8 must have dtype"),
+    "k-other-variant": (dict(k_fp8=torch.zeros(50, 128, dtype=torch.float8_e4m3fnuz)), TypeError,
+                        "k_fp8 must have dtype"),
+    "k-width": (dict(k_fp8=torch.zeros(50, 64, dtype=torch.float8_e4m3fn)), ValueError, "k_fp8: head dim is 64"),
+    "q_scale-shape": (dict(q_scale=torch.ones(3, 31)), ValueError, r"q_scale: shape is \(3, 31\)"),
+    "k_scale-int": (dict(k_scale=torch.ones(50, dtype=torch.int32)), TypeError, "k_scale must have dtype"),
+    "k_scale-slots": (dict(k_scale=torch.ones(49)), ValueError, "k_scale: number of cache slots is 49"),
+    "out-shape": (dict(out=torch.zeros(3, 41)), ValueError, r"out: shape is \(3, 41\)"),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("change,error,message", BAD_FP8_INDEXER.values(), ids=list(BAD_FP8_INDEXER))
+def test_fp8_indexer_names_the_bad_argument(change, error, message):
+    with pytest.raises(error, match=message):
+        indexer_logits_fp8(**{**_fp8_indexer(), **change})
+
+
+@pytest.mark.parametrize("dtype", [torch.float8_e4m3fn, torch.float8_e4m3fnuz], ids=["e4m3fn", "e4m3fnuz"])
+def test_fp8_indexer_refuses_cpu_tensors_after_the_checks(dtype):
+    with pytest.raises(ValueError, match="q_fp8 is on cpu: the tilelang DSA kernels run on a CUDA or ROCm GPU only"):
+        indexer_logits_fp8(**_fp8_indexer(dtype))
+
+
+@pytest.mark.parametrize("arch", ["sm_90a", "gfx942", "gfx950"])
+def test_fp8_indexer_takes_the_e4m3_variant_its_mma_reads(arch):
+    """gfx942's fp8 mfma reads fnuz, sm_90a's and gfx950's OCP e4m3fn: the other variant is refused by name."""
+    fp8_dtype = knobs_for("indexer_logits_fp8", "", arch)["fp8_dtype"]
+    assert fp8_dtype == ("float8_e4m3fnuz" if arch == "gfx942" else "float8_e4m3fn")
+    right, wrong = (torch.float8_e4m3fnuz, torch.float8_e4m3fn)[:: 1 if arch == "gfx942" else -1]
+    check_fp8_variant(right, fp8_dtype, arch)
+    with pytest.raises(TypeError, match=f"q_fp8 / k_fp8 are {wrong}, but the fp8 mma of {arch} reads {fp8_dtype}"):
+        check_fp8_variant(wrong, fp8_dtype, arch)
 
 
 def test_topk_names_the_bad_argument():

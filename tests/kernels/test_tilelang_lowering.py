@@ -18,6 +18,7 @@ REPO = Path(__file__).resolve().parents[2]
 TIMEOUT_S = 600
 QK_DIM = 576
 GEMM_INSTRUCTION = {"sm_90a": "mma", "gfx942": "mfma", "gfx950": "mfma"}  # tensor-core ops in the source
+FP8_GEMM_INSTRUCTION = {"sm_90a": "kFloat8_e4m3", "gfx942": "fp8_fp8", "gfx950": "fp8_fp8"}  # e4m3 operands, no widening
 SOURCE_HEADER = {"sm_90a": 'extern "C" __global__', "gfx942": "hip/hip_runtime.h", "gfx950": "hip/hip_runtime.h"}
 KERNEL_IDS = [spec[0] for spec in kernel_specs("sm_90a")]
 
@@ -56,6 +57,8 @@ def test_kernel_lowers(lowered, kernel, target):
     assert SOURCE_HEADER[target] in source
     if not kernel.startswith(("topk", "sparse_mla_decode_merge")):  # the rest are gemm kernels
         assert GEMM_INSTRUCTION[target] in source, f"{kernel} for {target}: no {GEMM_INSTRUCTION[target]} in source"
+    if "fp8" in kernel:
+        assert FP8_GEMM_INSTRUCTION[target] in source, f"{kernel} for {target}: its gemm does not take fp8 operands"
     if kernel.startswith(("sparse_mla_prefill", "sparse_mla_decode-")):
         heads = int(kernel.rsplit("-H", 1)[1])
         # q is read with its own head count's token stride: 8 heads are not padded to a 64-head tensor

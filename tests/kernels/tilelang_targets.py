@@ -16,7 +16,7 @@ from pathlib import Path
 import tilelang
 from tilelang import tvm
 
-from sglang_glm5.kernels.tilelang.indexer import indexer_logits_kernel
+from sglang_glm5.kernels.tilelang.indexer import indexer_logits_fp8_kernel, indexer_logits_kernel
 from sglang_glm5.kernels.tilelang.mla_decode import merge_splits_kernel, num_splits_for, sparse_mla_split_kernel
 from sglang_glm5.kernels.tilelang.mla_prefill import sparse_mla_prefill_kernel
 from sglang_glm5.kernels.tilelang.topk import topk_kernel
@@ -29,7 +29,7 @@ TARGETS = {
 }
 INDEX_HEADS, INDEX_DIM, TOPK = 32, 128, 2048
 SM_SCALE = 256**-0.5  # (qk_nope 192 + rope 64) ** -0.5
-CUBIN_KERNELS = ("indexer_logits-H32", "topk-k2048", "sparse_mla_prefill-H64", "sparse_mla_decode-H8",
+CUBIN_KERNELS = ("indexer_logits-H32", "indexer_logits_fp8-H32", "topk-k2048", "sparse_mla_prefill-H64", "sparse_mla_decode-H8",
                  "sparse_mla_decode_merge-H8")  # fmt: skip
 ELF_MAGIC = b"\x7fELF"
 EM_CUDA = 190  # ELF e_machine of NVIDIA cubins
@@ -41,6 +41,8 @@ def kernel_specs(arch):
     specs = [
         ("indexer_logits-H32", indexer_logits_kernel,
          dict(heads=INDEX_HEADS, head_dim=INDEX_DIM, **knobs_for("indexer_logits", "", arch))),
+        ("indexer_logits_fp8-H32", indexer_logits_fp8_kernel,
+         dict(heads=INDEX_HEADS, head_dim=INDEX_DIM, **knobs_for("indexer_logits_fp8", "", arch))),
         ("topk-k2048", topk_kernel, dict(k=TOPK, **knobs_for("topk_positions", "", arch))),
     ]  # fmt: skip
     for heads in (8, 16, 32, 64):  # TP 8 / 4 / 2 / 1 of GLM-5's 64 heads
