@@ -114,6 +114,15 @@ def write_json(payload: dict, stem: str, results_dir: Path = RESULTS_DIR) -> Pat
     return path
 
 
+def publish(payload: dict, stem: str, text: str, write: bool = True, results_dir: Path = RESULTS_DIR,
+            results_md: Path = RESULTS_MD) -> None:  # fmt: skip
+    """Print a benchmark's RESULTS.md section; with `write`, save the payload as JSON and replace that section."""
+    print(text)
+    if write:
+        print(f"wrote {write_json(payload, stem, results_dir)}")
+        print(f"updated {update_section(stem, text, results_md)}")
+
+
 def machine_line(m: dict) -> str:
     return (
         f"{m['cpu_model']}, {m['cores']} cores ({m['torch_threads']} torch threads), {m['mem_total_gib']} GiB RAM;"

@@ -273,11 +273,7 @@ def main(argv=None):
                    repeats=args.repeats, prefill_repeats=args.prefill_repeats, decode=run_decode(args))  # fmt: skip
     if not args.skip_prefill:
         payload["prefill"] = run_prefill(args)
-    text = markdown(payload)
-    print(text)
-    if not args.no_write:
-        print(f"wrote {common.write_json(payload, NAME)}")
-        print(f"updated {common.update_section(NAME, text)}")
+    common.publish(payload, NAME, markdown(payload), write=not args.no_write)
 
 
 if __name__ == "__main__":

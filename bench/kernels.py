@@ -291,12 +291,8 @@ def main(argv=None):
     result = run(args)
     payload = dict(command=command, date=common.utc_now(), commit=common.git_commit(), machine=machine,
                    threads=args.threads, repeats=args.repeats, rounds=args.rounds, result=result)  # fmt: skip
-    text = markdown(payload)
-    print(text)
-    if not args.no_write:
-        stem = NAME if result["device"] == "cpu" else f"{NAME}-{result['device']}"
-        print(f"wrote {common.write_json(payload, stem)}")
-        print(f"updated {common.update_section(stem, text)}")
+    stem = NAME if result["device"] == "cpu" else f"{NAME}-{result['device']}"
+    common.publish(payload, stem, markdown(payload), write=not args.no_write)
 
 
 if __name__ == "__main__":

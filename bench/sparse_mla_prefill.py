@@ -113,11 +113,7 @@ def main(argv=None):
     result = run(args)
     payload = dict(command=command, date=common.utc_now(), commit=common.git_commit(), machine=common.machine(),
                    tokens=args.tokens, context=args.context, topk=args.topk, result=result)  # fmt: skip
-    text = markdown(payload)
-    print(text)
-    if not args.no_write:
-        print(f"wrote {common.write_json(payload, NAME)}")
-        print(f"updated {common.update_section(NAME, text)}")
+    common.publish(payload, NAME, markdown(payload), write=not args.no_write)
 
 
 if __name__ == "__main__":

@@ -145,6 +145,16 @@ def test_write_json_and_result_stem(tmp_path):
     assert path.name == "demo-quick.json" and json.loads(path.read_text()) == {"x": 1.5}
 
 
+@pytest.mark.parametrize("write", [True, False], ids=["write", "no-write"])
+def test_publish_prints_the_section_and_writes_only_when_asked(write, tmp_path, capsys):
+    md = tmp_path / "RESULTS.md"
+    common.publish({"x": 1}, "demo", "## Demo\nbody", write=write, results_dir=tmp_path, results_md=md)
+    out = capsys.readouterr().out
+    assert out.startswith("## Demo\nbody")
+    assert (tmp_path / "demo.json").exists() == write and ("wrote" in out) == write
+    assert md.exists() == write and (not write or "body" in md.read_text())
+
+
 def test_command_line_and_machine():
     assert common.command_line(["--quick", "--reps", "2"]).endswith("--quick --reps 2")
     m = common.machine()
