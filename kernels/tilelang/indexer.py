@@ -1,6 +1,9 @@
 """Lightning-indexer logits over SGLang's slot-indexed cache, causal and per-request ragged (spec: dsa_reference).
 
-Two kernels share the gather and the store: bf16/fp16 keys, and FP8 (e4m3) keys with per-row scales.
+Two kernels share the gather and the store: bf16/fp16 keys, and FP8 (e4m3) keys with per-row scales. Both compute
+k @ q^T, keys as the gemm's M (block_l rows: a 64-row warpgroup MMA on Hopper) and heads as its N (16 to 64), then
+sum over heads along the accumulator's rows, as DeepGEMM's fp8_mqa_logits does; heads as M would leave 8-32 head
+tiles below wgmma's 64 rows.
 """
 
 import tilelang
@@ -90,7 +93,7 @@ def indexer_logits_kernel(
             k_s = T.alloc_shared([block_l, head_dim], dtype)
             w_s = T.alloc_shared([block_h], ACCUM)
             slots = T.alloc_shared([block_l], index_dtype)
-            scores = T.alloc_fragment([block_h, block_l], ACCUM)
+            scores = T.alloc_fragment([block_l, block_h], ACCUM)
             logits = T.alloc_fragment([block_l], ACCUM)
             p0 = block_id * block_l
             q_pos = QPos[token]
@@ -98,10 +101,10 @@ def indexer_logits_kernel(
                 load_operands(Q, K, PageTable, token, QSeq[token], p0, q_pos, q_s, k_s, slots)
                 for h in T.Parallel(block_h):  # [BH], zero weight on padding heads
                     w_s[h] = T.if_then_else(h < heads, T.cast(Weights[token, T.min(h, heads - 1)], ACCUM), 0)
-                T.gemm(q_s, k_s, scores, transpose_B=True, clear_accum=True)  # [BH, BL]
-                for h, n in T.Parallel(block_h, block_l):
-                    scores[h, n] = T.max(scores[h, n] * score_scale, 0) * w_s[h]
-                T.reduce_sum(scores, logits, dim=0)  # [BL]
+                T.gemm(k_s, q_s, scores, transpose_B=True, clear_accum=True)  # [BL, BH]
+                for n, h in T.Parallel(block_l, block_h):
+                    scores[n, h] = T.max(scores[n, h] * score_scale, 0) * w_s[h]
+                T.reduce_sum(scores, logits, dim=1)  # [BL]
                 store(Out, token, p0, q_pos, length, logits)
             else:
                 store_masked(Out, token, p0, length)
@@ -142,7 +145,7 @@ def indexer_logits_fp8_kernel(
             qs_s = T.alloc_shared([block_h], ACCUM)
             ks_s = T.alloc_shared([block_l], ACCUM)
             slots = T.alloc_shared([block_l], index_dtype)
-            scores = T.alloc_fragment([block_h, block_l], ACCUM)
+            scores = T.alloc_fragment([block_l, block_h], ACCUM)
             logits = T.alloc_fragment([block_l], ACCUM)
             p0 = block_id * block_l
             q_pos = QPos[token]
@@ -153,11 +156,11 @@ def indexer_logits_fp8_kernel(
                     qs_s[h] = T.cast(QScale[token, T.min(h, heads - 1)], ACCUM) * score_scale
                 for n in T.Parallel(block_l):  # [BL], slots already clamped to referenced entries
                     ks_s[n] = T.cast(KScale[slots[n]], ACCUM)
-                T.gemm(q_s, k_s, scores, transpose_B=True, clear_accum=True)  # [BH, BL]
+                T.gemm(k_s, q_s, scores, transpose_B=True, clear_accum=True)  # [BL, BH]
                 # scales before the relu, as the reference dequantizes: any scale sign gives its result
-                for h, n in T.Parallel(block_h, block_l):
-                    scores[h, n] = T.max(scores[h, n] * qs_s[h] * ks_s[n], 0) * w_s[h]
-                T.reduce_sum(scores, logits, dim=0)  # [BL]
+                for n, h in T.Parallel(block_l, block_h):
+                    scores[n, h] = T.max(scores[n, h] * qs_s[h] * ks_s[n], 0) * w_s[h]
+                T.reduce_sum(scores, logits, dim=1)  # [BL]
                 store(Out, token, p0, q_pos, length, logits)
             else:
                 store_masked(Out, token, p0, length)
@@ -195,9 +198,9 @@ def indexer_logits(q, weights, k_cache, page_table, q_seq, q_pos, *, out=None):
     One program per (block of BL positions p, query token t):
     1. blocks with every p > q_pos[t] store -inf and stop
     2. slots = page_table[q_seq[t], min(p, q_pos[t])] (never an entry past the request's length)    # [BL]
-    3. k rows gathered to shared (zero past q_pos); s = q[t] @ k^T * D**-0.5                          # [H, BL]
-    4. logits = sum_h weights[t, h] * relu(s[h]); -inf where p > q_pos[t]                              # [BL]
-    All heads share one tile (16/32/64 rows: 8 heads run as 16, never padded to 64 below 64).
+    3. k rows gathered to shared (zero past q_pos); s = k @ q[t]^T * D**-0.5                          # [BL, H]
+    4. logits = sum_h weights[t, h] * relu(s[:, h]); -inf where p > q_pos[t]                           # [BL]
+    All heads share one tile, the gemm's N (16/32/64 columns: 8 heads run as 16, never padded to 64 below 64).
     Index values (q_seq, q_pos) are trusted, not checked: that would sync the device; the reference checks them.
     """
     _check_indexer(("q", "k_cache"), q, weights, k_cache, page_table, q_seq, q_pos, FLOAT_DTYPES)
@@ -221,7 +224,7 @@ def indexer_logits_fp8(q_fp8, q_scale, weights, k_fp8, k_scale, page_table, q_se
     q_fp8 [T, H, D] + q_scale [T, H], k_fp8 [S, D] + k_scale [S], weights [T, H] -> logits [T, L] fp32, in the e4m3
     variant the device's fp8 mma reads (tuning `fp8_dtype`: e4m3fn on sm_90a / gfx950, e4m3fnuz on gfx942).
     Dataflow of indexer_logits, with the e4m3 tiles as the gemm's operands and step 3 as
-    s = relu((q_fp8[t] @ k_fp8^T) * (q_scale[t, h] * D**-0.5) * k_scale[slot])                        # [H, BL]
+    s = relu((k_fp8 @ q_fp8[t]^T) * k_scale[slot] * (q_scale[t, h] * D**-0.5))                        # [BL, H]
     k_scale is read through the same clamped slots as the key rows.
     """
     _check_indexer(("q_fp8", "k_fp8"), q_fp8, weights, k_fp8, page_table, q_seq, q_pos, tuple(TL_FP8))

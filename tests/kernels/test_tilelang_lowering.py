@@ -57,6 +57,8 @@ def test_kernel_lowers(lowered, kernel, target):
     assert SOURCE_HEADER[target] in source
     if not kernel.startswith(("topk", "sparse_mla_decode_merge")):  # the rest are gemm kernels
         assert GEMM_INSTRUCTION[target] in source, f"{kernel} for {target}: no {GEMM_INSTRUCTION[target]} in source"
+    if kernel.startswith("indexer") and target == "sm_90a":  # keys as M: a 64-row warpgroup MMA, not mma_sync
+        assert "wgmma" in source, f"{kernel}: no wgmma in the sm_90a source"
     if "fp8" in kernel:
         assert FP8_GEMM_INSTRUCTION[target] in source, f"{kernel} for {target}: its gemm does not take fp8 operands"
     if kernel.startswith(("sparse_mla_prefill", "sparse_mla_decode-")):
