@@ -63,7 +63,7 @@ if [ "$rc_all" -eq 0 ]; then
     XDIST=()
     "$PY" -c "import xdist" 2>/dev/null && XDIST=(-n 4)  # four processes compile TileLang kernels side by side
     # 1. correctness: every (backend, op, shape) case against the reference; -rs lists any skip with its reason
-    step tests 180 "$PY" -m pytest -q -rs -p no:cacheprovider "${XDIST[@]}" tests/gpu/test_dsa_kernels.py \
+    step tests 180 "$PY" -m pytest -q -rs -p no:cacheprovider ${XDIST[@]+"${XDIST[@]}"} tests/gpu/test_dsa_kernels.py \
         --durations=10 --junitxml="$DEST/tests.xml"
     # 2. timing: one GLM-5 layer, batch 1 decode (issue 4's H200 goal: 8-head sparse MLA decode < 16.8 us)
     step kernels 90 "$PY" bench/kernels.py --contexts 4096 16384 65536 --heads 8 64 \
