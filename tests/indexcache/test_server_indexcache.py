@@ -34,23 +34,36 @@ def traced_env() -> dict:
     return {**os.environ, TRACE_INDEXER_ENV: "1"}
 
 
+class OneServerAtATime:
+    """`served(name)` -> the server of that name ("pattern", "all-F" or "none"); starting one stops the others, since
+    idle SGLang servers still poll and three of them slowed each start here (2 cores) by minutes."""
+
+    OVERRIDES = {"pattern": {"index_topk_pattern": PATTERN}, "all-F": {"index_topk_pattern": "F" * 4}, "none": None}
+
+    def __init__(self, checkpoint, log_dir):
+        self.checkpoint, self.log_dir = checkpoint, log_dir
+        self.name, self.server = None, None
+
+    def __call__(self, name: str) -> ServerProcess:
+        if name != self.name:
+            self.stop()
+            log = self.log_dir / f"indexcache-{name}.log"
+            args = server_args(self.OVERRIDES[name])
+            self.server = ServerProcess(self.checkpoint, log, args, env=traced_env()).start()
+            self.name = name
+        return self.server
+
+    def stop(self) -> None:
+        if self.server is not None:
+            self.server.stop()
+        self.name, self.server = None, None
+
+
 @pytest.fixture(scope="module")
 def served(tiny_checkpoint, server_log_dir):
-    """`served(name)` -> the server of that name, started once per module: "pattern", "all-F" or "none"."""
-    overrides = {"pattern": {"index_topk_pattern": PATTERN}, "all-F": {"index_topk_pattern": "F" * 4}, "none": None}
-    servers: dict[str, ServerProcess] = {}
-
-    def get(name: str) -> ServerProcess:
-        if name not in servers:
-            log = server_log_dir / f"indexcache-{name}.log"
-            servers[name] = ServerProcess(
-                tiny_checkpoint("bf16"), log, server_args(overrides[name]), env=traced_env()
-            ).start()
-        return servers[name]
-
-    yield get
-    for server in servers.values():
-        server.stop()
+    servers = OneServerAtATime(tiny_checkpoint("bf16"), server_log_dir)
+    yield servers
+    servers.stop()
 
 
 def generate(url: str, ids: list[int], max_new_tokens: int) -> list[int]:
@@ -116,9 +129,11 @@ def test_all_full_pattern_equals_no_pattern(served, tiny_checkpoint):
     checkpoint = tiny_checkpoint("bf16")
     vocab = vocab_size(checkpoint)
     ids = prompt_ids(PROMPT_LENGTHS[-1], vocab)
-    all_f, none = served("all-F"), served("none")
-    assert generate(all_f.url, ids, GREEDY_TOKENS) == generate(none.url, ids, GREEDY_TOKENS)
-    assert server_logprobs(all_f.url, ids, vocab).equal(server_logprobs(none.url, ids, vocab))
+    all_f = served("all-F")
+    all_f_tokens, all_f_logprobs = generate(all_f.url, ids, GREEDY_TOKENS), server_logprobs(all_f.url, ids, vocab)
+    none = served("none")  # stops the all-F server
+    assert all_f_tokens == generate(none.url, ids, GREEDY_TOKENS)
+    assert all_f_logprobs.equal(server_logprobs(none.url, ids, vocab))
 
 
 MALFORMED = {
@@ -143,8 +158,9 @@ def test_malformed_pattern_refused_before_the_model_is_built(name, tiny_checkpoi
 
 
 @pytest.mark.slow
-def test_malformed_pattern_refused_at_start_up(tiny_checkpoint, server_log_dir):
+def test_malformed_pattern_refused_at_start_up(served, tiny_checkpoint, server_log_dir):
     """One case through launch_server (a refused start costs ~30-50 s of process spawning here)."""
+    served.stop()  # no idle server competes with this start for the cores
     name = "length-5"
     overrides, fragments = MALFORMED[name]
     log = server_log_dir / f"indexcache-malformed-{name}.log"
