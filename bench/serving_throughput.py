@@ -23,13 +23,11 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # `bench` importable when run as a script
 
-import requests  # noqa: E402
-
 from bench import common, hf_generate, pyspy  # noqa: E402
+from sglang_glm5.serving import load_client  # noqa: E402
 
 NAME = "serving_throughput"
 DTYPE = "float32"
-REQUEST_TIMEOUT_S = 600
 PAGE_TOKENS = 64  # SGLang's DSA page size: every request's KV rounds up to whole pages
 WARMUP_TOKENS = 8
 PROFILE_ROWS = 10
@@ -76,13 +74,7 @@ def server_flags(args, lengths: list[int]) -> list[str]:
 
 
 def generate(url: str, ids: list[int], max_tokens: int) -> list[int]:
-    body = {
-        "input_ids": ids,
-        "sampling_params": {"max_new_tokens": max_tokens, "temperature": 0, "ignore_eos": True},
-    }
-    response = requests.post(f"{url}/generate", json=body, timeout=REQUEST_TIMEOUT_S)
-    response.raise_for_status()
-    return response.json()["output_ids"]
+    return load_client.generate(url, ids, max_tokens)["output_ids"]
 
 
 def tree_cpu_seconds(pid: int) -> float:

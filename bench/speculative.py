@@ -20,9 +20,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # `bench` importable when run as a script
 
-import requests
-
 from bench import common
+from sglang_glm5.serving.load_client import generate
 
 NAME = "speculative"
 DTYPE = "float32"
@@ -30,7 +29,6 @@ EAGLE_FLAGS = [
     "--speculative-algorithm", "EAGLE", "--speculative-num-steps", "3",
     "--speculative-eagle-topk", "1", "--speculative-num-draft-tokens", "4",
 ]
-REQUEST_TIMEOUT_S = 600
 WARMUP_TOKENS = 4
 QUICK = {"batch": 2, "max_tokens": 16, "reps": 1, "train_steps": 40}
 
@@ -59,17 +57,6 @@ def trained_checkpoint(steps: int) -> Path:
         train_checkpoint(path, TrainConfig(steps=steps))
         (path / "trained.ok").write_text("ok\n")
     return path
-
-
-def generate(url: str, prompts: list[list[int]], max_tokens: int) -> list[dict]:
-    response = requests.post(
-        f"{url}/generate",
-        json={"input_ids": prompts,
-              "sampling_params": {"max_new_tokens": max_tokens, "temperature": 0, "ignore_eos": True}},
-        timeout=REQUEST_TIMEOUT_S,
-    )
-    response.raise_for_status()
-    return response.json()
 
 
 def measure(checkpoint: Path, flags: list[str], prompts, args, log: Path) -> dict:

@@ -18,12 +18,13 @@ REQUEST_TIMEOUT_S = 600
 IDLE_POLL_S = 0.2
 
 
-def generate(url: str, ids: list[int], max_new_tokens: int, rid: str | None = None) -> dict:
-    """Greedy, ignore_eos: the `/generate` response (`output_ids`, `meta_info`)."""
+def generate(url: str, ids: list[int] | list[list[int]], max_new_tokens: int, rid: str | None = None,
+             timeout_s: float = REQUEST_TIMEOUT_S) -> dict | list[dict]:  # fmt: skip
+    """Greedy, ignore_eos: the `/generate` response (`output_ids`, `meta_info`); for a batch of id lists, a list."""
     body = {"input_ids": ids, "sampling_params": greedy(max_new_tokens)}
     if rid is not None:
         body["rid"] = rid
-    response = requests.post(f"{url}/generate", json=body, timeout=REQUEST_TIMEOUT_S)
+    response = requests.post(f"{url}/generate", json=body, timeout=timeout_s)
     response.raise_for_status()
     return response.json()
 

@@ -8,10 +8,10 @@ import re
 from collections import Counter
 
 import pytest
-import requests
 
 from sglang_glm5.attention.backend import TRACE_INDEXER_ENV
 from sglang_glm5.config import Glm5Config, Glm5ConfigError
+from sglang_glm5.serving import load_client
 from sglang_glm5.serving.process import ServerProcess, ServerStartError
 from tests.models.test_hf_parity import prompt_ids, server_logprobs, vocab_size
 from tests.oracle import hf_greedy, hf_logprobs
@@ -67,13 +67,7 @@ def served(tiny_checkpoint, server_log_dir):
 
 
 def generate(url: str, ids: list[int], max_new_tokens: int) -> list[int]:
-    response = requests.post(
-        f"{url}/generate",
-        json={"input_ids": ids, "sampling_params": {"max_new_tokens": max_new_tokens, "temperature": 0, "ignore_eos": True}},
-        timeout=REQUEST_TIMEOUT_S,
-    )
-    response.raise_for_status()
-    return response.json()["output_ids"]
+    return load_client.generate(url, ids, max_new_tokens, timeout_s=REQUEST_TIMEOUT_S)["output_ids"]
 
 
 def indexer_calls(server: ServerProcess) -> Counter:

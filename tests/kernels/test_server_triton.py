@@ -7,6 +7,7 @@ import pytest
 import requests
 
 from sglang_glm5.attention.impls import resolve_impl
+from sglang_glm5.serving import load_client
 from sglang_glm5.serving.process import ServerProcess
 
 GREEDY_TOKENS = 8
@@ -33,7 +34,7 @@ def test_triton_entry_resolves_to_the_kernels(phase):
 def generate(url, text):
     response = requests.post(
         f"{url}/generate",
-        json={"text": text, "sampling_params": {"max_new_tokens": GREEDY_TOKENS, "temperature": 0, "ignore_eos": True}},
+        json={"text": text, "sampling_params": load_client.greedy(GREEDY_TOKENS)},
         timeout=REQUEST_TIMEOUT_S,
     )
     response.raise_for_status()

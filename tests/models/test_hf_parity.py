@@ -10,6 +10,7 @@ import pytest
 import requests
 import torch
 
+from sglang_glm5.serving import load_client
 from sglang_glm5.serving.process import ServerProcess
 from tests.conftest import PARITY_INDEX_TOPK
 from tests.oracle import dequantized_copy, hf_greedy, hf_logprobs
@@ -83,13 +84,5 @@ def test_prefill_logprobs_match_hf(served, length):
 def test_greedy_continuation_matches_hf(served, length):
     server, oracle_dir = served
     ids = prompt_ids(length, vocab_size(oracle_dir))
-    response = requests.post(
-        f"{server.url}/generate",
-        json={
-            "input_ids": ids,
-            "sampling_params": {"max_new_tokens": GREEDY_TOKENS, "temperature": 0, "ignore_eos": True},
-        },
-        timeout=REQUEST_TIMEOUT_S,
-    )
-    response.raise_for_status()
-    assert response.json()["output_ids"] == hf_greedy(oracle_dir, ids, GREEDY_TOKENS)
+    out = load_client.generate(server.url, ids, GREEDY_TOKENS, timeout_s=REQUEST_TIMEOUT_S)
+    assert out["output_ids"] == hf_greedy(oracle_dir, ids, GREEDY_TOKENS)

@@ -6,10 +6,10 @@ ordinary text make the draft miss, so both the accept and the reject paths of ve
 """
 
 import pytest
-import requests
 
 from sglang_glm5.checkpoint.tiny import write_tiny_checkpoint
 from sglang_glm5.checkpoint.train import TrainConfig, corpus_for, train_checkpoint
+from sglang_glm5.serving import load_client
 from sglang_glm5.serving.process import ServerProcess
 
 EAGLE_FLAGS = [
@@ -61,14 +61,7 @@ def eagle_server(trained, server_log_dir):
 
 
 def generate(url: str, input_ids: list[list[int]]) -> list[dict]:
-    response = requests.post(
-        f"{url}/generate",
-        json={"input_ids": input_ids,
-              "sampling_params": {"max_new_tokens": GREEDY_TOKENS, "temperature": 0, "ignore_eos": True}},
-        timeout=REQUEST_TIMEOUT_S,
-    )
-    response.raise_for_status()
-    return response.json()
+    return load_client.generate(url, input_ids, GREEDY_TOKENS, timeout_s=REQUEST_TIMEOUT_S)
 
 
 PROMPT_IDS = [f"corpus-{n}tok" for n in CORPUS_PROMPT_TOKENS] + [f"text-{i}" for i in range(len(TEXT_PROMPTS))]

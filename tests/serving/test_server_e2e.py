@@ -8,6 +8,7 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 import requests
 
+from sglang_glm5.serving import load_client
 from sglang_glm5.serving.process import ServerProcess
 from tests.oracle import hf_greedy, tokenizer
 
@@ -44,7 +45,7 @@ def server(checkpoint, server_log_dir):
 def generate(url: str, text: str, max_new_tokens: int = GREEDY_TOKENS) -> list[int]:
     response = requests.post(
         f"{url}/generate",
-        json={"text": text, "sampling_params": {"max_new_tokens": max_new_tokens, "temperature": 0, "ignore_eos": True}},
+        json={"text": text, "sampling_params": load_client.greedy(max_new_tokens)},
         timeout=REQUEST_TIMEOUT_S,
     )
     response.raise_for_status()
