@@ -48,9 +48,9 @@ def fp8_dtype_of(provider: str, device: torch.device) -> torch.dtype:
     """The e4m3 variant each provider takes: tilelang's from its tuning (fnuz on gfx942), the others OCP e4m3fn."""
     if provider != "tilelang":
         return torch.float8_e4m3fn
-    from sglang_glm5.kernels.tilelang.tuning import tuning
+    from sglang_glm5.kernels.tilelang.indexer import fp8_dtype_for
 
-    return getattr(torch, tuning("indexer_logits_fp8", device)["fp8_dtype"])
+    return fp8_dtype_for(device)
 
 
 def make_problem(ctx: int, tokens: int, device: torch.device, seed: int = 0) -> dict:

@@ -179,6 +179,11 @@ def _check_indexer(names, q, weights, k, page_table, q_seq, q_pos, dtypes):
     check_batch(page_table, q_seq, q_pos, num_tokens, q.device)
 
 
+def fp8_dtype_for(device: torch.device) -> torch.dtype:
+    """The e4m3 variant indexer_logits_fp8 takes on `device`: the one its fp8 mma reads (tuning `fp8_dtype`)."""
+    return getattr(torch, tuning("indexer_logits_fp8", device)["fp8_dtype"])
+
+
 def check_fp8_variant(dtype, fp8_dtype, device):
     """The e4m3 variant of the inputs must be the one the device's fp8 mma reads (the same bits mean other values)."""
     if TL_FP8[dtype] != fp8_dtype:

@@ -64,9 +64,9 @@ def test_indexer_logits(backend, lengths, new):
 def _fp8_dtype(backend):
     """tilelang takes the e4m3 variant its tuning names for this device (fnuz on gfx942), triton OCP e4m3fn."""
     if backend == "tilelang":
-        from sglang_glm5.kernels.tilelang.tuning import tuning
+        from sglang_glm5.kernels.tilelang.indexer import fp8_dtype_for
 
-        return getattr(torch, tuning("indexer_logits_fp8", torch.device("cuda"))["fp8_dtype"])
+        return fp8_dtype_for(torch.device("cuda"))
     if getattr(torch.version, "hip", None) and "gfx942" in torch.cuda.get_device_properties(0).gcnArchName:
         pytest.skip("Triton's FP8 indexer takes OCP e4m3fn, which gfx942's fp8 mfma does not read")
     return torch.float8_e4m3fn
