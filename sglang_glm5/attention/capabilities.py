@@ -97,6 +97,10 @@ class CapabilityTable:
             return f"{name} {phase} does not run {target.heads_per_gpu} heads per GPU: it runs {heads}"
         return None
 
+    def runs_on(self, name: str, arch: str) -> bool:
+        """Whether the table lists `arch` for `name` in any phase (only then is its vendor import worth probing)."""
+        return any(ANY_ARCH in s.archs or arch in s.archs for s in self.impls.get(name, {}).values())
+
     def supported(self, phase: str, target: Target, available: Collection[str], env: Mapping[str, str] = os.environ) -> tuple[str, ...]:
         """The implementations that run `phase` on `target`, best first."""
         order = self.pick_order.get(target.device.arch, self.pick_order["default"])
@@ -109,6 +113,7 @@ class CapabilityTable:
         target: Target,
         available: Collection[str] = tuple(DSA_IMPLS),
         env: Mapping[str, str] = os.environ,
+        unavailable: Mapping[str, str] = {},  # name -> why it is not available here (a vendor package missing)
     ) -> DSAChoice:
         backends, picked, supported, refusals = {}, [], {}, []
         for phase in PHASES:
@@ -126,7 +131,7 @@ class CapabilityTable:
                 continue
             reason = self.why_not(name, phase, target, env)
             if reason is None and name not in available:
-                reason = f"{name} is not installed in this sglang_glm5 (installed: {', '.join(available)})"
+                reason = unavailable.get(name) or f"{name} is not installed in this sglang_glm5 (installed: {', '.join(available)})"
             if reason is not None:
                 instead = f"{flag} {' / '.join(works)}" if works else "none" + self._kv_hint(phase, target, available, env)
                 refusals.append(f"{flag} {name}: {reason}. Choices that work here: {instead}")

@@ -28,12 +28,15 @@ class _ImplSource:
     topk_positions: str = "topk_positions"
     sparse_mla_prefill: str = "sparse_mla_prefill"
     sparse_mla_decode: str = "sparse_mla_decode"
+    indexer_logits_prefill: str | None = None  # a phase's own indexer function, where the phases differ
+    indexer_logits_decode: str | None = None
+    requires: tuple[str, ...] = ()  # vendor modules that must import on the device (checked at start-up)
 
     def load(self, name: str, phase: str) -> DSAPhaseImpl:
         module = importlib.import_module(self.module)
         return DSAPhaseImpl(
             name=name,
-            indexer_logits=getattr(module, self.indexer_logits),
+            indexer_logits=getattr(module, getattr(self, f"indexer_logits_{phase}") or self.indexer_logits),
             topk_positions=getattr(module, self.topk_positions),
             sparse_mla=getattr(module, getattr(self, f"sparse_mla_{phase}")),
         )
@@ -44,7 +47,35 @@ DSA_IMPLS: Mapping[str, _ImplSource] = {
     "triton": _ImplSource("sglang_glm5.kernels.triton"),
     "tilelang": _ImplSource("sglang_glm5.kernels.tilelang"),
     "trtllm": _ImplSource("sglang_glm5.attention.trtllm"),
+    "flashmla": _ImplSource(
+        "sglang_glm5.attention.flashmla",
+        indexer_logits_prefill="indexer_logits_prefill",
+        indexer_logits_decode="indexer_logits_decode",
+        requires=("flash_mla", "deep_gemm"),
+    ),
 }
+
+
+def import_error(module: str) -> str | None:
+    """None when `module` imports here, else why not (a vendor package absent, or present without its GPU runtime)."""
+    try:
+        importlib.import_module(module)
+    except Exception as error:  # ImportError, or OSError from a CUDA extension that cannot load (no libcuda)
+        return f"{type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}"
+    return None
+
+
+def unavailable_impls(names, probe: Callable[[str], str | None] | None = None) -> dict[str, str]:
+    """{name: why it cannot run here} for the implementations in `names` whose required vendor modules do not import."""
+    probe = probe or import_error
+    missing = {}
+    for name in names:
+        for module in DSA_IMPLS[name].requires if name in DSA_IMPLS else ():
+            error = probe(module)
+            if error is not None:
+                missing[name] = f"{name} needs the {module} package importable ({error})"
+                break
+    return missing
 
 
 class DSABackendChoiceError(ValueError):

@@ -22,7 +22,7 @@ from sglang_glm5.attention.capabilities import (
     detect_device,
     load_capabilities,
 )
-from sglang_glm5.attention.impls import DSA_IMPLS, PHASES
+from sglang_glm5.attention.impls import DSA_IMPLS, PHASES, unavailable_impls
 from sglang_glm5.attention.kv_policy import (
     AUTO,
     check_requested,
@@ -62,13 +62,18 @@ class StartupDecision:
 def decide(
     request: StartupRequest,
     table: CapabilityTable | None = None,
-    available: Collection[str] = tuple(DSA_IMPLS),
+    available: Collection[str] | None = None,  # None: ours, less those whose vendor packages do not import here
     env: Mapping[str, str] = os.environ,
     warn: Callable[[str], None] = lambda message: None,  # called before any refusal, so a refused start shows it
 ) -> StartupDecision:
     """The KV dtype and both DSA implementations, or DSACapabilityError (KVDtypeError) naming what does not work."""
     table = table or load_capabilities()
     device = detect_device(request.device_type, env)
+    unavailable = {}
+    if available is None:
+        # vendor imports are probed only for implementations the table lists on this device (none on CPU)
+        unavailable = unavailable_impls([n for n in DSA_IMPLS if table.runs_on(n, device.arch)])
+        available = tuple(n for n in DSA_IMPLS if n not in unavailable)
     scales = find_kv_scales(request.model_path)
     kv = normalize(request.kv_cache_dtype)
     if kv == AUTO:
@@ -78,7 +83,7 @@ def decide(
     if warning:
         warn(warning)
     target = Target(device, kv, request.heads_per_gpu)
-    choice = table.choose(request.flags, target, available, env)
+    choice = table.choose(request.flags, target, available, env, unavailable)
     return StartupDecision(target, choice, (warning,) if warning else ())
 
 

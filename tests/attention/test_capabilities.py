@@ -19,7 +19,7 @@ from sglang_glm5.attention.impls import (
 from sglang_glm5.serving.startup_check import StartupRequest, decide, heads_per_gpu
 
 TABLE = load_capabilities()
-SHIPPED = ("reference", "triton", "tilelang", "trtllm")  # every implementation the table describes
+SHIPPED = ("reference", "triton", "tilelang", "trtllm", "flashmla")  # every implementation the table describes
 GLM5_HEADS = 64
 
 
@@ -47,7 +47,7 @@ def test_every_shipped_implementation_has_a_row():
 # device -> (prefill, decode, KV dtype) picked with no flags, tp 8 (8 heads per GPU), a checkpoint without k/v scales
 AUTO_PICKS = {
     "sm_80": ("reference", "reference", "bfloat16"),
-    "sm_90": ("triton", "triton", "bfloat16"),
+    "sm_90": ("flashmla", "triton", "bfloat16"),  # FlashMLA's sparse decode reads only FP8 KV
     "sm_100": ("trtllm", "trtllm", "bfloat16"),
     "sm_103": ("trtllm", "trtllm", "bfloat16"),
     "sm_120": ("reference", "reference", "bfloat16"),
@@ -57,9 +57,9 @@ AUTO_PICKS = {
     "cpu": ("reference", "reference", "auto"),
 }
 KV_TEXT = {"bfloat16": "bfloat16", "auto": "auto (model dtype)"}
-SUPPORTED = {  # what the message lists as supported, best first
+SUPPORTED = {  # what the message lists as supported, best first (a pair: prefill, decode)
     "sm_80": "reference",
-    "sm_90": "triton, tilelang, reference",
+    "sm_90": ("flashmla, triton, tilelang, reference", "triton, tilelang, reference"),
     "sm_100": "trtllm, triton, reference",
     "sm_103": "trtllm, reference",
     "sm_120": "reference",
@@ -74,18 +74,19 @@ SUPPORTED = {  # what the message lists as supported, best first
 def test_automatic_pick(arch, bf16_checkpoint):
     decision = decide(request(bf16_checkpoint), available=SHIPPED, env=simulate(arch))
     prefill, decode, kv = AUTO_PICKS[arch]
+    supported = SUPPORTED[arch] if isinstance(SUPPORTED[arch], tuple) else (SUPPORTED[arch],) * 2
     assert dict(decision.choice.backends) == {"prefill": prefill, "decode": decode}
     assert decision.choice.picked == PHASES and decision.kv_cache_dtype == kv and decision.warnings == ()
     assert str(decision.target) == f"simulated device ({SIMULATE_ENV}={arch}) ({arch}) with kv-cache {KV_TEXT[kv]} and 8 heads per GPU"
     assert decision.choice.describe(decision.target) == (
         f"GLM-5 DSA on {decision.target}: "
-        f"prefill={prefill} (picked; supported: {SUPPORTED[arch]}), decode={decode} (picked; supported: {SUPPORTED[arch]})"
+        f"prefill={prefill} (picked; supported: {supported[0]}), decode={decode} (picked; supported: {supported[1]})"
     )
 
 
 def test_given_choice_is_kept_and_the_other_phase_picked(bf16_checkpoint):
     decision = decide(request(bf16_checkpoint, decode="tilelang"), available=SHIPPED, env=simulate("sm_90"))
-    assert dict(decision.choice.backends) == {"prefill": "triton", "decode": "tilelang"}
+    assert dict(decision.choice.backends) == {"prefill": "flashmla", "decode": "tilelang"}
     assert decision.choice.picked == ("prefill",)
 
 
@@ -105,7 +106,7 @@ REFUSALS = {
     "trtllm-on-sm_90": (
         "sm_90", "trtllm", None, None, 8,
         [("--dsa-prefill-backend trtllm: trtllm does not run on {device}: it supports sm_100, sm_103. "
-         "Choices that work here: --dsa-prefill-backend triton / tilelang / reference")],
+         "Choices that work here: --dsa-prefill-backend flashmla / triton / tilelang / reference")],
     ),
     "trtllm-decode-on-sm_80": (
         "sm_80", None, "trtllm", None, 8,
@@ -145,13 +146,12 @@ REFUSALS = {
     "tilelang-4-heads": (
         "sm_90", "tilelang", None, None, 16,
         [("--dsa-prefill-backend tilelang: tilelang prefill does not run 4 heads per GPU: it runs 8, 16, 32, 64. "
-         "Choices that work here: --dsa-prefill-backend triton / reference")],
+         "Choices that work here: --dsa-prefill-backend flashmla / triton / reference")],
     ),
     "tilelang-fp8-kv": (
         "sm_90", None, "tilelang", "fp8_e4m3", 8,
-        ["no DSA prefill implementation of sglang_glm5 runs on {target}; use --kv-cache-dtype auto / bfloat16",
-         ("--dsa-decode-backend tilelang: tilelang decode does not take kv-cache fp8_e4m3: it takes bfloat16. "
-         "Choices that work here: none; use --kv-cache-dtype auto / bfloat16")],
+        [("--dsa-decode-backend tilelang: tilelang decode does not take kv-cache fp8_e4m3: it takes bfloat16. "
+         "Choices that work here: --dsa-decode-backend flashmla")],
     ),
     "triton-on-sm_80": (
         "sm_80", "triton", None, None, 8,
@@ -171,7 +171,7 @@ REFUSALS = {
     "sglang-name-on-sm_90": (
         "sm_90", None, "flashmla_kv", None, 8,
         [("--dsa-decode-backend flashmla_kv: flashmla_kv is not a DSA implementation of sglang_glm5 "
-         "(ours: reference, triton, tilelang, trtllm). Choices that work here: --dsa-decode-backend triton / tilelang / reference")],
+         "(ours: reference, triton, tilelang, trtllm, flashmla). Choices that work here: --dsa-decode-backend triton / tilelang / reference")],
     ),
     "fp8-kv-on-sm_120": (
         "sm_120", None, None, "fp8_e4m3", 8,

@@ -1,0 +1,104 @@
+"""DSA indexer logits through DeepGEMM (SM90), with the reference op's signature.
+
+`k_cache` is SGLang's paged FP8 index-K pool of the layer ([pages, 64 * 132] uint8, layout.py); the result equals
+dsa_reference.indexer_logits_fp8 on quantize_fp8_rows(q) and the pool's keys and scales. Prefill scores each
+request's keys laid out contiguously (fp8_mqa_logits); decode reads the pool in place (fp8_paged_mqa_logits).
+"""
+
+import importlib
+
+import torch
+
+from sglang_glm5.attention.flashmla.layout import (
+    BLOCK,
+    block_table,
+    causal_logits,
+    check_index_k_pool,
+    check_paged,
+    gather_index_k,
+    index_k_blocks,
+    indexer_q_and_weights,
+    ragged_keys,
+    ragged_logits_to_positions,
+)
+
+DEEPGEMM_MODULE = "deep_gemm"
+
+
+def deep_gemm():
+    return importlib.import_module(DEEPGEMM_MODULE)
+
+
+def _check(q, weights, k_cache, q_seq, q_pos):
+    if not isinstance(q, torch.Tensor) or q.dim() != 3 or not q.is_floating_point():
+        raise ValueError(f"q must be a floating [tokens, heads, head_dim] tensor, got {q!r:.80}")
+    if weights.shape != q.shape[:2]:
+        raise ValueError(f"weights must be {tuple(q.shape[:2])} (tokens, heads), got {tuple(weights.shape)}")
+    if q_seq.shape != (q.shape[0],) or q_pos.shape != (q.shape[0],):
+        raise ValueError(f"q_seq and q_pos must be [{q.shape[0]}], got {tuple(q_seq.shape)} and {tuple(q_pos.shape)}")
+    check_index_k_pool(k_cache, BLOCK, q.shape[2])
+
+
+def _check_device(q, phase):
+    if q.device.type != "cuda":
+        raise RuntimeError(f"the flashmla DSA {phase} indexer runs DeepGEMM on an SM90 GPU; got tensors on {q.device}")
+
+
+def mqa_logits_kwargs(q, weights, k_cache, page_table, q_seq, q_pos):
+    """fp8_mqa_logits' keyword arguments for a prefill batch -> (kwargs, ragged keys for ragged_logits_to_positions).
+
+    1. q_fp8, weights' = q quantized per (token, head) row, scales and D**-0.5 folded into weights (padded heads)
+    2. each request's keys for positions 0..its last query position, end to end (ragged_keys)   # [N]
+    3. kv = (k [N, 128] e4m3, scale [N]) gathered from the paged pool; ks/ke = the token's own request span
+    """
+    _check(q, weights, k_cache, q_seq, q_pos)
+    ragged = ragged_keys(page_table, q_seq, q_pos)
+    q_fp8, folded = indexer_q_and_weights(q, weights)
+    kwargs = {
+        "q": q_fp8,  # [T, H', 128] e4m3
+        "kv": gather_index_k(k_cache, ragged.slots, BLOCK, q.shape[2]),  # ([N, 128] e4m3, [N] fp32)
+        "weights": folded,  # [T, H'] fp32
+        "ks": ragged.ks,  # [T] int32
+        "ke": ragged.ke,  # [T] int32
+        "clean_logits": False,  # we mask by position ourselves (causal_logits), as SGLang does
+    }
+    return kwargs, ragged
+
+
+def paged_mqa_logits_kwargs(q, weights, k_cache, page_table, q_seq, q_pos, schedule_meta):
+    """fp8_paged_mqa_logits' keyword arguments for one query token per row (decode): the pool read in place.
+
+    context_lens [T, 1] = q_pos + 1 (DeepGEMM takes 2-D lengths); block_table [T, pages] = the token's request's
+    page ids; max_context_len = L (columns of page_table); the logits come back [T, L] by position.
+    """
+    _check(q, weights, k_cache, q_seq, q_pos)
+    q_fp8, folded = indexer_q_and_weights(q, weights)
+    return {
+        "q": q_fp8.unsqueeze(1),  # [T, 1, H', 128] e4m3 (next_n = 1)
+        "kv_cache": index_k_blocks(k_cache, BLOCK, q.shape[2]),  # [pages, 64, 1, 132] uint8, a view of the pool
+        "weights": folded,  # [T, H'] fp32
+        "context_lens": (q_pos + 1).to(torch.int32).view(-1, 1).contiguous(),  # [T, 1]
+        "block_table": block_table(page_table)[q_seq.long()].contiguous(),  # [T, ceil(L / 64)] int32
+        "schedule_meta": schedule_meta,
+        "max_context_len": page_table.shape[1],
+        "clean_logits": False,
+    }
+
+
+def indexer_logits_prefill(q, weights, k_cache, page_table, q_seq, q_pos):
+    """Any number of query tokens per request: see dsa_reference.indexer_logits_fp8. -> [T, L] fp32."""
+    _check_device(q, "prefill")
+    kwargs, ragged = mqa_logits_kwargs(q, weights, k_cache, page_table, q_seq, q_pos)
+    logits = deep_gemm().fp8_mqa_logits(**kwargs)  # [T, N]
+    return ragged_logits_to_positions(logits, ragged, q_pos, page_table.shape[1])
+
+
+def indexer_logits_decode(q, weights, k_cache, page_table, q_seq, q_pos):
+    """One query token per request (DeepGEMM's paged kernel): see dsa_reference.indexer_logits_fp8. -> [T, L]."""
+    _check_device(q, "decode")
+    check_paged(page_table, q_seq, q_pos)
+    dg = deep_gemm()
+    context_lens = (q_pos + 1).to(torch.int32).view(-1, 1).contiguous()
+    schedule = dg.get_paged_mqa_logits_metadata(context_lens, BLOCK, dg.get_num_sms())
+    kwargs = paged_mqa_logits_kwargs(q, weights, k_cache, page_table, q_seq, q_pos, schedule)
+    return causal_logits(dg.fp8_paged_mqa_logits(**kwargs), q_pos)  # [T, L]
