@@ -69,16 +69,20 @@ def paged_mqa_logits_kwargs(q, weights, k_cache, page_table, q_seq, q_pos, sched
     """fp8_paged_mqa_logits' keyword arguments for one query token per row (decode): the pool read in place.
 
     context_lens [T, 1] = q_pos + 1 (DeepGEMM takes 2-D lengths); block_table [T, pages] = the token's request's
-    page ids; max_context_len = L (columns of page_table); the logits come back [T, L] by position.
+    page ids, 0 past its context (page_table entries there may be stale: no kernel may follow one); max_context_len
+    = L (columns of page_table); the logits come back [T, L] by position.
     """
     _check(q, weights, k_cache, q_seq, q_pos)
     q_fp8, folded = indexer_q_and_weights(q, weights)
+    pages = block_table(page_table)[q_seq.long()]  # [T, ceil(L / 64)]
+    needed = torch.div(q_pos.long() + BLOCK, BLOCK, rounding_mode="floor")  # [T] pages holding positions 0..q_pos
+    pages = torch.where(torch.arange(pages.shape[1], device=pages.device) < needed[:, None], pages, 0)
     return {
         "q": q_fp8.unsqueeze(1),  # [T, 1, H', 128] e4m3 (next_n = 1)
         "kv_cache": index_k_blocks(k_cache, BLOCK, q.shape[2]),  # [pages, 64, 1, 132] uint8, a view of the pool
         "weights": folded,  # [T, H'] fp32
         "context_lens": (q_pos + 1).to(torch.int32).view(-1, 1).contiguous(),  # [T, 1]
-        "block_table": block_table(page_table)[q_seq.long()].contiguous(),  # [T, ceil(L / 64)] int32
+        "block_table": pages.to(torch.int32).contiguous(),  # [T, ceil(L / 64)] int32
         "schedule_meta": schedule_meta,
         "max_context_len": page_table.shape[1],
         "clean_logits": False,
