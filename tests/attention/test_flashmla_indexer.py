@@ -83,6 +83,21 @@ def test_decode_paged_mqa_logits_read_the_pool_in_place(case, heads):
     _finite_equal(causal_logits(sglang, batch.q_pos), expected, SGLANG_TOL)
 
 
+@pytest.mark.parametrize("case", CASES[:2], ids=[c.id for c in CASES[:2]])
+def test_a_model_dtype_key_store_is_read_through_the_contiguous_path(case):
+    """The backend's own [S, 128] store (until SGLang's pool holds the keys): its rows quantized like the pool's."""
+    batch, q, weights, _ = _inputs(case, 32)
+    keys = torch.randn(batch.num_slots, INDEX_DIM, generator=torch.Generator().manual_seed(3)).to(torch.bfloat16)
+    kwargs, ragged = mqa_logits_kwargs(q, weights, keys, batch.page_table, batch.q_seq, batch.q_pos)
+    got = ragged_logits_to_positions(flashmla_refs.fp8_mqa_logits(**kwargs), ragged, batch.q_pos, batch.page_table.shape[1])
+    q_fp8, q_scale = quantize_fp8_rows(q)
+    k_fp8, k_scale = quantize_fp8_rows(keys)
+    expected = indexer_logits_fp8(q_fp8, q_scale, weights, k_fp8, k_scale, batch.page_table, batch.q_seq, batch.q_pos)
+    _finite_equal(got, expected, TOL)
+    with pytest.raises(ValueError, match="paged kernel reads SGLang's FP8 index-K pool"):
+        paged_mqa_logits_kwargs(q, weights, keys, batch.page_table, batch.q_seq, batch.q_pos, NO_SCHEDULE)
+
+
 def test_index_k_pool_layout_is_sglangs():
     """Per page: 64 x 128 key bytes, then 64 fp32 scales (SGLang's IndexKeyCache / DeepGEMM's fused kv_cache)."""
     k_fp8, k_scale = quantize_fp8_rows(torch.randn(128, INDEX_DIM))

@@ -9,6 +9,7 @@ FlashInfer ships two torch references for what its TRT-LLM sparse MLA kernel com
 Our reference is fed the same inputs; for an FP8 cache the query is the e4m3-rounded one the kernel gets.
 """
 
+import importlib.util
 import inspect
 import math
 
@@ -128,6 +129,34 @@ def test_converted_inputs_pass_flashinfers_shape_contract(case, kv_dtype):
         kw["query"], kw["kv_cache"], kw["kv_lora_rank"], kw["qk_rope_head_dim"], kw["sparse_mla_top_k"],
         kw["block_tables"], kw["kv_cache"].shape[2],
     )  # fmt: skip
+
+
+@pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
+def test_lengths_are_physical_kv_lengths(case):
+    """seq_lens / max_seq_len: physical KV lengths (FlashInfer's docstring, SGLang's _forward_trtllm), not the count
+    of valid top-k entries: every row gets the batch's longest, an upper bound of its own request's length."""
+    batch, q, _, kv_cache, topk = _inputs(case, torch.bfloat16)
+    kw, _ = trtllm_sparse_mla_kwargs(q, kv_cache, batch.page_table, batch.q_seq, topk, SM_SCALE, V_DIM, NO_WORKSPACE)
+    longest = max(case.lengths)
+    assert kw["max_seq_len"] == longest and kw["seq_lens"].dtype == torch.int32
+    assert torch.equal(kw["seq_lens"], torch.full((batch.num_tokens,), longest, dtype=torch.int32))
+    assert (kw["seq_lens"] >= batch.q_pos + 1).all()  # each row's physical length fits under it
+    assert "sparse_mla_top_k_lens" not in kw  # FlashInfer takes it for no-rope MLA only
+
+
+def test_length_semantics_match_flashinfer_and_sglang():
+    """The contract read from the installed sources: an upgrade that changes what these lengths mean fails here."""
+    doc = " ".join(inspect.getdoc(flashinfer_mla_core._trtllm_batch_decode_with_kv_cache_mla_impl).split())
+    assert "seq_lens : Optional[torch.Tensor] Per-request physical KV sequence lengths for dense and TRTLLM-GEN" in doc
+    assert "max_seq_len : int Maximum physical KV sequence length used for dense/TRTLLM-GEN scheduling" in doc
+    assert "Required by the native ``kv_lora_rank=512, qk_rope_head_dim=0`` TRTLLM-GEN kernel" in doc
+    origin = importlib.util.find_spec("sglang.srt.layers.attention.dsa_backend").origin
+    source = open(origin).read()
+    body = source[source.index("def _forward_trtllm(") :]
+    body = body[: body.index("\n    def ", 1)]
+    assert "seq_lens = metadata.cache_seqlens_int32 if seq_lens is None else seq_lens" in body
+    assert "max_seq_len=metadata.max_seq_len_k," in body
+    assert "sparse_mla_top_k_lens = prepare_trtllm_nope_sparse_metadata" in body  # only when qk_rope_head_dim == 0
 
 
 @pytest.mark.parametrize("phase", list(KERNEL_BY_PHASE))

@@ -3,6 +3,8 @@
 `k_cache` is SGLang's paged FP8 index-K pool of the layer ([pages, 64 * 132] uint8, layout.py); the result equals
 dsa_reference.indexer_logits_fp8 on quantize_fp8_rows(q) and the pool's keys and scales. Prefill scores each
 request's keys laid out contiguously (fp8_mqa_logits); decode reads the pool in place (fp8_paged_mqa_logits).
+A model-dtype key store ([S, 128] float, one row per slot: the backend's own store until the pool holds the keys)
+is read through the contiguous path in both phases, its gathered rows quantized per row like SGLang's keys.
 """
 
 import importlib
@@ -11,6 +13,7 @@ import torch
 
 from sglang_glm5.attention.flashmla.layout import (
     BLOCK,
+    INDEX_K_DTYPE,
     block_table,
     causal_logits,
     check_index_k_pool,
@@ -21,6 +24,7 @@ from sglang_glm5.attention.flashmla.layout import (
     ragged_keys,
     ragged_logits_to_positions,
 )
+from sglang_glm5.ops.dsa_reference import quantize_fp8_rows
 
 DEEPGEMM_MODULE = "deep_gemm"
 
@@ -36,7 +40,22 @@ def _check(q, weights, k_cache, q_seq, q_pos):
         raise ValueError(f"weights must be {tuple(q.shape[:2])} (tokens, heads), got {tuple(weights.shape)}")
     if q_seq.shape != (q.shape[0],) or q_pos.shape != (q.shape[0],):
         raise ValueError(f"q_seq and q_pos must be [{q.shape[0]}], got {tuple(q_seq.shape)} and {tuple(q_pos.shape)}")
-    check_index_k_pool(k_cache, BLOCK, q.shape[2])
+    if not is_float_store(k_cache):
+        check_index_k_pool(k_cache, BLOCK, q.shape[2])
+    elif k_cache.dim() != 2 or k_cache.shape[1] != q.shape[2]:
+        raise ValueError(f"k_cache: a model-dtype key store is [slots, {q.shape[2]}], got {tuple(k_cache.shape)}")
+
+
+def is_float_store(k_cache) -> bool:
+    """A model-dtype key store (one row per slot) rather than SGLang's paged FP8 pool."""
+    return k_cache.is_floating_point()
+
+
+def _ragged_keys_fp8(k_cache, slots, head_dim):
+    """(k [N, D] e4m3, scale [N] fp32) of `slots`: the pool's own bytes, or the float store's rows quantized."""
+    if is_float_store(k_cache):
+        return quantize_fp8_rows(k_cache.index_select(0, slots), INDEX_K_DTYPE)
+    return gather_index_k(k_cache, slots, BLOCK, head_dim)
 
 
 def _check_device(q, phase):
@@ -56,7 +75,7 @@ def mqa_logits_kwargs(q, weights, k_cache, page_table, q_seq, q_pos):
     q_fp8, folded = indexer_q_and_weights(q, weights)
     kwargs = {
         "q": q_fp8,  # [T, H', 128] e4m3
-        "kv": gather_index_k(k_cache, ragged.slots, BLOCK, q.shape[2]),  # ([N, 128] e4m3, [N] fp32)
+        "kv": _ragged_keys_fp8(k_cache, ragged.slots, q.shape[2]),  # ([N, 128] e4m3, [N] fp32)
         "weights": folded,  # [T, H'] fp32
         "ks": ragged.ks,  # [T] int32
         "ke": ragged.ke,  # [T] int32
@@ -73,6 +92,8 @@ def paged_mqa_logits_kwargs(q, weights, k_cache, page_table, q_seq, q_pos, sched
     = L (columns of page_table); the logits come back [T, L] by position.
     """
     _check(q, weights, k_cache, q_seq, q_pos)
+    if is_float_store(k_cache):
+        raise ValueError("k_cache: the paged kernel reads SGLang's FP8 index-K pool, not a model-dtype store")
     q_fp8, folded = indexer_q_and_weights(q, weights)
     pages = block_table(page_table)[q_seq.long()]  # [T, ceil(L / 64)]
     needed = torch.div(q_pos.long() + BLOCK, BLOCK, rounding_mode="floor")  # [T] pages holding positions 0..q_pos
@@ -100,6 +121,8 @@ def indexer_logits_prefill(q, weights, k_cache, page_table, q_seq, q_pos):
 def indexer_logits_decode(q, weights, k_cache, page_table, q_seq, q_pos):
     """One query token per request (DeepGEMM's paged kernel): see dsa_reference.indexer_logits_fp8. -> [T, L]."""
     _check_device(q, "decode")
+    if is_float_store(k_cache):  # no paged FP8 pool to read in place: the contiguous path, as in prefill
+        return indexer_logits_prefill(q, weights, k_cache, page_table, q_seq, q_pos)
     check_paged(page_table, q_seq, q_pos)
     dg = deep_gemm()
     context_lens = (q_pos + 1).to(torch.int32).view(-1, 1).contiguous()

@@ -76,8 +76,15 @@ def trtllm_sparse_mla_kwargs(q, kv_cache, page_table, q_seq, topk, sm_scale, v_d
     -> (kwargs, empty [T] bool: rows without a valid entry, whose outputs trtllm_output zeroes).
     1. query = q in the cache dtype (FP8 cache: e4m3 with unit scale, as SGLang's trtllm path)   # [T, 1, H, Dqk]
     2. kv = paged_kv_view(kv_cache)                                                              # [P, 1, block, Dqk]
-    3. rows, lens = topk_to_kv_rows(topk, page_table, q_seq); empty rows get a dummy entry      # [T, 1, K4], [T]
-    4. seq_lens = lens (valid entries come first); max_seq_len = K4, an upper bound (no host sync)
+    3. rows = topk_to_kv_rows(topk, page_table, q_seq), valid entries first, -1 after; empty rows get a dummy
+       entry                                                                                      # [T, 1, K4]
+    4. seq_lens / max_seq_len: physical KV lengths, as FlashInfer's docstring asks for the TRT-LLM-gen path ("per-
+       request physical KV sequence lengths"; "maximum physical KV sequence length used for scheduling") and as
+       SGLang 0.5.23's _forward_trtllm passes them (cache_seqlens_int32, max_seq_len_k), not the count of valid
+       top-k entries. The reference op's arguments carry no per-request length, so every row gets L = columns of
+       page_table = the batch's longest physical length (>= each row's own). Valid entries come first and -1 after,
+       so reading min(seq_len, K4) entries and skipping -1 selects the same set as the reference.
+       sparse_mla_top_k_lens is for no-rope MLA only (FlashInfer refuses it for rope 64): not passed.
     5. bmm1_scale = sm_scale, bmm2_scale = 1; backend "trtllm-gen" (SM120's "sparse" backend reads another layout)
     """
     _check_inputs(q, kv_cache, q_seq, topk, v_dim)
@@ -88,7 +95,8 @@ def trtllm_sparse_mla_kwargs(q, kv_cache, page_table, q_seq, topk, sm_scale, v_d
         query = q.float().clamp(-FP8_E4M3_MAX, FP8_E4M3_MAX)
     query = query.to(kv_cache.dtype).reshape(num_tokens, 1, num_heads, qk_dim).contiguous()  # [T, 1, H, Dqk]
     rows, lens = topk_to_kv_rows(topk, page_table, q_seq)  # [T, K4], [T]
-    rows, lens, empty = fill_empty_rows(rows, lens, page_table, q_seq)
+    rows, _, empty = fill_empty_rows(rows, lens, page_table, q_seq)
+    physical = torch.full((num_tokens,), page_table.shape[1], dtype=torch.int32, device=q.device)  # [T]
     kwargs = {
         "query": query,
         "kv_cache": paged_kv_view(kv_cache),  # [P, 1, block, Dqk]
@@ -97,8 +105,8 @@ def trtllm_sparse_mla_kwargs(q, kv_cache, page_table, q_seq, topk, sm_scale, v_d
         "kv_lora_rank": v_dim,
         "qk_rope_head_dim": qk_dim - v_dim,
         "block_tables": rows.unsqueeze(1),  # [T, 1, K4]
-        "seq_lens": lens,  # [T]
-        "max_seq_len": rows.shape[1],
+        "seq_lens": physical,  # [T] int32
+        "max_seq_len": page_table.shape[1],
         "sparse_mla_top_k": rows.shape[1],
         "bmm1_scale": float(sm_scale),
         "bmm2_scale": 1.0,
