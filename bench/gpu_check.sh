@@ -72,6 +72,8 @@ if [ "$rc_all" -eq 0 ]; then
     step sparse_mla_prefill 60 "$PY" bench/sparse_mla_prefill.py --tokens 4096 --heads 64 16
     # 4. FP8 indexer prefill vs DeepGEMM's fp8_mqa_logits (issue 5's goal: within 80%), if deep_gemm runs here
     step indexer_fp8 50 "$PY" bench/indexer_fp8.py --context 4096 16384
+    # 5. flashmla (FlashMLA + DeepGEMM, issue 20) vs the reference where sgl-flash-mla / sgl-deep-gemm import; -rs logs why not
+    step flashmla 60 "$PY" -m pytest -q -rs -p no:cacheprovider tests/gpu/test_flashmla_kernels.py
     cp -f bench/results/kernels-cuda.json bench/results/sparse-mla-prefill.json bench/results/indexer-fp8.json \
         "$DEST/" 2>/dev/null
 fi
