@@ -41,7 +41,9 @@ def _cuda(*tensors):
 @pytest.mark.parametrize("heads", [8, 64])
 def test_sparse_mla_prefill(case, heads):
     batch, q, kv_cache, topk, selected = mla_inputs(case, heads)
-    for pool, seen in ((kv_cache, kv_cache), (p := fp8_latent_pool(kv_cache, selected), unpack_fp8_kv(p, V_DIM, ROPE_DIM).bfloat16())):
+    fp8_pool = fp8_latent_pool(kv_cache, selected)
+    # (pool, what the kernel computes with): prefill reads the FP8 pool dequantized to bf16
+    for pool, seen in ((kv_cache, kv_cache), (fp8_pool, unpack_fp8_kv(fp8_pool, V_DIM, ROPE_DIM).bfloat16())):
         out = _impl().sparse_mla_prefill(*_cuda(q, pool, batch.page_table, batch.q_seq, topk), SM_SCALE, V_DIM)
         expected = dsa_reference.sparse_mla(q, seen, batch.page_table, batch.q_seq, topk, SM_SCALE, V_DIM)
         torch.testing.assert_close(out.cpu().float(), expected.float(), **MLA_TOL)

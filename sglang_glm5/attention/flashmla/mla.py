@@ -60,7 +60,8 @@ def prefill_kwargs(q, kv_cache, page_table, q_seq, topk, sm_scale, v_dim):
     is_fp8, rope_dim = _check(q, kv_cache, q_seq, topk, v_dim)
     num_tokens, num_heads, qk_dim = q.shape
     if is_fp8:
-        ragged = ragged_keys(page_table, q_seq, topk.max(dim=1).values if topk.shape[1] else topk.new_full((num_tokens,), -1))
+        last = topk.max(dim=1).values if topk.shape[1] else topk.new_full((num_tokens,), -1)  # [T], -1: none
+        ragged = ragged_keys(page_table, q_seq, last)  # the positions 0..last of each request, end to end
         kv = dequantize_fp8_kv(kv_cache, ragged.slots, v_dim, rope_dim)  # [N, 576] bf16
         if kv.shape[0] == 0:  # every row empty: one zero row keeps the kernel's shapes valid, nothing selects it
             kv = kv.new_zeros(1, qk_dim)
