@@ -80,6 +80,19 @@ def test_our_fp8_layout_is_flashmlas_v32():
     torch.testing.assert_close(flashmla_refs.dequantize_v32(pool.view(1, 64, 1, -1)), unpack_fp8_kv(pool, V_DIM, ROPE_DIM))
 
 
+def test_a_pool_typed_e4m3_is_read_as_its_bytes():
+    """SGLang types its packed FP8 pool float8_e4m3fn; the 656 B rows are the same bytes."""
+    batch, q, kv_cache, topk, selected = mla_inputs(DECODE_CASES[0], 8)
+    pool = fp8_latent_pool(kv_cache, selected)
+    typed = pool.view(torch.float8_e4m3fn)
+    for build in (prefill_kwargs, lambda *a: decode_kwargs(*a, NO_SCHEDULE)):
+        got, _ = build(q, typed, batch.page_table, batch.q_seq, topk, SM_SCALE, V_DIM)
+        want, _ = build(q, pool, batch.page_table, batch.q_seq, topk, SM_SCALE, V_DIM)
+        cache = "kv" if "kv" in got else "k_cache"
+        assert got[cache].dtype == want[cache].dtype  # the same bytes (NaN included): compared as bytes
+        assert torch.equal(got[cache].contiguous().view(torch.uint8), want[cache].contiguous().view(torch.uint8))
+
+
 def test_decode_refuses_a_bf16_pool():
     batch, q, kv_cache, topk, _ = mla_inputs(DECODE_CASES[0], 8)
     with pytest.raises(TypeError, match=r"sparse decode reads only the FP8 pool .*--kv-cache-dtype fp8_e4m3"):

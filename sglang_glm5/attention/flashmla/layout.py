@@ -261,6 +261,12 @@ def mla_output(out, lse, num_heads, empty, out_dtype, return_lse):
     return out, torch.where(empty[:, None], float("-inf"), lse)
 
 
+def pool_bytes(kv_cache: torch.Tensor, qk_dim: int, v_dim: int) -> torch.Tensor:
+    """A packed FP8 pool typed float8_e4m3fn (SGLang's pool dtype for it) as the uint8 rows it is; else as is."""
+    packed = kv_cache.dim() == 2 and kv_cache.shape[1] == fp8_kv_width(v_dim, qk_dim - v_dim)
+    return kv_cache.view(torch.uint8) if packed and kv_cache.dtype == torch.float8_e4m3fn else kv_cache
+
+
 def latent_dims(kv_cache: torch.Tensor, qk_dim: int, v_dim: int):
     """(is_fp8, rope_dim) of a pool: [S, 656] uint8 FP8 rows or [S, qk_dim] bf16."""
     rope_dim = qk_dim - v_dim

@@ -15,6 +15,7 @@ from sglang_glm5.attention.flashmla.layout import (
     fp8_kv_blocks,
     latent_dims,
     mla_output,
+    pool_bytes,
     pad_heads,
     padded_heads,
     ragged_keys,
@@ -57,6 +58,7 @@ def prefill_kwargs(q, kv_cache, page_table, q_seq, topk, sm_scale, v_dim):
        to bf16 [N, 1, 576], indices = rows of that span (topk_to_ragged_rows)
     3. indices [T, 1, K128] int32, -1 = skip; sm_scale; d_v = v_dim; natural-log lse (return_log2_lse None)
     """
+    kv_cache = pool_bytes(kv_cache, q.shape[-1], v_dim)
     is_fp8, rope_dim = _check(q, kv_cache, q_seq, topk, v_dim)
     num_tokens, num_heads, qk_dim = q.shape
     if is_fp8:
@@ -86,6 +88,7 @@ def decode_kwargs(q, kv_cache, page_table, q_seq, topk, sm_scale, v_dim, sched_m
     indices [T, 1, K128] = slots (block * 64 + offset), exactly -1 = skip. block_table and cache_seqlens are
     documented as ignored by the sparse path (block_table must still be a tensor: SGLang passes an empty one).
     """
+    kv_cache = pool_bytes(kv_cache, q.shape[-1], v_dim)
     is_fp8, rope_dim = _check(q, kv_cache, q_seq, topk, v_dim)
     if not is_fp8:
         raise TypeError(f"kv_cache: FlashMLA's sparse decode reads only the FP8 pool ([slots, 656] uint8, "
