@@ -98,6 +98,27 @@ def test_a_model_dtype_key_store_is_read_through_the_contiguous_path(case):
         paged_mqa_logits_kwargs(q, weights, keys, batch.page_table, batch.q_seq, batch.q_pos, NO_SCHEDULE)
 
 
+def test_prefill_groups_requests_within_the_callers_budget():
+    """Eight requests of up to 300 keys, 2 query rows each: one call would be [16, sum of spans]; every call stays
+    within [T, L] elements and the result is the ungrouped one."""
+    lengths = (300, 7, 64, 65, 129, 250, 1, 33)
+    gen = torch.Generator().manual_seed(5)
+    batch = make_batch(list(lengths), [min(2, n) for n in lengths], gen)
+    q = torch.randn(batch.num_tokens, 32, INDEX_DIM, generator=gen).to(torch.bfloat16)
+    weights = torch.randn(batch.num_tokens, 32, generator=gen) * 32**-0.5
+    pool, _, _ = index_k_pool(batch)
+    sizes = []
+
+    def kernel(**kwargs):
+        logits = flashmla_refs.fp8_mqa_logits(**kwargs)
+        sizes.append(logits.numel())
+        return logits
+
+    got = indexer.prefill_logits(q, weights, pool, batch.page_table, batch.q_seq, batch.q_pos, kernel)
+    _finite_equal(got, _expected(batch, q, weights, pool), TOL)
+    assert len(sizes) > 1 and max(sizes) <= batch.num_tokens * batch.page_table.shape[1]
+
+
 def test_index_k_pool_layout_is_sglangs():
     """Per page: 64 x 128 key bytes, then 64 fp32 scales (SGLang's IndexKeyCache / DeepGEMM's fused kv_cache)."""
     k_fp8, k_scale = quantize_fp8_rows(torch.randn(128, INDEX_DIM))

@@ -23,6 +23,7 @@ from sglang_glm5.attention.flashmla.layout import (
     indexer_q_and_weights,
     ragged_keys,
     ragged_logits_to_positions,
+    request_lengths,
 )
 from sglang_glm5.ops.dsa_reference import quantize_fp8_rows
 
@@ -110,12 +111,43 @@ def paged_mqa_logits_kwargs(q, weights, k_cache, page_table, q_seq, q_pos, sched
     }
 
 
+def request_groups(q_seq, q_pos, num_requests: int, budget: int):
+    """Requests grouped (in order) so that each group's fp8_mqa_logits output, its query rows x the sum of its
+    requests' spans, stays within `budget` elements; a single request always fits (its span <= L, its rows <= T).
+    -> [[request, ...], ...] (one host sync)."""
+    rows = torch.bincount(q_seq.long(), minlength=num_requests).tolist()
+    spans = request_lengths(num_requests, q_seq, q_pos).tolist()
+    groups, group, group_rows, group_keys = [], [], 0, 0
+    for b in (b for b in range(num_requests) if rows[b]):
+        if group and (group_rows + rows[b]) * (group_keys + spans[b]) > budget:
+            groups.append(group)
+            group, group_rows, group_keys = [], 0, 0
+        group.append(b)
+        group_rows, group_keys = group_rows + rows[b], group_keys + spans[b]
+    return groups + ([group] if group else [])
+
+
+def prefill_logits(q, weights, k_cache, page_table, q_seq, q_pos, mqa_logits):
+    """indexer_logits_prefill with the kernel given: `mqa_logits(**mqa_logits_kwargs(...))` per group of requests.
+
+    One call over the whole batch would score every query row against every request's keys ([T, sum of spans]):
+    many requests make that far larger than the [T, L] the caller budgeted (indexer_workspace). Groups keep each
+    call's output within T x L elements; rows of other groups never meet each other's keys, so nothing changes.
+    """
+    length = page_table.shape[1]
+    out = q.new_empty(q.shape[0], length, dtype=torch.float32)  # [T, L]
+    for group in request_groups(q_seq, q_pos, page_table.shape[0], q.shape[0] * length):
+        rows = torch.isin(q_seq, torch.tensor(group, device=q_seq.device)).nonzero()[:, 0]  # [t]
+        kwargs, ragged = mqa_logits_kwargs(q[rows], weights[rows], k_cache, page_table, q_seq[rows], q_pos[rows])
+        out[rows] = ragged_logits_to_positions(mqa_logits(**kwargs), ragged, q_pos[rows], length)
+    return out
+
+
 def indexer_logits_prefill(q, weights, k_cache, page_table, q_seq, q_pos):
     """Any number of query tokens per request: see dsa_reference.indexer_logits_fp8. -> [T, L] fp32."""
     _check_device(q, "prefill")
-    kwargs, ragged = mqa_logits_kwargs(q, weights, k_cache, page_table, q_seq, q_pos)
-    logits = deep_gemm().fp8_mqa_logits(**kwargs)  # [T, N]
-    return ragged_logits_to_positions(logits, ragged, q_pos, page_table.shape[1])
+    _check(q, weights, k_cache, q_seq, q_pos)
+    return prefill_logits(q, weights, k_cache, page_table, q_seq, q_pos, deep_gemm().fp8_mqa_logits)
 
 
 def indexer_logits_decode(q, weights, k_cache, page_table, q_seq, q_pos):
