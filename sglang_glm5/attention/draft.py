@@ -6,15 +6,11 @@ holding one backend per draft-decode step. All of them read and write the draft 
 share one indexer key cache (the draft runner's backend's), so the draft's indexer sees every key it wrote.
 """
 
-from sglang.srt.plugins.hook_registry import HookRegistry, HookType
-
 from sglang_glm5.attention.backend import Glm5DSABackend
 from sglang_glm5.attention.metadata import DraftStep
 
 DSA_STAMP = "dsa"
 SUPPORTED_TOPK = 1  # chain drafts: causal-by-position verify and draft steps (a tree needs a custom mask)
-
-_FACTORY = "sglang.srt.speculative.draft_utils.DraftBackendFactory"
 
 
 class EagleTopkError(ValueError):
@@ -53,7 +49,7 @@ class Glm5DSAMultiStepBackend:
 
 
 def _is_glm5_draft(factory) -> bool:
-    from sglang_glm5.plugin import is_glm5
+    from sglang_glm5.architectures import is_glm5
 
     return is_glm5(factory.draft_model_runner.model_config)
 
@@ -75,7 +71,3 @@ def dsa_prefill_backend(original, factory):
         )
     return DSA_STAMP, _shared_backend(factory.draft_model_runner)
 
-
-def register_draft_hooks() -> None:
-    HookRegistry.register(f"{_FACTORY}._create_dsa_decode_backend", dsa_decode_backend, HookType.AROUND)
-    HookRegistry.register(f"{_FACTORY}._create_dsa_prefill_backend", dsa_prefill_backend, HookType.AROUND)

@@ -9,16 +9,8 @@ dtype declare nothing, so `--dsa-*-backend` stays as the user gave it (default: 
 import contextlib
 
 import torch
-from sglang.srt.plugins.hook_registry import HookRegistry, HookType
 
 NO_CUDA_CAPABILITY = (0, 0)
-
-_MODEL_ADJUSTMENTS = "sglang.srt.arg_groups.model_hook.handle_model_specific_adjustments"
-_QUANT_CONFIG = "sglang.srt.model_loader.loader._get_quantization_config"
-_GPU_ONLY_DSA_PASSES = (
-    "sglang.srt.arg_groups.overrides._dsa_kv_cache_dtype_default",
-    "sglang.srt.arg_groups.overrides._dsa_split_backend_resolution",
-)
 
 
 @contextlib.contextmanager
@@ -41,15 +33,9 @@ def declare_nothing(original, *args, **kwargs):
 
 
 def no_fp8_layers_for_glm5(original, model_config, load_config):
-    from sglang_glm5.plugin import is_glm5
+    from sglang_glm5.architectures import is_glm5
 
     if is_glm5(model_config) and model_config.quantization == "fp8":
         return None
     return original(model_config, load_config)
 
-
-def register_cpu_hooks() -> None:
-    HookRegistry.register(_QUANT_CONFIG, no_fp8_layers_for_glm5, HookType.AROUND)
-    HookRegistry.register(_MODEL_ADJUSTMENTS, model_adjustments_without_cuda, HookType.AROUND)
-    for target in _GPU_ONLY_DSA_PASSES:
-        HookRegistry.register(target, declare_nothing, HookType.AROUND)

@@ -13,15 +13,8 @@ SGLang also picks a Triton `get_last_loc` unless the backend is `torch_native`; 
 import importlib
 
 import torch
-from sglang.srt.plugins.hook_registry import HookRegistry, HookType
 from triton.runtime.interpreter import InterpretedFunction
 from triton.runtime.jit import JITFunction
-
-_ALLOCATION = "sglang.srt.mem_cache.allocation"
-_CACHE_LOCS = "sglang.kernels.ops.speculative.cache_locs"
-_EAGLE = "sglang.kernels.ops.speculative.eagle"
-_SPEC_TREE = "sglang.kernels.ops.speculative.spec_tree"
-INTERPRETED_MODULES = (_EAGLE, _SPEC_TREE, _CACHE_LOCS)
 
 
 def last_loc_in_torch(original, req_to_token, req_pool_indices_tensor, prefix_lens_tensor):
@@ -84,17 +77,6 @@ def verify_tree_greedy(
     )
 
 
-CPU_SPEC_OPS = {
-    f"{_ALLOCATION}.assign_req_to_token_pool_cpu": assign_req_to_token_pool,
-    f"{_CACHE_LOCS}.assign_extend_cache_locs_cpu": assign_extend_cache_locs,
-    f"{_CACHE_LOCS}.assign_draft_cache_locs_contiguous_cpu": assign_draft_cache_locs_contiguous,
-    f"{_EAGLE}.fill_bonus_tokens_cpu": fill_bonus_tokens,
-    f"{_EAGLE}.fill_accept_out_cache_loc_cpu": fill_accept_out_cache_loc,
-    f"{_SPEC_TREE}.sgl_build_tree_kernel_efficient_cpu": build_tree,
-    f"{_SPEC_TREE}.sgl_verify_tree_greedy_cpu": verify_tree_greedy,
-}
-
-
 def interpret_triton_kernels(module_name: str) -> list[str]:
     """Every @triton.jit kernel of the module, swapped for Triton's interpreter of the same function."""
     module = importlib.import_module(module_name)
@@ -103,10 +85,3 @@ def interpret_triton_kernels(module_name: str) -> list[str]:
         setattr(module, name, InterpretedFunction(getattr(module, name).fn))
     return kernels
 
-
-def register_cpu_spec_hooks() -> None:
-    HookRegistry.register(f"{_ALLOCATION}.get_last_loc", last_loc_in_torch, HookType.AROUND)
-    for target, op in CPU_SPEC_OPS.items():
-        HookRegistry.register(target, op, HookType.REPLACE)
-    for module_name in INTERPRETED_MODULES:
-        interpret_triton_kernels(module_name)

@@ -7,10 +7,7 @@ JSONDecodeError that never says which flag was wrong (and a JSON list or string 
 import inspect
 import json
 
-from sglang.srt.plugins.hook_registry import HookRegistry, HookType
-
 FLAG = "--json-model-override-args"
-_MODEL_CONFIG_INIT = "sglang.srt.configs.model_config.ModelConfig.__init__"
 
 
 class OverrideArgsError(ValueError):
@@ -36,6 +33,3 @@ def check_model_config_init(original, self, *args, **kwargs):
         parse_override_args(value)
     return original(self, *args, **kwargs)
 
-
-def register_override_args_check() -> None:
-    HookRegistry.register(_MODEL_CONFIG_INIT, check_model_config_init, HookType.AROUND)

@@ -13,10 +13,6 @@ template tests `enable_thinking is false`, so a string such as "false" silently 
 All checks apply to GLM-5 only; other models keep SGLang's behaviour.
 """
 
-from sglang.srt.plugins.hook_registry import HookRegistry, HookType
-
-_VALIDATE_ONE_REQUEST = "sglang.srt.managers.tokenizer_manager.TokenizerManager._validate_one_request"
-_VALIDATE_CHAT_REQUEST = "sglang.srt.entrypoints.openai.serving_chat.OpenAIServingChat._validate_request"
 # arguments SGLang's chat serving passes to `tokenizer.apply_chat_template` itself
 SERVER_TEMPLATE_ARGS = ("conversation", "tools", "add_generation_prompt", "tokenize", "return_dict")
 # GLM-5 chat template switches that it compares with `is false`
@@ -37,7 +33,7 @@ def check_input_ids(input_ids: list[int], vocab_size: int) -> None:
 
 
 def validate_one_request(original, manager, obj, input_ids):
-    from sglang_glm5.plugin import is_glm5
+    from sglang_glm5.architectures import is_glm5
 
     if input_ids is not None and getattr(obj, "input_embeds", None) is None and is_glm5(manager.model_config):
         check_input_ids(input_ids, manager.model_config.vocab_size)
@@ -60,14 +56,10 @@ def chat_template_kwargs_error(kwargs: dict | None) -> str | None:
 
 
 def validate_chat_request(original, serving, request):
-    from sglang_glm5.plugin import is_glm5
+    from sglang_glm5.architectures import is_glm5
 
     error = original(serving, request)
     if error is None and is_glm5(serving.tokenizer_manager.model_config):
         error = chat_template_kwargs_error(request.chat_template_kwargs)
     return error
 
-
-def register_request_checks() -> None:
-    HookRegistry.register(_VALIDATE_ONE_REQUEST, validate_one_request, HookType.AROUND)
-    HookRegistry.register(_VALIDATE_CHAT_REQUEST, validate_chat_request, HookType.AROUND)

@@ -12,8 +12,6 @@ import os
 from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass
 
-from sglang.srt.plugins.hook_registry import HookRegistry, HookType
-
 from sglang_glm5.attention.capabilities import (
     CapabilityTable,
     DSACapabilityError,
@@ -33,9 +31,6 @@ from sglang_glm5.attention.kv_policy import (
 )
 
 logger = logging.getLogger(__name__)
-
-_KV_PASS = "sglang.srt.arg_groups.overrides._dsa_kv_cache_dtype_default"
-_BACKEND_PASS = "sglang.srt.arg_groups.overrides._dsa_split_backend_resolution"
 
 
 @dataclass(frozen=True)
@@ -120,7 +115,7 @@ def request_from_view(view) -> StartupRequest:
 def _is_glm5(view) -> bool:
     from sglang.srt.arg_groups.model_override_base import model_config_of
 
-    from sglang_glm5.plugin import is_glm5
+    from sglang_glm5.architectures import is_glm5
 
     return is_glm5(model_config_of(view))
 
@@ -142,8 +137,3 @@ def backend_pass(original, view) -> dict:
     logger.info(decision.choice.describe(decision.target))
     return {f"dsa_{phase}_backend": decision.choice.backends[phase] for phase in decision.choice.picked}
 
-
-def register_startup_hooks() -> None:
-    """Registered after the CPU hooks, so these wrap them: GLM-5 is decided here, other models fall through."""
-    HookRegistry.register(_KV_PASS, kv_cache_dtype_pass, HookType.AROUND)
-    HookRegistry.register(_BACKEND_PASS, backend_pass, HookType.AROUND)

@@ -1,0 +1,143 @@
+"""Every patch sglang-glm5 makes into SGLang, in the order it is applied (a later AROUND on the same target wraps an
+earlier one). Each names its target, our hook, why, since which SGLang version, whether a missing target stops
+start-up (required) or only loses something (optional, `lost`), and when it applies (CPU only; which model serves
+under `SGLANG_GLM5_MODEL`). The hook functions live with the concern they serve; this list is the only place that
+registers them (`registry.apply`, from `sglang_glm5.plugin.load`)."""
+
+from sglang_glm5.hooks.model_choice import OURS, UPSTREAM
+from sglang_glm5.hooks.registry import Kind, Patch, When
+from sglang_glm5.parsers import PARSER_NAME
+
+_OVERRIDES = "sglang.srt.arg_groups.overrides"
+_KV_PASS = f"{_OVERRIDES}._dsa_kv_cache_dtype_default"
+_BACKEND_PASS = f"{_OVERRIDES}._dsa_split_backend_resolution"
+_DRAFT_FACTORY = "sglang.srt.speculative.draft_utils.DraftBackendFactory"
+_ALLOCATION = "sglang.srt.mem_cache.allocation"
+_CACHE_LOCS = "sglang.kernels.ops.speculative.cache_locs"
+_EAGLE = "sglang.kernels.ops.speculative.eagle"
+_SPEC_TREE = "sglang.kernels.ops.speculative.spec_tree"
+_CPU_SPEC = "sglang_glm5.serving.cpu_spec_hooks"
+_CPU_EAGLE_LOST = "EAGLE speculative decoding on CPU"
+
+MODEL = (
+    Patch(
+        "sglang.srt.models.registry._ModelRegistry.resolve_model_cls", "sglang_glm5.hooks.model:resolve_model_cls",
+        Kind.AROUND, "architecture GlmMoeDsaForCausalLM(NextN) resolves to our model classes", models=(OURS,),
+    ),
+    Patch(
+        "sglang.srt.model_executor.model_runner_components.attention_backend_setup."
+        "_build_full_attention_backend_from_str",
+        "sglang_glm5.hooks.model:build_attention_backend", Kind.AROUND,
+        "--attention-backend dsa (or nsa) builds our Glm5DSABackend for GLM-5", models=(OURS,),
+    ),
+    Patch(
+        f"{_DRAFT_FACTORY}._create_dsa_decode_backend", "sglang_glm5.attention.draft:dsa_decode_backend", Kind.AROUND,
+        "the EAGLE draft (MTP layer) decodes with our DSA backends", models=(OURS,),
+    ),
+    Patch(
+        f"{_DRAFT_FACTORY}._create_dsa_prefill_backend", "sglang_glm5.attention.draft:dsa_prefill_backend",
+        Kind.AROUND, "the EAGLE draft (MTP layer) extends with our DSA backend", models=(OURS,),
+    ),
+)
+
+CHECKS = (
+    Patch(
+        "sglang.srt.parser.reasoning_parser.ReasoningParser.DetectorMap",
+        "sglang_glm5.parsers.reasoning:Glm5ReasoningDetector", Kind.ENTRY, "--reasoning-parser glm5", key=PARSER_NAME,
+    ),
+    Patch(
+        "sglang.srt.function_call.function_call_parser.FunctionCallParser.ToolCallParserEnum",
+        "sglang_glm5.parsers.tool_call:Glm5ToolDetector", Kind.ENTRY, "--tool-call-parser glm5", key=PARSER_NAME,
+    ),
+    Patch(
+        "sglang.srt.managers.tokenizer_manager.TokenizerManager._validate_one_request",
+        "sglang_glm5.serving.request_checks:validate_one_request", Kind.AROUND,
+        "HTTP 400 for an empty prompt or token ids outside the vocabulary (either one kills SGLang's scheduler)",
+    ),
+    Patch(
+        "sglang.srt.entrypoints.openai.serving_chat.OpenAIServingChat._validate_request",
+        "sglang_glm5.serving.request_checks:validate_chat_request", Kind.AROUND,
+        "HTTP 400 for chat_template_kwargs GLM-5's template cannot take (a 500, or thinking silently on)",
+    ),
+    Patch(
+        "sglang.srt.configs.model_config.ModelConfig.__init__", "sglang_glm5.serving.override_args:check_model_config_init",
+        Kind.AROUND, "a bad --json-model-override-args is refused naming the flag", required=False,
+        lost="a bad --json-model-override-args ends in SGLang's bare JSONDecodeError, without naming the flag",
+    ),
+)
+
+CPU = (
+    Patch(
+        "sglang.srt.model_loader.loader._get_quantization_config", "sglang_glm5.serving.cpu_hooks:no_fp8_layers_for_glm5",
+        Kind.AROUND, "no FP8 layers on CPU: our loader dequantizes the FP8 checkpoint as it streams in",
+        when=When.CPU, models=(OURS,),
+    ),
+    Patch(
+        "sglang.srt.arg_groups.model_hook.handle_model_specific_adjustments",
+        "sglang_glm5.serving.cpu_hooks:model_adjustments_without_cuda", Kind.AROUND,
+        "its DSA branch queries the CUDA device; on CPU that query is answered (0, 0) inside this call only",
+        when=When.CPU,
+    ),
+    Patch(
+        "torch.cuda.get_device_capability", "sglang_glm5.serving.cpu_hooks:model_adjustments_without_cuda",
+        Kind.SCOPED,
+        "swapped for (0, 0) only while handle_model_specific_adjustments runs (it calls torch directly, so no SGLang "
+        "target can be hooked instead); restored when that call returns",
+        when=When.CPU,
+    ),
+    Patch(
+        _KV_PASS, "sglang_glm5.serving.cpu_hooks:declare_nothing", Kind.AROUND,
+        "on CPU, SGLang's pass would pick a GPU KV dtype by compute capability", when=When.CPU,
+    ),
+    Patch(
+        _BACKEND_PASS, "sglang_glm5.serving.cpu_hooks:declare_nothing", Kind.AROUND,
+        "on CPU, SGLang's pass would pick GPU kernels (FlashMLA, DeepGEMM)", when=When.CPU,
+    ),
+    Patch(
+        f"{_ALLOCATION}.get_last_loc", f"{_CPU_SPEC}:last_loc_in_torch", Kind.AROUND,
+        "SGLang's Triton get_last_loc has no CPU driver; its torch version runs", when=When.CPU, required=False,
+        lost=_CPU_EAGLE_LOST,
+    ),
+    *(
+        Patch(
+            target, f"{_CPU_SPEC}:{hook}", Kind.REPLACE,
+            "a *_cpu op that only the AMX build of sgl-kernel has: torch or SGLang's interpreted Triton instead",
+            when=When.CPU, required=False, lost=_CPU_EAGLE_LOST,
+        )
+        for target, hook in (
+            (f"{_ALLOCATION}.assign_req_to_token_pool_cpu", "assign_req_to_token_pool"),
+            (f"{_CACHE_LOCS}.assign_extend_cache_locs_cpu", "assign_extend_cache_locs"),
+            (f"{_CACHE_LOCS}.assign_draft_cache_locs_contiguous_cpu", "assign_draft_cache_locs_contiguous"),
+            (f"{_EAGLE}.fill_bonus_tokens_cpu", "fill_bonus_tokens"),
+            (f"{_EAGLE}.fill_accept_out_cache_loc_cpu", "fill_accept_out_cache_loc"),
+            (f"{_SPEC_TREE}.sgl_build_tree_kernel_efficient_cpu", "build_tree"),
+            (f"{_SPEC_TREE}.sgl_verify_tree_greedy_cpu", "verify_tree_greedy"),
+        )
+    ),
+    *(
+        Patch(
+            module, f"{_CPU_SPEC}:interpret_triton_kernels", Kind.CALL,
+            "its @triton.jit kernels run in Triton's interpreter (no CPU driver); a HookRegistry wrapper would be a "
+            "plain function, which loses the kernel[grid](...) launch syntax, so each kernel object is swapped",
+            when=When.CPU, required=False, lost=_CPU_EAGLE_LOST,
+        )
+        for module in (_EAGLE, _SPEC_TREE, _CACHE_LOCS)
+    ),
+)
+
+STARTUP = (  # after CPU, so these wrap its passes: GLM-5 is decided here, other models fall through
+    Patch(
+        _KV_PASS, "sglang_glm5.serving.startup_check:kv_cache_dtype_pass", Kind.AROUND,
+        "GLM-5's KV-cache dtype from our policy (calibrated scales, device, DSA implementations)", models=(OURS,),
+    ),
+    Patch(
+        _BACKEND_PASS, "sglang_glm5.serving.startup_check:backend_pass", Kind.AROUND,
+        "GLM-5's DSA implementations checked against the device (configs/dsa-capabilities.json)", models=(OURS,),
+    ),
+    Patch(
+        _KV_PASS, "sglang_glm5.hooks.upstream:kv_scale_check", Kind.AFTER,
+        "SGLang's own KV dtype for GLM-5 checked against the checkpoint's k/v scales", models=(UPSTREAM,),
+    ),
+)
+
+PATCHES = MODEL + CHECKS + CPU + STARTUP
