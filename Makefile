@@ -3,8 +3,6 @@
 PYTHON ?= python3
 VENV := .venv
 STAMP := $(VENV)/.installed-stamp
-# sglang 0.5.23 pins tilelang 0.1.12; our TileLang kernels target 0.1.15, installed without its pins.
-TILELANG := tilelang==0.1.15
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 
@@ -16,7 +14,7 @@ $(STAMP): pyproject.toml setup.py
 	$(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/pip install --upgrade pip
 	$(VENV)/bin/pip install -e '.[test]'
-	$(VENV)/bin/pip install --no-deps $(TILELANG)
+	$(VENV)/bin/pip check  # one version of everything: TileLang is the one sglang pins (kernels/tilelang/version.py)
 	touch $@
 
 demo: $(STAMP)
