@@ -25,7 +25,7 @@ class KVDtypeError(DSACapabilityError):
 
 @dataclass(frozen=True)
 class KVScales:
-    calibrated: bool | None  # None: not a local checkpoint, cannot tell
+    calibrated: bool | None  # None: no local checkpoint (or hub id not cached, weights not there yet): cannot tell
     where: str  # what was looked at
 
 
@@ -34,10 +34,16 @@ def strict_from_env(env: Mapping[str, str] = os.environ) -> bool:
 
 
 def find_kv_scales(model_path: str | os.PathLike) -> KVScales:
-    """Calibrated k/v scales: config.json's `quantization_config.kv_cache_scheme`, or *.k_scale / *.v_scale tensors."""
-    model_dir = Path(model_path)
+    """Calibrated k/v scales: config.json's `quantization_config.kv_cache_scheme`, or *.k_scale / *.v_scale tensors.
+    A hub id is read from its snapshot in the local HF cache."""
+    from sglang_glm5.checkpoint.locate import CheckpointNotCached, checkpoint_dir
+
+    try:
+        model_dir = checkpoint_dir(model_path)
+    except CheckpointNotCached as err:
+        return KVScales(None, str(err))
     if not (model_dir / "config.json").is_file():
-        return KVScales(None, f"{model_path} (not a local checkpoint)")
+        return KVScales(None, f"{model_dir} (no config.json)")
     quant = json.loads((model_dir / "config.json").read_text()).get("quantization_config") or {}
     if quant.get("kv_cache_scheme"):
         return KVScales(True, f"{model_dir / 'config.json'}: quantization_config.kv_cache_scheme")
@@ -45,6 +51,8 @@ def find_kv_scales(model_path: str | os.PathLike) -> KVScales:
         read_headers,  # torch-free callers (the CLIs) skip its imports
     )
 
+    if not any(model_dir.glob("*.safetensors")) and not (model_dir / "model.safetensors.index.json").is_file():
+        return KVScales(None, f"{model_dir} (no safetensors: weights not downloaded yet)")
     scales = [name for name in read_headers(model_dir) if name.endswith(KV_SCALE_SUFFIXES)]
     return KVScales(bool(scales), f"{model_dir}: {len(scales)} tensors named *{'/*'.join(KV_SCALE_SUFFIXES)}")
 

@@ -12,6 +12,7 @@ from sglang.srt.runtime_context import get_server_args
 from sglang.srt.utils import add_prefix
 from torch import nn
 
+from sglang_glm5.checkpoint.locate import CheckpointNotCached, checkpoint_dir
 from sglang_glm5.checkpoint.validate import validate_checkpoint
 from sglang_glm5.config import Glm5Config
 from sglang_glm5.models.decoder import Glm5DecoderLayer
@@ -85,12 +86,13 @@ class GlmMoeDsaForCausalLM(nn.Module):
         return self.logits_processor(input_ids, hidden, self.lm_head, forward_batch)
 
     def load_weights(self, weights):
-        checkpoint = _checkpoint_dir(self.config)
         headers = {}
-        if checkpoint.is_dir():
+        try:
+            checkpoint = _checkpoint_dir(self.config)
             headers = validate_checkpoint(checkpoint, self.glm5_config)
-        else:
-            logger.warning("GLM-5 checkpoint %s is not a local directory: tensors are checked as they load", checkpoint)
+        except CheckpointNotCached as err:
+            checkpoint = _name_or_path(self.config)
+            logger.warning("GLM-5 checkpoint headers not checked: %s; tensors are checked as they load", err)
 
         def locate(name: str) -> str:
             return str(headers[name].file if name in headers else checkpoint)
@@ -111,8 +113,12 @@ class GlmMoeDsaForCausalLM(nn.Module):
 def glm5_config_of(hf_config) -> Glm5Config:
     """The checkpoint's config.json as written (transformers silently fills defaults for missing fields, which must
     fail here instead) plus `--json-model-override-args`; the HF config object when there is no local file."""
-    path = _checkpoint_dir(hf_config) / "config.json"
     overrides = json.loads(getattr(get_server_args(), "json_model_override_args", None) or "{}")
+    try:
+        path = _checkpoint_dir(hf_config) / "config.json"
+    except CheckpointNotCached as err:
+        logger.warning("GLM-5 config.json not read as written (transformers' defaults fill missing fields): %s", err)
+        path = Path(_name_or_path(hf_config)) / "config.json"
     if not path.is_file():
         # The overrides stay a source of their own: SGLang applied them to hf_config, whose `indexer_types`
         # transformers derived before, so only they say which IndexCache plan the user asked for.
@@ -127,8 +133,17 @@ def _dense_weight(linear, cfg: Glm5Config) -> torch.Tensor:
     return dequantize_fp8_blocks(linear.weight.data, scale.data, cfg.quant.block, torch.get_default_dtype())
 
 
+def _name_or_path(config) -> str:
+    return getattr(config, "_name_or_path", "") or "."
+
+
 def _checkpoint_dir(config) -> Path:
-    return Path(getattr(config, "_name_or_path", "") or ".")
+    """The checkpoint's local directory: `--model-path` itself, or a hub id's snapshot in the HF cache (SGLang's
+    `--download-dir` if given), where SGLang downloaded it."""
+    args = get_server_args()
+    return checkpoint_dir(
+        _name_or_path(config), revision=getattr(args, "revision", None), cache_dir=getattr(args, "download_dir", None)
+    )
 
 
 EntryClass = [GlmMoeDsaForCausalLM]

@@ -66,9 +66,11 @@ def test_fp8_kv_on_the_tiny_fp8_checkpoint_is_refused_with_strict(fp8_checkpoint
         decide(request(fp8_checkpoint, "fp8_e4m3", strict=True), available=SHIPPED, env=BLACKWELL)
 
 
-def test_a_hub_id_cannot_be_checked_and_warns():
+def test_a_hub_id_not_cached_cannot_be_checked_and_warns_saying_so(tmp_path, monkeypatch):
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path))  # empty (a cached hub id: tests/checkpoint/test_hub_ids.py)
     decision = decide(request("zai-org/GLM-5-FP8", "fp8_e4m3"), available=SHIPPED, env=BLACKWELL)
-    assert "could not be checked for k/v scales (zai-org/GLM-5-FP8 (not a local checkpoint))" in decision.warnings[0]
+    assert "could not be checked for k/v scales (zai-org/GLM-5-FP8: not a local directory" in decision.warnings[0]
+    assert f"not in the local Hugging Face cache {tmp_path}" in decision.warnings[0]
 
 
 def test_calibrated_checkpoint_has_scales_and_no_warning(calibrated_checkpoint):
