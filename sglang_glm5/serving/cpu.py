@@ -6,7 +6,10 @@ import sys
 from importlib import resources
 from pathlib import Path
 
+from sglang_glm5.hooks.model_choice import UPSTREAM, model_choice
+
 STUB_DIR = Path(__file__).parent / "cpu_stubs"  # holds the `sgl_kernel` stand-in
+EXTERNAL_MODEL_PACKAGE = "SGLANG_EXTERNAL_MODEL_PACKAGE"
 
 
 def cpu_defaults() -> dict:
@@ -17,6 +20,8 @@ def cpu_environment(base: dict[str, str]) -> dict[str, str]:
     """`base` plus SGLang's CPU switch and the `sgl_kernel` stand-in first on PYTHONPATH (reaches SGLang's subprocesses)."""
     env = dict(base)
     env.update(cpu_defaults()["env"])
+    if model_choice(env) == UPSTREAM:  # SGLang's own GLM-5 class: our model package must not be registered
+        env.pop(EXTERNAL_MODEL_PACKAGE)
     paths = [str(STUB_DIR)] + [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p and p != str(STUB_DIR)]
     env["PYTHONPATH"] = os.pathsep.join(paths)
     return env
