@@ -31,6 +31,11 @@ MODEL = (
         "--attention-backend dsa (or nsa) builds our Glm5DSABackend for GLM-5", models=(OURS,),
     ),
     Patch(
+        "sglang.srt.models.registry._ModelRegistry.resolve_model_cls", "sglang_glm5.hooks.upstream:log_model_class",
+        Kind.AFTER, "the log names SGLang's own GLM-5 class", models=(UPSTREAM,), required=False,
+        lost="the log line naming SGLang's GLM-5 class",
+    ),
+    Patch(
         f"{_DRAFT_FACTORY}._create_dsa_decode_backend", "sglang_glm5.attention.draft:dsa_decode_backend", Kind.AROUND,
         "the EAGLE draft (MTP layer) decodes with our DSA backends", models=(OURS,),
     ),
