@@ -140,8 +140,9 @@ STARTUP = (  # after CPU, so these wrap its passes: GLM-5 is decided here, other
         "GLM-5's DSA implementations checked against the device (configs/dsa-capabilities.json)", models=(OURS,),
     ),
     Patch(
-        _KV_PASS, "sglang_glm5.hooks.upstream:kv_scale_check", Kind.AFTER,
-        "SGLang's own KV dtype for GLM-5 checked against the checkpoint's k/v scales", models=(UPSTREAM,),
+        _KV_PASS, "sglang_glm5.hooks.upstream:start_up_check", Kind.AFTER,
+        "GLM-5's config.json and overrides validated (IndexCache pattern, missing fields), then SGLang's own KV dtype "
+        "checked against the checkpoint's k/v scales", models=(UPSTREAM,),
     ),
 )
 

@@ -74,6 +74,19 @@ def test_upstream_start_up_kv_scale_check_refuses_fp8_kv_without_scales(tiny_che
 
 
 @pytest.mark.slow
+def test_upstream_start_up_refuses_a_bad_indexcache_pattern(tiny_checkpoint, server_log_dir):
+    """IndexCache validation stays on: a pattern of the wrong length is refused before SGLang builds its model."""
+    server = ServerProcess(
+        tiny_checkpoint("bf16"), server_log_dir / "upstream-indexcache.log",
+        ["--json-model-override-args", json.dumps({"index_topk_pattern": "FSX"})], env=upstream_env(),
+    )
+    with pytest.raises(ServerStartError) as err:
+        server.start()
+    assert "--json-model-override-args: index_topk_pattern position 2 is 'X'" in str(err.value)
+    assert SGLANG_CLASS not in server.log_path.read_text()  # refused before any model class was resolved
+
+
+@pytest.mark.slow
 def test_upstream_on_cpu_builds_sglangs_class_until_its_dsa_indexer(tiny_checkpoint, server_log_dir):
     server = ServerProcess(
         tiny_checkpoint("bf16"), server_log_dir / "upstream.log",
