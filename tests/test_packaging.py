@@ -43,8 +43,8 @@ def wheel(tmp_path_factory):
     out = tmp_path_factory.mktemp("wheel")
     subprocess.run(
         [sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "--no-build-isolation", str(REPO), "-w", str(out)],
-        check=True, timeout=BUILD_TIMEOUT_S, cwd=out,
-    )
+        check=True, timeout=BUILD_TIMEOUT_S, cwd=out, env=clean_env(),  # a PYTHONPATH with the repo root would make
+    )  # `kernels` our folder instead of the `kernels` distribution whose egg_info writer setuptools loads
     (built,) = out.glob("sglang_glm5-*.whl")
     return built
 
@@ -73,7 +73,7 @@ def clean_env() -> dict[str, str]:
 
 
 def pip(python: Path, *args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "pip", "--python", str(python), *args], env=clean_env(),
+    return subprocess.run([sys.executable, "-m", "pip", "--isolated", "--python", str(python), *args], env=clean_env(),
                           capture_output=True, text=True, timeout=INSTALL_TIMEOUT_S, cwd=python.parent)  # fmt: skip
 
 
