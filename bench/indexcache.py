@@ -32,6 +32,7 @@ from bench import common  # noqa: E402
 from bench.kernels import time_call  # noqa: E402
 from bench.synthetic_checkpoint import GLM5_DIMS, SyntheticSpec, write_checkpoint  # noqa: E402
 from sglang_glm5.attention.impls import resolve_impl  # noqa: E402
+from sglang_glm5.attention.index_k_store import ModelDtypeKeys  # noqa: E402
 from sglang_glm5.attention.indexer_workspace import chunked_topk, load_indexer_workspace  # noqa: E402
 from sglang_glm5.indexcache.plan import IndexerPlan  # noqa: E402
 from sglang_glm5.ops import dsa_reference  # noqa: E402
@@ -186,7 +187,7 @@ def time_prefill_indexer(tokens: int, repeats: int) -> float:
     q_seq, q_pos = torch.zeros(tokens, dtype=torch.int64), torch.arange(tokens)
     impl, workspace = resolve_impl("reference", "prefill", "cpu"), load_indexer_workspace()
     return time_call(
-        lambda: chunked_topk(impl, workspace, q, weights, k_cache, page_table, q_seq, q_pos, INDEX_TOPK),
+        lambda: chunked_topk(impl, workspace, q, weights, ModelDtypeKeys(k_cache, page_table), q_seq, q_pos, INDEX_TOPK),
         repeats, torch.device("cpu"),
     )  # fmt: skip
 

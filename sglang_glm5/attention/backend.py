@@ -1,7 +1,8 @@
 """`Glm5DSABackend`: SGLang attention backend for GLM-5's DeepSeek Sparse Attention.
 
-It owns the per-batch `DSAMetadata`, the indexer key cache, and the MLA latent cache writes; the math of each
-phase (prefill / decode) comes from the implementation table in `impls.py`.
+It owns the per-batch `DSAMetadata`, the indexer keys' store (`index_k_store.py`: SGLang's pool in FP8 on GPUs, a
+model-dtype store on CPU; `index_k_policy.py` decides), and the MLA latent cache writes; the math of each phase
+(prefill / decode) comes from the implementation table in `impls.py`.
 """
 
 import logging
@@ -12,6 +13,8 @@ from sglang.srt.layers.attention.base_attn_backend import AttentionBackend
 from sglang.srt.runtime_context import get_exec, get_schedule
 
 from sglang_glm5.attention.impls import resolve_impl
+from sglang_glm5.attention.index_k_policy import POOL_FP8, choose_index_k_store
+from sglang_glm5.attention.index_k_store import IndexKStore, ModelDtypeIndexKStore, PoolFP8IndexKStore
 from sglang_glm5.attention.indexer_workspace import (
     MIB,
     chunked_topk,
@@ -24,17 +27,38 @@ logger = logging.getLogger(__name__)
 TRACE_INDEXER_ENV = "SGLANG_GLM5_TRACE_INDEXER"  # "1": log every indexer call (layer, phase, tokens)
 
 
-def allocate_index_k_cache(
-    indexer_layers, slots: int, index_head_dim: int, dtype: torch.dtype, device
-) -> tuple[dict[int, int], torch.Tensor]:
-    """One key-cache row per indexer layer (layer id -> row) and the cache; the planner counts the same bytes."""
-    rows = {layer: row for row, layer in enumerate(sorted(indexer_layers))}
-    # Indexer keys stay in the model dtype: the reference matches HF's unquantized indexer exactly.
-    return rows, torch.zeros((len(rows), slots, index_head_dim), dtype=dtype, device=device)  # [indexer layers, S, D]
+def indexer_layers_of(model) -> set[int]:
+    """IndexCache: only the layers whose attention runs its own indexer (Glm5DsaAttention; S layers never read keys).
+    The draft model's MTP layer always runs one."""
+    return {m.layer_id for m in model.modules() if getattr(m, "runs_indexer", False)}
+
+
+def build_index_k_store(model_runner, impls, device_type: str) -> IndexKStore:
+    platform = "hip" if device_type == "cuda" and torch.version.hip else device_type
+    choice = choose_index_k_store(platform, impls)
+    pool = model_runner.token_to_kv_pool
+    layers = indexer_layers_of(model_runner.model)
+    hf_config = model_runner.model_config.hf_config
+    if choice.store == POOL_FP8:
+        store = PoolFP8IndexKStore(pool, layers)
+    else:
+        slots = pool.size + pool.page_size
+        store = ModelDtypeIndexKStore(layers, slots, hf_config.index_head_dim, model_runner.model_config.dtype, pool.device)
+    logger.info(
+        "GLM-5 DSA index-K store: %s (%s), layers %s, %.1f MiB beside SGLang's pool",
+        store.name, choice.why, list(store.layers), store.private_bytes() / MIB,
+    )  # fmt: skip
+    sglang_index_k = getattr(pool, "index_k_with_scale_buffer", None)  # SGLang's DSA pool allocates it whatever the backend
+    if store.name != POOL_FP8 and sglang_index_k:
+        logger.info(
+            "GLM-5 DSA: SGLang's KV pool also holds an FP8 index-K buffer (%.1f MiB) that the %s store never reads",
+            sum(b.nbytes for b in sglang_index_k) / MIB, store.name,
+        )  # fmt: skip
+    return store
 
 
 class Glm5DSABackend(AttentionBackend):
-    def __init__(self, model_runner, draft_step: DraftStep | None = None):
+    def __init__(self, model_runner, draft_step: DraftStep | None = None, index_k_store: IndexKStore | None = None):
         super().__init__()
         self.draft_step = draft_step
         self.device = model_runner.device
@@ -53,20 +77,8 @@ class Glm5DSABackend(AttentionBackend):
         if device_type != "cpu" and "reference" in (impl.name for impl in self.impls.values()):
             logger.warning("GLM-5 DSA: the torch reference implementation runs on %s; it is correct but slow", device_type)
         self.index_topk = hf_config.index_topk
-        pool = self.token_to_kv_pool
-        # IndexCache: a key-cache row only for the layers whose attention runs its own indexer (Glm5DsaAttention;
-        # S layers never read one). The draft model's MTP layer always runs one.
-        indexer_layers = {m.layer_id for m in model_runner.model.modules() if getattr(m, "runs_indexer", False)}
-        self.index_k_row, self.index_k_cache = allocate_index_k_cache(
-            indexer_layers, pool.size + pool.page_size, hf_config.index_head_dim, model_runner.model_config.dtype, self.device
-        )
-        logger.info("GLM-5 DSA indexer key cache: layers %s", sorted(self.index_k_row))
-        sglang_index_k = getattr(pool, "index_key_cache", None)  # SGLang's DSA pool allocates it whatever the backend
-        if sglang_index_k is not None:
-            logger.info(
-                "GLM-5 DSA: SGLang's KV pool also holds an FP8 index-K buffer (%.1f MiB) that this backend never reads",
-                sum(b.nbytes for b in sglang_index_k.buffer) / MIB,
-            )
+        # One store per KV pool: EAGLE's draft backends share the draft runner's (attention/draft.py).
+        self.index_k_store = index_k_store or build_index_k_store(model_runner, tuple(self.impls.values()), device_type)
         self.trace_indexer = os.environ.get(TRACE_INDEXER_ENV) == "1"
         self.indexer_workspace = load_indexer_workspace()
         self._log_indexer_memory(model_runner.model_config.context_len, get_schedule().chunked_prefill_size)
@@ -76,10 +88,9 @@ class Glm5DSABackend(AttentionBackend):
         rows = chunked_prefill_size if chunked_prefill_size and chunked_prefill_size > 0 else context
         ws, k = self.indexer_workspace, self.index_topk
         logger.info(
-            "GLM-5 DSA indexer memory per GPU: K cache %d B per token per layer (%.1f MiB, %d layers); logits "
+            "GLM-5 DSA indexer memory per GPU: %s keys, %d layers; logits "
             "workspace %d rows x %d context fp32 = %.1f MiB (budget %d B); top-k %d rows x %d int32 = %.1f MiB",
-            self.index_k_cache.shape[2] * self.index_k_cache.element_size(), self.index_k_cache.nbytes / MIB,
-            self.index_k_cache.shape[0], min(rows, ws.rows_per_pass(context)), context,
+            self.index_k_store.name, len(self.index_k_store.layers), min(rows, ws.rows_per_pass(context)), context,
             ws.logits_bytes(rows, context) / MIB, ws.budget_bytes, rows, k, ws.topk_bytes(rows, k) / MIB,
         )  # fmt: skip
 
@@ -97,14 +108,12 @@ class Glm5DSABackend(AttentionBackend):
     ) -> torch.Tensor:  # [T, index_topk] positions, -1 padded
         meta = self.forward_metadata
         impl = self.impls[meta.phase]
-        assert layer_id in self.index_k_row, f"layer {layer_id} is an IndexCache S layer: it runs no indexer"
+        store = self.index_k_store
         if self.trace_indexer:
-            logger.info("GLM-5 DSA indexer call: layer %d %s %d tokens", layer_id, meta.phase, q.shape[0])
-        k_cache = self.index_k_cache[self.index_k_row[layer_id]]  # [S, D]
-        k_cache[meta.out_cache_loc] = k.to(k_cache.dtype)
-        return chunked_topk(
-            impl, self.indexer_workspace, q, weights, k_cache, meta.page_table, meta.q_seq, meta.q_pos, self.index_topk
-        )
+            logger.info("GLM-5 DSA indexer call: layer %d %s %d tokens (%s keys)", layer_id, meta.phase, q.shape[0], store.name)
+        store.write(layer_id, meta.out_cache_loc, k)
+        keys = store.read(layer_id, meta.page_table)
+        return chunked_topk(impl, self.indexer_workspace, q, weights, keys, meta.q_seq, meta.q_pos, self.index_topk)
 
     def _forward(self, q, k, v, layer, forward_batch, save_kv_cache=True, k_rope=None, topk=None, **kwargs):
         assert k_rope is not None and topk is not None, "GLM-5 DSA attention needs k_rope and topk"

@@ -3,7 +3,7 @@
 SGLang's factory maps `--attention-backend dsa` to its own DSA backends (FlashMLA / DeepGEMM, GPU only). For a
 GLM-5 draft runner it gets ours instead: one `Glm5DSABackend` for draft extend and a `Glm5DSAMultiStepBackend`
 holding one backend per draft-decode step. All of them read and write the draft runner's own latent KV pool and
-share one indexer key cache (the draft runner's backend's), so the draft's indexer sees every key it wrote.
+share one index-K store (the draft runner's backend's), so the draft's indexer sees every key it wrote.
 """
 
 from sglang_glm5.attention.backend import Glm5DSABackend
@@ -18,11 +18,9 @@ class EagleTopkError(ValueError):
 
 
 def _shared_backend(model_runner, draft_step: DraftStep | None = None) -> Glm5DSABackend:
-    backend = Glm5DSABackend(model_runner, draft_step)
-    owner = model_runner.attn_backend
-    if isinstance(owner, Glm5DSABackend):
-        backend.index_k_cache = owner.index_k_cache  # [indexer layers, S, D] one cache per KV pool
-    return backend
+    owner = getattr(model_runner, "attn_backend", None)
+    shared = owner.index_k_store if isinstance(owner, Glm5DSABackend) else None  # one index-K store per KV pool
+    return Glm5DSABackend(model_runner, draft_step, index_k_store=shared)
 
 
 class Glm5DSAMultiStepBackend:

@@ -19,12 +19,16 @@ class DSAPhaseImpl:
     indexer_logits: Callable  # (q [T,Hi,D], weights [T,Hi], k_cache [S,D], page_table [B,L], q_seq [T], q_pos [T]) -> [T,L] fp32
     topk_positions: Callable  # (logits [T,L], q_pos [T], k) -> [T,k] int32, -1 padded
     sparse_mla: Callable  # (q [T,H,Dqk], kv_cache [S,Dqk], page_table, q_seq, topk [T,k], sm_scale, v_dim) -> [T,H,v_dim]
+    # (q_fp8 [T,Hi,D], q_scale [T,Hi], weights, k_fp8 [S,D], k_scale [S], page_table, q_seq, q_pos) -> [T,L] fp32;
+    # None: the implementation has no FP8 indexer (the FP8 index-K store then cannot be used with it)
+    indexer_logits_fp8: Callable | None = None
 
 
 @dataclass(frozen=True)
 class _ImplSource:
     module: str
     indexer_logits: str = "indexer_logits"
+    indexer_logits_fp8: str = "indexer_logits_fp8"  # optional in the module
     topk_positions: str = "topk_positions"
     sparse_mla_prefill: str = "sparse_mla_prefill"
     sparse_mla_decode: str = "sparse_mla_decode"
@@ -39,6 +43,7 @@ class _ImplSource:
             indexer_logits=getattr(module, getattr(self, f"indexer_logits_{phase}") or self.indexer_logits),
             topk_positions=getattr(module, self.topk_positions),
             sparse_mla=getattr(module, getattr(self, f"sparse_mla_{phase}")),
+            indexer_logits_fp8=getattr(module, self.indexer_logits_fp8, None),
         )
 
 

@@ -41,21 +41,20 @@ def chunked_topk(
     workspace: IndexerWorkspace,
     q: torch.Tensor,  # [T, Hi, D]
     weights: torch.Tensor,  # [T, Hi]
-    k_cache: torch.Tensor,  # [S, D]
-    page_table: torch.Tensor,  # [B, L]
+    keys,  # IndexKeys (attention/index_k_store.py): one layer's keys and the page table into them ([B, L])
     q_seq: torch.Tensor,  # [T]
     q_pos: torch.Tensor,  # [T]
     k: int,
 ) -> torch.Tensor:  # [T, k] int32, -1 padded
-    """impl.topk_positions(impl.indexer_logits(...)) over query-row chunks of `workspace.rows_per_pass(L)` rows.
+    """impl.topk_positions(keys.logits(impl, ...)) over query-row chunks of `workspace.rows_per_pass(L)` rows.
 
     Rows are independent (each scores its own request's keys), so the result equals the unchunked one.
     """
-    rows = workspace.rows_per_pass(page_table.shape[1])
+    rows = workspace.rows_per_pass(keys.page_table.shape[1])
     out = []
     for start in range(0, q.shape[0], rows):
         part = slice(start, start + rows)
-        logits = impl.indexer_logits(q[part], weights[part], k_cache, page_table, q_seq[part], q_pos[part])  # [r, L]
+        logits = keys.logits(impl, q[part], weights[part], q_seq[part], q_pos[part])  # [r, L]
         out.append(impl.topk_positions(logits, q_pos[part], k))  # [r, k]
     return torch.cat(out) if len(out) != 1 else out[0]
 

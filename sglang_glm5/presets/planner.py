@@ -7,6 +7,7 @@ import math
 from collections.abc import Iterable
 from dataclasses import dataclass
 
+from sglang_glm5.attention.index_k_policy import PLATFORM_OF_VENDOR, POOL_FP8, default_store
 from sglang_glm5.attention.indexer_workspace import IndexerWorkspace
 from sglang_glm5.checkpoint.schema import tensor_specs
 from sglang_glm5.config import Glm5Config
@@ -111,23 +112,26 @@ def indexer_layers(cfg: Glm5Config, mtp: bool) -> list[int]:
     return [layer for layer in range(layers) if cfg.indexer_plan.runs_indexer(layer)]
 
 
-def indexer_key_item(cfg: Glm5Config, layout: MemoryLayout, model_dtype: str, mtp: bool) -> PlanItem:
-    """Our backend's index_k_cache per token: index_head_dim model-dtype values per indexer layer."""
+def indexer_key_items(cfg: Glm5Config, layout: MemoryLayout, model_dtype: str, mtp: bool, store: str) -> tuple[PlanItem, ...]:
+    """The indexer keys per token for the index-K store the backend uses there (attention/index_k_policy.py), each
+    buffer once: `pool-fp8` is SGLang's pool index-K (index_head_dim FP8 + one fp32 scale per 128: 132 B for GLM-5);
+    `model` is our model-dtype store beside it, and SGLang's pool still allocates its (unread) FP8 buffer. SGLang's
+    pool has pages only for the layers that run an indexer (IndexCache F layers; the draft pool's MTP layer)."""
     n = len(indexer_layers(cfg, mtp))
-    return PlanItem(f"indexer keys {model_dtype} x {n} layers", n * layout.indexer_key_bytes_per_token_layer(cfg, model_dtype))
+    pool = PlanItem(f"indexer keys FP8 in pool x {n} layers", n * layout.sglang_index_k_bytes_per_token_layer(cfg))
+    if store == POOL_FP8:
+        return (pool,)
+    own = PlanItem(f"indexer keys {model_dtype} x {n} layers", n * layout.indexer_key_bytes_per_token_layer(cfg, model_dtype))
+    return own, dataclasses.replace(pool, label=f"SGLang FP8 index-K, unread x {n} layers")
 
 
-def kv_items(cfg: Glm5Config, layout: MemoryLayout, kv_cache_dtype: str, mtp: bool, model_dtype: str) -> tuple[PlanItem, ...]:
-    """KV bytes per token per GPU: MLA latent for every layer (the EAGLE draft's pool adds the MTP layer), our indexer
-    keys and SGLang's own FP8 index-K buffer (its DSA pool allocates it for the same indexer layers; we never read it)."""
+def kv_items(cfg: Glm5Config, layout: MemoryLayout, kv_cache_dtype: str, mtp: bool, model_dtype: str, store: str) -> tuple[PlanItem, ...]:
+    """KV bytes per token per GPU: MLA latent for every layer (the EAGLE draft's pool adds the MTP layer) and the
+    indexer keys of the store in use."""
     layers = cfg.num_hidden_layers + (cfg.num_nextn_predict_layers if mtp else 0)
-    n_indexer = len(indexer_layers(cfg, mtp))
     return (
         PlanItem(f"MLA KV {kv_cache_dtype} x {layers} layers", layers * layout.kv_bytes_per_token_layer(cfg, kv_cache_dtype)),
-        indexer_key_item(cfg, layout, model_dtype, mtp),
-        PlanItem(
-            f"SGLang FP8 index-K, unread x {n_indexer} layers", n_indexer * layout.sglang_index_k_bytes_per_token_layer(cfg)
-        ),
+        *indexer_key_items(cfg, layout, model_dtype, mtp, store),
     )
 
 
@@ -194,10 +198,15 @@ def plan(
         workspace=indexer_workspace_items(cfg, layout, context, prefill_chunk),
         indexer_logits_budget=int(layout.indexer_logits_budget_mib * MIB),
         prefill_chunk=prefill_chunk,
-        kv_per_token=kv_items(planned_cfg, layout, kv_cache_dtype, mtp, model_dtype),
+        kv_per_token=kv_items(planned_cfg, layout, kv_cache_dtype, mtp, model_dtype, index_k_store(preset)),
         context=context,
         concurrency=concurrency,
     )
+
+
+def index_k_store(preset) -> str:
+    """The store the backend picks on the preset's GPU (every DSA implementation has an FP8 indexer)."""
+    return default_store(PLATFORM_OF_VENDOR[preset.hardware.vendor]).store
 
 
 def smallest_fitting_tp(catalog: Catalog, memory_plan: MemoryPlan, **kwargs) -> int | None:

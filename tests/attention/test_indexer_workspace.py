@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from sglang_glm5.attention.impls import DSA_IMPLS, DSAPhaseImpl
+from sglang_glm5.attention.index_k_store import ModelDtypeKeys
 from sglang_glm5.attention.indexer_workspace import (
     LOGIT_BYTES,
     IndexerWorkspace,
@@ -30,6 +31,12 @@ def recording(impl: DSAPhaseImpl, sizes: list[int]) -> DSAPhaseImpl:
         return logits
 
     return dataclasses.replace(impl, indexer_logits=indexer_logits)
+
+
+def keyed(args):
+    """(q, weights, k_cache, page_table, q_seq, q_pos) -> chunked_topk's (q, weights, keys, q_seq, q_pos)."""
+    q, weights, k_cache, page_table, q_seq, q_pos = args
+    return q, weights, ModelDtypeKeys(k_cache, page_table), q_seq, q_pos
 
 
 def prefill_batch(seq_lens: list[int], new_tokens: list[int], seed: int = 0):
@@ -64,9 +71,9 @@ def test_chunked_equals_unchunked(seq_lens, new_tokens, rows):
     budget = IndexerWorkspace(rows * length * LOGIT_BYTES + LOGIT_BYTES * length - 1)  # just under rows + 1
     assert budget.rows_per_pass(length) == rows < sum(new_tokens)
     sizes: list[int] = []
-    chunked = chunked_topk(recording(impl, sizes), budget, *args, TOPK)
+    chunked = chunked_topk(recording(impl, sizes), budget, *keyed(args), TOPK)
     whole = IndexerWorkspace(1 << 40)
-    unchunked = chunked_topk(impl, whole, *args, TOPK)
+    unchunked = chunked_topk(impl, whole, *keyed(args), TOPK)
     assert len(sizes) == -(-sum(new_tokens) // rows)  # ceil: the prefill really ran in chunks
     assert max(sizes) <= budget.budget_bytes
     assert torch.equal(chunked, unchunked)  # canonical form: ascending positions then -1
@@ -96,7 +103,7 @@ def test_planner_workspace_is_the_buffer_allocated(small_budget_configs):
     impl = DSA_IMPLS["reference"].load("reference", "prefill")
     args = prefill_batch([context], [400])  # 400 query rows at the full context: 3 passes
     sizes: list[int] = []
-    chunked_topk(recording(impl, sizes), IndexerWorkspace(p.indexer_logits_budget), *args, TOPK)
+    chunked_topk(recording(impl, sizes), IndexerWorkspace(p.indexer_logits_budget), *keyed(args), TOPK)
     assert sizes == [171 * context * LOGIT_BYTES] * 2 + [58 * context * LOGIT_BYTES]
     assert max(sizes) == planned[logits_label] <= p.indexer_logits_budget
 

@@ -67,9 +67,10 @@ def mtp_layer_bytes(fp8: bool, tp: int) -> float:
 
 KV_BF16_PER_LAYER = (KV_LORA + ROPE) * 2  # 1152
 KV_FP8_PER_LAYER = KV_LORA + KV_LORA // BLOCK * 4 + ROPE * 2  # 656
-INDEXER_KEY_PER_LAYER = IDX_DIM * 2  # 256: our backend's index_k_cache, bfloat16 (GLM-5's torch_dtype)
-SGLANG_INDEX_K_PER_LAYER = IDX_DIM + IDX_DIM // BLOCK * 4  # 132: SGLang's DSA pool FP8 index-K, allocated but unread
-INDEXER_PER_LAYER = INDEXER_KEY_PER_LAYER + SGLANG_INDEX_K_PER_LAYER  # 388
+INDEXER_KEY_PER_LAYER = IDX_DIM * 2  # 256: the model-dtype index-K store, bfloat16 (GLM-5's torch_dtype; AMD)
+SGLANG_INDEX_K_PER_LAYER = IDX_DIM + IDX_DIM // BLOCK * 4  # 132: SGLang's DSA pool FP8 index-K
+INDEXER_PER_LAYER = SGLANG_INDEX_K_PER_LAYER  # NVIDIA: the FP8 keys live in SGLang's pool, nothing beside it
+AMD_INDEXER_PER_LAYER = INDEXER_KEY_PER_LAYER + SGLANG_INDEX_K_PER_LAYER  # 388: model-dtype store + SGLang's unread
 INDEXCACHE_F_LAYERS = 40  # configs/features.json indexcache: the released GLM-5-FP8 pattern
 
 
@@ -88,7 +89,7 @@ def test_figures_match_hand_computation(preset, gpu_mib, tp, fp8, kv_per_layer, 
     assert p.weight_bytes == pytest.approx(weights, rel=1e-12)
     assert round(weights / 2**30, 2) == weights_gib
     kv_per_token = LAYERS * (kv_per_layer + INDEXER_PER_LAYER)
-    assert p.kv_bytes_per_token == kv_per_token == 120120
+    assert p.kv_bytes_per_token == kv_per_token == 100152
     # indexer workspace: fp32 logits of 1 GiB // (4 B x 131072) = 2048 query rows, int32 top-k of the 8192-row chunk
     indexer_workspace = 2048 * CONTEXT * 4 + 8192 * 2048 * 4
     tokens = math.floor((gpu_mib * MIB * 0.85 - weights - indexer_workspace) / kv_per_token)
@@ -96,10 +97,18 @@ def test_figures_match_hand_computation(preset, gpu_mib, tp, fp8, kv_per_layer, 
     assert p.max_concurrency == tokens // CONTEXT
 
 
-def test_fp8_kv_cache_is_656_plus_256_plus_132_bytes_per_token_per_layer():
+def test_fp8_kv_cache_is_656_plus_132_bytes_per_token_per_layer():
     p = plan(CATALOG, "b200-fp8", context=CONTEXT)
-    assert (KV_FP8_PER_LAYER, INDEXER_KEY_PER_LAYER, SGLANG_INDEX_K_PER_LAYER) == (656, 256, 132)
-    assert p.kv_cache_dtype == "fp8_e4m3" and p.kv_bytes_per_token == LAYERS * (656 + 256 + 132)
+    assert (KV_FP8_PER_LAYER, SGLANG_INDEX_K_PER_LAYER) == (656, 132)
+    assert p.kv_cache_dtype == "fp8_e4m3" and p.kv_bytes_per_token == LAYERS * (656 + 132)  # upstream's figure
+
+
+def test_amd_keeps_model_dtype_keys_beside_sglangs_unread_buffer():
+    p = plan(CATALOG, "mi355x-bf16", context=CONTEXT)
+    items = {i.label: i.bytes for i in p.kv_per_token}
+    assert items[f"indexer keys bfloat16 x {LAYERS} layers"] == LAYERS * INDEXER_KEY_PER_LAYER
+    assert items[f"SGLang FP8 index-K, unread x {LAYERS} layers"] == LAYERS * SGLANG_INDEX_K_PER_LAYER
+    assert p.kv_bytes_per_token == LAYERS * (KV_BF16_PER_LAYER + AMD_INDEXER_PER_LAYER) == 120120
 
 
 @pytest.mark.parametrize("features,indexer_layers", [((), LAYERS), (("indexcache",), INDEXCACHE_F_LAYERS),
@@ -107,8 +116,10 @@ def test_fp8_kv_cache_is_656_plus_256_plus_132_bytes_per_token_per_layer():
 def test_indexer_keys_only_for_the_layers_that_run_their_indexer(features, indexer_layers):
     p = plan(CATALOG, "h200-fp8", features, context=CONTEXT)
     items = {i.label: i.bytes for i in p.kv_per_token}
-    assert items[f"indexer keys bfloat16 x {indexer_layers} layers"] == indexer_layers * INDEXER_KEY_PER_LAYER
-    assert items[f"SGLang FP8 index-K, unread x {indexer_layers} layers"] == indexer_layers * SGLANG_INDEX_K_PER_LAYER
+    assert items == {
+        f"MLA KV bfloat16 x {LAYERS + ('eagle' in features)} layers": (LAYERS + ("eagle" in features)) * KV_BF16_PER_LAYER,
+        f"indexer keys FP8 in pool x {indexer_layers} layers": indexer_layers * SGLANG_INDEX_K_PER_LAYER,
+    }  # each buffer once
     mla_layers = LAYERS + ("eagle" in features)
     assert p.kv_bytes_per_token == mla_layers * KV_BF16_PER_LAYER + indexer_layers * INDEXER_PER_LAYER
 

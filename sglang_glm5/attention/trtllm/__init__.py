@@ -5,10 +5,11 @@ sparse MLA converts our top-k positions and KV pool to the kernel's form (layout
 """
 
 from sglang_glm5.attention.trtllm.mla import sparse_mla_decode, sparse_mla_prefill
-from sglang_glm5.kernels.triton import indexer_logits, topk_positions
+from sglang_glm5.kernels.triton import indexer_logits, indexer_logits_fp8, topk_positions
 
 __all__ = [
     "indexer_logits",
+    "indexer_logits_fp8",
     "sparse_mla_decode",
     "sparse_mla_prefill",
     "topk_positions",

@@ -1,0 +1,119 @@
+"""The index-K stores: FP8 keys in SGLang's real DSATokenToKVPool (byte-identical to SGLang's own writer, read by
+FlashInfer's reader of the layout, reference and Triton indexers == the math by hand on the same bytes, carried by
+move_kv_cache, poisoning the pool changes what is read), the model-dtype store, and the store decision."""
+
+import dataclasses
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from sglang_glm5.attention.impls import DSA_IMPLS
+from sglang_glm5.attention.index_k_policy import STORE_ENV, IndexKPolicyError, choose_index_k_store
+from sglang_glm5.attention.index_k_store import IndexKStoreError, ModelDtypeIndexKStore, hadamard_matrix
+
+REPO = Path(__file__).resolve().parents[2]
+CASES_TIMEOUT_S = 900
+HAND_ATOL = 1e-5  # fp32 sums in another order
+FP8_LOGIT_TOL = 0.06  # FP8 keys + queries vs the unquantized indexer, relative to the largest logit (measured 0.039)
+
+
+@pytest.fixture(scope="module")
+def facts():
+    env = dict(os.environ, TRITON_INTERPRET="1", SGLANG_USE_CPU_ENGINE="1")
+    env["PYTHONPATH"] = os.pathsep.join([str(REPO / "sglang_glm5/serving/cpu_stubs"), str(REPO), env.get("PYTHONPATH", "")])
+    proc = subprocess.run(
+        [sys.executable, "-m", "tests.attention.pool_index_k_cases"], cwd=REPO, env=env, capture_output=True,
+        text=True, timeout=CASES_TIMEOUT_S,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def test_sglang_pool_allocates_pages_only_for_indexer_layers(facts):
+    assert facts["layer_buffers_rows"][1] == 0 and facts["layer_buffers_rows"][0] == facts["layer_buffers_rows"][2] > 0
+    assert "layers [1]" in facts["skip_layer_refused"]
+
+
+def test_bytes_are_sglangs_own_writers(facts):
+    assert facts["bytes_written"] > 0
+    assert facts["bytes_equal_sglang_writer"]
+    assert facts["flashinfer_reads_keys"] and facts["flashinfer_reads_scales"]
+
+
+@pytest.mark.parametrize("impl", ["reference", "triton"])
+def test_indexer_on_pool_bytes_equals_hand_math(facts, impl):
+    assert facts["keys_are_a_view_of_the_pool"]
+    assert facts[f"{impl}_vs_hand_inf_same"]
+    assert facts[f"{impl}_vs_hand_max_abs"] <= HAND_ATOL
+
+
+def test_pool_is_what_is_read(facts):
+    assert facts["poisoned_pool_changes_logits"]
+    assert facts["moved_slots"] > 0 and facts["move_kv_cache_keeps_logits"]
+
+
+def test_fp8_keys_stay_close_to_the_unquantized_indexer(facts):
+    assert facts["fp8_vs_exact_max_abs_over_max"] <= FP8_LOGIT_TOL
+    assert facts["fp8_topk16_overlap_mean"] >= 0.95
+
+
+@pytest.mark.parametrize(
+    "case", ["all-F-bf16-pool", "indexcache-bf16-pool", "indexcache-eagle-fp8-pool", "all-F-bf16-model"]
+)
+def test_planner_counts_what_the_pools_allocate(facts, case):
+    figures = facts["plan"][case]
+    assert figures["planned_per_token"] == figures["allocated_per_slot"]
+    assert figures["indexer_layers"] < 79 if "indexcache" in case else figures["indexer_layers"] == 78
+
+
+def test_hadamard_is_orthonormal():
+    h = hadamard_matrix(128)
+    torch.testing.assert_close(h @ h.T, torch.eye(128), atol=1e-6, rtol=0)
+    with pytest.raises(IndexKStoreError, match="power of two"):
+        hadamard_matrix(96)
+
+
+def test_model_dtype_store_holds_only_indexer_layers():
+    store = ModelDtypeIndexKStore([3, 0], slots=9, index_head_dim=4, dtype=torch.bfloat16, device="cpu")
+    assert store.layers == (0, 3) and store.private_bytes() == 2 * 9 * 4 * 2
+    k = torch.randn(2, 4)
+    store.write(3, torch.tensor([5, 1]), k)
+    keys = store.read(3, torch.tensor([[1, 5]]))
+    assert torch.equal(keys.keys[[5, 1]], k.to(torch.bfloat16))
+    with pytest.raises(IndexKStoreError, match="layer 1"):
+        store.write(1, torch.tensor([0]), k[:1])
+
+
+def impls(*names):
+    return tuple(DSA_IMPLS[n].load(n, "prefill") for n in names)
+
+
+@pytest.mark.parametrize(
+    "device,names,env,store",
+    [
+        ("cpu", ("reference",), {}, "model"),
+        ("cuda", ("triton",), {}, "pool-fp8"),
+        ("cuda", ("triton", "reference"), {}, "pool-fp8"),
+        ("cpu", ("reference",), {STORE_ENV: "pool-fp8"}, "pool-fp8"),
+        ("cuda", ("triton",), {STORE_ENV: "model"}, "model"),
+        ("hip", ("reference",), {}, "model"),
+    ],
+    ids=["cpu-default", "gpu-default", "gpu-mixed", "cpu-asked-pool", "gpu-asked-model", "amd-default"],
+)
+def test_store_choice(device, names, env, store):
+    assert choose_index_k_store(device, impls(*names), env).store == store
+
+
+def test_store_choice_refuses_unknown_and_missing_fp8():
+    with pytest.raises(IndexKPolicyError, match=f"{STORE_ENV}=paged"):
+        choose_index_k_store("cpu", impls("reference"), {STORE_ENV: "paged"})
+    no_fp8 = (dataclasses.replace(impls("reference")[0], name="x", indexer_logits_fp8=None),)
+    assert choose_index_k_store("cuda", no_fp8, {}).store == "model"
+    with pytest.raises(IndexKPolicyError, match="x has no FP8 indexer"):
+        choose_index_k_store("cuda", no_fp8, {STORE_ENV: "pool-fp8"})
+
