@@ -14,6 +14,8 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+from sglang_glm5.attention.capabilities import DSACapabilityError
+
 STORE_ENV = "SGLANG_GLM5_INDEX_K_STORE"
 POOL_FP8 = "pool-fp8"
 MODEL = "model"
@@ -22,7 +24,7 @@ PLATFORMS = ("cpu", "cuda", "hip")
 PLATFORM_OF_VENDOR = {"nvidia": "cuda", "amd": "hip", "cpu": "cpu"}  # configs/gpus.json vendors
 
 
-class IndexKPolicyError(ValueError):
+class IndexKPolicyError(DSACapabilityError):
     pass
 
 
@@ -59,3 +61,24 @@ def choose_index_k_store(platform: str, impls, env: Mapping[str, str] = os.envir
             )
         return IndexKChoice(asked, f"{STORE_ENV}={asked}")
     return default_store(platform, ", ".join(without_fp8))
+
+
+def refuse_unverified_pool_features(disaggregation_mode: str | None, hierarchical_cache: bool) -> None:
+    """PD disaggregation and HiCache move or back up SGLang's pool buffers. With the model-dtype store the indexer
+    keys are not among them (a transferred or reloaded request would run on stale keys); with `pool-fp8` they are,
+    but no run has shown a transferred request giving the tokens of a local one (SGLang's `fake` transfer backend
+    moves nothing, the real ones need GPUs/RDMA). Until then both are refused, naming the flag."""
+    why = (
+        "not verified with GLM-5's DSA backend: the indexer keys are carried only where they live in SGLang's pool "
+        f"({POOL_FP8} store, NVIDIA), and no run has yet shown a {{what}} request giving the tokens of one that was not"
+    )
+    if disaggregation_mode not in (None, "null"):
+        raise IndexKPolicyError(
+            f"--disaggregation-mode {disaggregation_mode}: {why.format(what='transferred')}; serve GLM-5 without PD "
+            f"disaggregation (one server runs prefill and decode)"
+        )
+    if hierarchical_cache:
+        raise IndexKPolicyError(
+            f"--enable-hierarchical-cache: {why.format(what='reloaded (host-offloaded)')}; serve GLM-5 without "
+            f"HiCache (the device radix cache still reuses prefixes)"
+        )

@@ -40,8 +40,8 @@ class MemoryLayout:
     weight_bytes: Mapping[str, int]
     fp8_block_scale_bytes: int
     kv_cache: Mapping[str, CacheLayout]
-    indexer_key_dtype_bytes: Mapping[str, int]  # our backend's index_k_cache element, by model dtype
-    sglang_index_k_pool: CacheLayout  # SGLang's DSA pool FP8 index-K buffer, which our backend does not read
+    indexer_key_dtype_bytes: Mapping[str, int]  # the model-dtype index-K store's element, by model dtype
+    sglang_index_k_pool: CacheLayout  # SGLang's DSA pool FP8 index-K buffer (the pool-fp8 store's keys)
     indexer_logits_budget_mib: float
     default_chunked_prefill_size: int
     sharding: tuple[ShardRule, ...]

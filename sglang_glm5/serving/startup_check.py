@@ -1,4 +1,5 @@
-"""The start-up check for GLM-5, before any weight loads: KV-cache dtype policy, then DSA backends x device.
+"""The start-up check for GLM-5, before any weight loads: PD disaggregation / HiCache (refused until verified:
+attention/index_k_policy.py), KV-cache dtype policy, then DSA backends x device.
 
 Every start-up path runs it: `launch_server` (and so `sglang-glm5 serve`) through the two SGLang server-args passes
 it takes over for GLM-5 (`_dsa_kv_cache_dtype_default`, `_dsa_split_backend_resolution`: SGLang's versions pick
@@ -21,6 +22,7 @@ from sglang_glm5.attention.capabilities import (
     load_capabilities,
 )
 from sglang_glm5.attention.impls import DSA_IMPLS, PHASES, unavailable_impls
+from sglang_glm5.attention.index_k_policy import refuse_unverified_pool_features
 from sglang_glm5.attention.kv_policy import (
     AUTO,
     check_requested,
@@ -41,6 +43,8 @@ class StartupRequest:
     flags: Mapping[str, str | None]  # phase -> --dsa-<phase>-backend
     heads_per_gpu: int
     strict: bool
+    disaggregation_mode: str | None = None  # --disaggregation-mode
+    hierarchical_cache: bool = False  # --enable-hierarchical-cache
 
 
 @dataclass(frozen=True)
@@ -61,7 +65,9 @@ def decide(
     env: Mapping[str, str] = os.environ,
     warn: Callable[[str], None] = lambda message: None,  # called before any refusal, so a refused start shows it
 ) -> StartupDecision:
-    """The KV dtype and both DSA implementations, or DSACapabilityError (KVDtypeError) naming what does not work."""
+    """The KV dtype and both DSA implementations, or DSACapabilityError (KVDtypeError, IndexKPolicyError) naming what
+    does not work."""
+    refuse_unverified_pool_features(request.disaggregation_mode, request.hierarchical_cache)
     table = table or load_capabilities()
     device = detect_device(request.device_type, env)
     unavailable = {}
@@ -109,6 +115,8 @@ def request_from_view(view) -> StartupRequest:
             getattr(view, "attn_cp_size", 1) or 1,
         ),
         strict=strict_from_env(),
+        disaggregation_mode=getattr(view, "disaggregation_mode", None),
+        hierarchical_cache=bool(getattr(view, "enable_hierarchical_cache", False)),
     )  # fmt: skip
 
 

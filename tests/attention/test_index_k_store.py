@@ -13,7 +13,12 @@ import pytest
 import torch
 
 from sglang_glm5.attention.impls import DSA_IMPLS
-from sglang_glm5.attention.index_k_policy import STORE_ENV, IndexKPolicyError, choose_index_k_store
+from sglang_glm5.attention.index_k_policy import (
+    STORE_ENV,
+    IndexKPolicyError,
+    choose_index_k_store,
+    refuse_unverified_pool_features,
+)
 from sglang_glm5.attention.index_k_store import IndexKStoreError, ModelDtypeIndexKStore, hadamard_matrix
 
 REPO = Path(__file__).resolve().parents[2]
@@ -117,3 +122,30 @@ def test_store_choice_refuses_unknown_and_missing_fp8():
     with pytest.raises(IndexKPolicyError, match="x has no FP8 indexer"):
         choose_index_k_store("cuda", no_fp8, {STORE_ENV: "pool-fp8"})
 
+
+
+@pytest.mark.parametrize(
+    "mode,hicache,flag",
+    [("prefill", False, "--disaggregation-mode prefill"), ("decode", False, "--disaggregation-mode decode"),
+     ("null", True, "--enable-hierarchical-cache")],
+    ids=["pd-prefill", "pd-decode", "hicache"],
+)  # fmt: skip
+def test_pd_and_hicache_refused_naming_the_flag(mode, hicache, flag):
+    with pytest.raises(IndexKPolicyError, match=f"^{flag}: not verified"):
+        refuse_unverified_pool_features(mode, hicache)
+    refuse_unverified_pool_features("null", False)
+    refuse_unverified_pool_features(None, False)
+
+
+@pytest.mark.parametrize(
+    "fields,flag",
+    [({"disaggregation_mode": "decode"}, "--disaggregation-mode decode"), ({"hierarchical_cache": True},
+     "--enable-hierarchical-cache")],
+    ids=["pd-decode", "hicache"],
+)  # fmt: skip
+def test_startup_check_refuses_pd_and_hicache_before_anything_else(tmp_path, fields, flag):
+    from sglang_glm5.serving.startup_check import StartupRequest, decide
+
+    request = StartupRequest(str(tmp_path), "cpu", None, {"prefill": None, "decode": None}, 8, False, **fields)
+    with pytest.raises(IndexKPolicyError, match=f"^{flag}: not verified"):
+        decide(request)

@@ -52,3 +52,13 @@ def test_launch_server_refuses_bad_override_json(tiny_checkpoint, server_log_dir
         ServerProcess(tiny_checkpoint("bf16"), log, ["--json-model-override-args", override]).start()
     for fragment in fragments:
         assert fragment in str(err.value)
+
+
+@pytest.mark.slow
+def test_launch_server_refuses_pd_disaggregation(tiny_checkpoint, server_log_dir):
+    """SGLang's PD transfer moves its pool buffers; no CPU run can show a transferred request is right (its `fake`
+    transfer backend moves nothing), so the start-up stops, naming the flag. HiCache takes the same path (the start-up
+    check's unit test in tests/attention/test_index_k_store.py)."""
+    with pytest.raises(ServerStartError) as err:
+        ServerProcess(tiny_checkpoint("bf16"), server_log_dir / "refuse-pd.log", ["--disaggregation-mode", "prefill"]).start()
+    assert "--disaggregation-mode prefill: not verified with GLM-5's DSA backend" in str(err.value)
