@@ -163,6 +163,7 @@ def plan(
     concurrency: int | None = None,
     mem_fraction_static: float | None = None,
     kv_cache_dtype: str | None = None,
+    index_k_store: str | None = None,  # None: the store the backend picks on the preset's GPU
 ) -> MemoryPlan:
     preset = catalog.preset(preset_name)
     cfg = catalog.model
@@ -198,13 +199,13 @@ def plan(
         workspace=indexer_workspace_items(cfg, layout, context, prefill_chunk),
         indexer_logits_budget=int(layout.indexer_logits_budget_mib * MIB),
         prefill_chunk=prefill_chunk,
-        kv_per_token=kv_items(planned_cfg, layout, kv_cache_dtype, mtp, model_dtype, index_k_store(preset)),
+        kv_per_token=kv_items(planned_cfg, layout, kv_cache_dtype, mtp, model_dtype, index_k_store or default_index_k_store(preset)),
         context=context,
         concurrency=concurrency,
     )
 
 
-def index_k_store(preset) -> str:
+def default_index_k_store(preset) -> str:
     """The store the backend picks on the preset's GPU (every DSA implementation has an FP8 indexer)."""
     return default_store(PLATFORM_OF_VENDOR[preset.hardware.vendor]).store
 

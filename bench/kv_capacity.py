@@ -1,0 +1,87 @@
+"""KV tokens per GPU that `sglang-glm5 plan` reports, with the indexer keys where they were (our model-dtype keys
+beside SGLang's unread FP8 index-K buffer: issue 19's "before") and where the backend now keeps them (the store
+attention/index_k_policy.py picks per GPU: FP8 in SGLang's pool on NVIDIA, unchanged on AMD). Both from the same
+planner in one run, GLM-5's real config, each preset's defaults (context 202752); no GPU needed.
+
+Run from the repo root: .venv/bin/python bench/kv_capacity.py [--presets h200-fp8 mi355x-bf16] [--with indexcache]
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # `bench` importable when run as a script
+
+from bench import common  # noqa: E402
+from sglang_glm5.attention.index_k_policy import MODEL  # noqa: E402
+from sglang_glm5.presets.catalog import load_catalog  # noqa: E402
+from sglang_glm5.presets.files import configs_dir  # noqa: E402
+from sglang_glm5.presets.planner import default_index_k_store, plan  # noqa: E402
+
+NAME = "kv-capacity"
+UPSTREAM_PER_LAYER = 656 + 132  # upstream's FP8 latent + FP8 index key per token per layer (issue 19's goal)
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--presets", nargs="+", default=["h200-fp8", "mi355x-bf16"])
+    p.add_argument("--with", dest="features", default="", help="comma-separated preset features, as `plan --with`")
+    p.add_argument("--no-write", action="store_true", help="print only: no JSON, no RESULTS.md section")
+    return p.parse_args(argv)
+
+
+def run(presets: list[str], features: tuple[str, ...]) -> list[dict]:
+    catalog = load_catalog(configs_dir())
+    rows = []
+    for name in presets:
+        store = default_index_k_store(catalog.preset(name))
+        before = plan(catalog, name, features, index_k_store=MODEL)
+        after = plan(catalog, name, features, index_k_store=store)
+        mla_layers = int(after.kv_per_token[0].label.split(" x ")[1].split()[0])
+        rows.append(dict(
+            preset=name, kv_cache_dtype=after.kv_cache_dtype, store=store, mla_layers=mla_layers,
+            before_bytes=before.kv_bytes_per_token, after_bytes=after.kv_bytes_per_token,
+            before_tokens=before.kv_tokens, after_tokens=after.kv_tokens,
+            upstream_bytes=mla_layers * UPSTREAM_PER_LAYER, items=[(i.label, i.bytes) for i in after.kv_per_token],
+        ))  # fmt: skip
+    return rows
+
+
+def markdown(payload: dict) -> str:
+    rows = payload["result"]
+    return "\n".join([
+        "## KV tokens per GPU: where the indexer keys live (`bench/kv_capacity.py`)",
+        "",
+        f"`{payload['command']}`",
+        "",
+        f"{payload['date']}, commit {payload['commit']}. `sglang-glm5 plan`'s figures (GLM-5's real config, each "
+        "preset's mem-fraction and KV dtype, context 202752). Before: our model-dtype indexer keys (256 B per token "
+        "per indexer layer) beside SGLang's unread FP8 index-K buffer (132 B). After: the index-K store the backend "
+        "picks there (`pool-fp8`: the keys in SGLang's buffer, nothing beside it). Upstream: 656 B FP8 latent + 132 B "
+        "index key per layer.",
+        "",
+        common.md_table(
+            ["preset", "KV dtype", "store", "B/token before", "B/token after", "tokens/GPU before", "tokens/GPU after",
+             "after/before", "upstream B/token"],
+            [[r["preset"], r["kv_cache_dtype"], r["store"], r["before_bytes"], r["after_bytes"], r["before_tokens"],
+              r["after_tokens"], f"{r['after_tokens'] / r['before_tokens']:.3f}x", r["upstream_bytes"]] for r in rows],
+        ),
+        "",
+        "AMD keeps the model-dtype store (SGLang 0.5.23's HIP DSA pool pages are not the 64-slot FP8 layout), so its "
+        "figure does not move. The latent stays in the KV dtype the preset states (BF16 on Hopper and AMD); the FP8 "
+        "656 B latent is not yet the default there (issue 19, remaining).",
+    ])  # fmt: skip
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    command = common.announce(argv)
+    features = tuple(f for f in args.features.split(",") if f)
+    payload = dict(command=command, date=common.utc_now(), commit=common.git_commit(), result=run(args.presets, features))
+    common.publish(payload, NAME, markdown(payload), write=not args.no_write)
+
+
+if __name__ == "__main__":
+    main()
