@@ -2,7 +2,7 @@
 
 SGLang renames the draft architecture `GlmMoeDsaForCausalLM` -> `GlmMoeDsaForCausalLMNextN` when EAGLE is on
 and gives the draft its own model runner: a one-layer KV cache (the decoder below is layer 0 there) and its own
-DSA backend with its own indexer key cache. The draft reads checkpoint layer `num_hidden_layers`; the token
+DSA backend with its own index-K store. The draft reads checkpoint layer `num_hidden_layers`; the token
 embedding and LM head are the target's (the EAGLE worker hands them over through `set_embed_and_head`).
 
     h_draft = eh_proj([enorm(embed(token_{t+1})), hnorm(h_target_t)])   # [T, 2H] -> [T, H]

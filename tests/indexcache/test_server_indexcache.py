@@ -89,7 +89,7 @@ def test_pattern_decides_which_layers_run_the_indexer(served, tiny_checkpoint):
     assert len(set(calls.values())) == 1 and min(calls.values()) >= 4, f"one prefill + 3 decodes per F layer: {calls}"
     log = server.log_path.read_text()
     assert f"IndexCache: 2 F / 2 S, indexer FLOPs -50% (from {OVERRIDE_FLAG} index_topk_pattern)" in log
-    assert f"GLM-5 DSA indexer key cache: layers {full}" in log
+    assert f"GLM-5 DSA index-K store: model (CPU default: model-dtype keys, HF transformers' unquantized indexer), layers {full}," in log
 
 
 @pytest.mark.slow
