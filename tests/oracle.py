@@ -1,5 +1,6 @@
 """HF transformers' `GlmMoeDsaForCausalLM` as the independent oracle, in float32 on CPU."""
 
+import contextlib
 import functools
 import json
 import shutil
@@ -74,3 +75,62 @@ def dequantized_copy(src: Path, dst: Path, dtype: torch.dtype = torch.float32) -
     index["weight_map"] = {k: v for k, v in index["weight_map"].items() if not k.endswith("_scale_inv")}
     (dst / "model.safetensors.index.json").write_text(json.dumps(index))
     return dst
+
+
+class _FP8IndexerTorch:
+    """`torch` as HF's GLM-5 module sees it inside GlmMoeDsaIndexer.forward, except that the first matmul there (the
+    q . k scores) multiplies q and k as the FP8 index-K store does: both Hadamard-rotated and quantized to e4m3 per
+    row (q per token and head, k per token), then dequantized. The rotation is orthogonal, so only the rounding
+    differs from HF's unquantized indexer."""
+
+    def __init__(self, rotation: torch.Tensor):
+        self._rotation = rotation
+        self._calls = 0
+
+    def __getattr__(self, name):
+        return getattr(torch, name)
+
+    def matmul(self, a, b):
+        self._calls += 1
+        if self._calls != 1:  # the head-weighted sum
+            return torch.matmul(a, b)
+        from sglang_glm5.attention.index_k_store import FP8_DTYPE
+        from sglang_glm5.ops.dsa_reference import quantize_fp8_rows
+
+        def fake_quant(x):  # [..., D]
+            x_fp8, scale = quantize_fp8_rows(x @ self._rotation, FP8_DTYPE)
+            return x_fp8.float() * scale[..., None]
+
+        return torch.matmul(fake_quant(a), fake_quant(b.transpose(-1, -2)).transpose(-1, -2))
+
+
+@contextlib.contextmanager
+def fp8_indexer():
+    """Inside: HF's GLM-5 indexers compute q . k as the FP8 index-K store does (_FP8IndexerTorch)."""
+    from transformers.models.glm_moe_dsa import modeling_glm_moe_dsa as hf
+
+    from sglang_glm5.attention.index_k_store import hadamard_matrix
+
+    original = hf.GlmMoeDsaIndexer.forward
+
+    def forward(self, *args, **kwargs):
+        hf.torch = _FP8IndexerTorch(hadamard_matrix(self.head_dim))
+        try:
+            return original(self, *args, **kwargs)
+        finally:
+            hf.torch = torch
+
+    hf.GlmMoeDsaIndexer.forward = forward
+    try:
+        yield
+    finally:
+        hf.GlmMoeDsaIndexer.forward = original
+
+
+@torch.no_grad()
+def hf_logprobs_fp8_indexer(checkpoint: Path, ids: list[int]) -> torch.Tensor:
+    """hf_logprobs with the indexer's q . k computed on FP8 (e4m3, per-row scale, Hadamard-rotated) q and k: what the
+    pool-fp8 index-K store computes, done inside HF's own model."""
+    with fp8_indexer():
+        logits = hf_model(checkpoint)(torch.tensor([ids])).logits[0].float()
+    return torch.log_softmax(logits, dim=-1)
