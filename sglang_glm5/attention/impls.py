@@ -22,6 +22,9 @@ class DSAPhaseImpl:
     # (q_fp8 [T,Hi,D], q_scale [T,Hi], weights, k_fp8 [S,D], k_scale [S], page_table, q_seq, q_pos) -> [T,L] fp32;
     # None: the implementation has no FP8 indexer (the FP8 index-K store then cannot be used with it)
     indexer_logits_fp8: Callable | None = None
+    # True: indexer_logits itself reads SGLang's paged FP8 index-K pool ([pages, 64 * 132] uint8) through the slot
+    # page table, quantizing q per row (flashmla: DeepGEMM); the FP8 index-K store then hands it the pool's pages
+    index_k_pages: bool = False
 
 
 @dataclass(frozen=True)
@@ -35,6 +38,7 @@ class _ImplSource:
     indexer_logits_prefill: str | None = None  # a phase's own indexer function, where the phases differ
     indexer_logits_decode: str | None = None
     requires: tuple[str, ...] = ()  # vendor modules that must import on the device (checked at start-up)
+    index_k_pages: bool = False  # its indexer_logits reads SGLang's paged FP8 index-K pool (DSAPhaseImpl)
 
     def load(self, name: str, phase: str) -> DSAPhaseImpl:
         module = importlib.import_module(self.module)
@@ -44,6 +48,7 @@ class _ImplSource:
             topk_positions=getattr(module, self.topk_positions),
             sparse_mla=getattr(module, getattr(self, f"sparse_mla_{phase}")),
             indexer_logits_fp8=getattr(module, self.indexer_logits_fp8, None),
+            index_k_pages=self.index_k_pages,
         )
 
 
@@ -57,6 +62,7 @@ DSA_IMPLS: Mapping[str, _ImplSource] = {
         indexer_logits_prefill="indexer_logits_prefill",
         indexer_logits_decode="indexer_logits_decode",
         requires=("flash_mla", "deep_gemm"),
+        index_k_pages=True,
     ),
 }
 

@@ -49,7 +49,7 @@ def default_store(platform: str, fp8_indexer_missing: str = "") -> IndexKChoice:
 
 def choose_index_k_store(platform: str, impls, env: Mapping[str, str] = os.environ) -> IndexKChoice:
     """platform: cpu / cuda / hip; impls: the phase implementations (DSAPhaseImpl) the backend runs."""
-    without_fp8 = sorted({impl.name for impl in impls if impl.indexer_logits_fp8 is None})
+    without_fp8 = sorted({impl.name for impl in impls if impl.indexer_logits_fp8 is None and not impl.index_k_pages})
     asked = env.get(STORE_ENV, "")
     if asked:
         if asked not in STORES:

@@ -12,7 +12,8 @@
 
 A store writes a layer's new keys (`write`) and hands the indexer what it reads (`read` -> `IndexKeys`); `IndexKeys`
 scores queries with a phase implementation (`logits`). A new implementation that reads the pool's pages itself (a
-paged FP8 indexer kernel) only needs `FP8PoolKeys.pool_pages` / `page_table` (the raw buffer and the slot table).
+paged FP8 indexer kernel, flashmla's) sets `index_k_pages` in the table: its `indexer_logits` then gets
+`FP8PoolKeys.pool_pages` (the raw buffer), `slots` (SGLang's slot table) and q multiplied by `rotation`.
 """
 
 from __future__ import annotations
@@ -73,8 +74,11 @@ class FP8PoolKeys:
     scale: torch.Tensor  # [pages * rows_per_page] fp32, scale of each key row (1 on scale rows)
     page_table: torch.Tensor  # [B, L] key rows (slots translated)
     rotation: torch.Tensor  # [D, D] Hadamard, applied to q as it was to the keys
+    slots: torch.Tensor  # [B, L] SGLang's slot table (req_to_token rows), for implementations that read the pages
 
     def logits(self, impl, q, weights, q_seq, q_pos):
+        if impl.index_k_pages:  # e.g. flashmla (DeepGEMM's paged FP8 indexer): the pages as they are, q rotated
+            return impl.indexer_logits(q.float() @ self.rotation, weights, self.pool_pages, self.slots, q_seq, q_pos)
         if impl.indexer_logits_fp8 is None:
             raise IndexKStoreError(f"DSA implementation {impl.name} has no indexer_logits_fp8 for the FP8 index-K store")
         q_fp8, q_scale = quantize_fp8_rows(q.float() @ self.rotation, self.keys.dtype)  # [t, H, D], [t, H]
@@ -181,6 +185,7 @@ class PoolFP8IndexKStore:
             scale=row_scale.view(-1),
             page_table=self.key_rows(page_table.long()),
             rotation=self.rotation,
+            slots=page_table,
         )
 
     def private_bytes(self) -> int:

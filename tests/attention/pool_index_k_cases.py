@@ -97,6 +97,40 @@ def allocated_bytes_per_slot(features, kv_cache_dtype: str, store: str) -> dict:
     }
 
 
+def flashmla_vs_reference(store, batch, q, weights, gen) -> dict:
+    import types
+
+    from sglang_glm5.attention.flashmla import indexer
+    from tests.attention import flashmla_refs
+
+    indexer.deep_gemm = lambda: types.SimpleNamespace(
+        fp8_mqa_logits=flashmla_refs.fp8_mqa_logits, fp8_paged_mqa_logits=flashmla_refs.fp8_paged_mqa_logits,
+        get_paged_mqa_logits_metadata=lambda lens, block, sms: torch.zeros(sms + 1, 2, dtype=torch.int32),
+        get_num_sms=lambda: 132,
+    )  # fmt: skip
+    indexer._check_device = lambda q, phase: None
+    reference = DSA_IMPLS["reference"].load("reference", "prefill")
+    decode = make_batch(list(LENGTHS), [1] * len(LENGTHS), gen, page_size=PAGE)  # one query per request
+    decode_table = batch.page_table[:, : decode.page_table.shape[1]]  # the same requests' slots
+    decode_q_pos = torch.tensor([n - 1 for n in LENGTHS])
+    out = {}
+    for phase, table, rows, q_pos in (("prefill", batch.page_table, slice(None), batch.q_pos),
+                                      ("decode", decode_table, [int(i) for i in torch.cumsum(torch.tensor(NEW), 0) - 1],
+                                       decode_q_pos)):  # fmt: skip
+        q_seq = batch.q_seq[rows] if phase == "prefill" else torch.arange(len(LENGTHS))
+        impl = DSA_IMPLS["flashmla"].load("flashmla", phase)
+        keys = store.read(0, table)
+        theirs = keys.logits(impl, q[rows], weights[rows], q_seq, q_pos)
+        ours = keys.logits(reference, q[rows], weights[rows], q_seq, q_pos)
+        finite = torch.isfinite(ours)
+        out[phase] = {
+            "max_abs": float((theirs[finite] - ours[finite]).abs().max()),
+            "scale": float(ours[finite].abs().max()),
+            "inf_same": torch.equal(torch.isinf(ours), torch.isinf(theirs[:, : ours.shape[1]])),
+        }
+    return out
+
+
 def main() -> dict:
     gen = torch.Generator().manual_seed(7)
     batch = make_batch(list(LENGTHS), list(NEW), gen, page_size=PAGE)
@@ -179,7 +213,11 @@ def main() -> dict:
     except IndexKStoreError as e:
         facts["skip_layer_refused"] = str(e)
 
-    # 8. the planner's KV bytes per token == what SGLang's pools (and the model-dtype store) allocate per slot
+    # 8. flashmla (index_k_pages: DeepGEMM's FP8 indexer reading the pages in place), its vendor kernels stood in by
+    #    the torch references of their documented semantics, == the reference FP8 indexer on the same pool bytes
+    facts["flashmla_vs_reference_max_abs"] = flashmla_vs_reference(store, batch, q, weights, gen)
+
+    # 9. the planner's KV bytes per token == what SGLang's pools (and the model-dtype store) allocate per slot
     facts["plan"] = {name: allocated_bytes_per_slot(*case) for name, case in PLAN_CASES.items()}
     return facts
 

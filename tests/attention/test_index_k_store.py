@@ -57,6 +57,13 @@ def test_indexer_on_pool_bytes_equals_hand_math(facts, impl):
     assert facts[f"{impl}_vs_hand_max_abs"] <= HAND_ATOL
 
 
+@pytest.mark.parametrize("phase", ["prefill", "decode"])
+def test_flashmla_reads_the_pool_pages_as_the_reference_reads_the_store(facts, phase):
+    figures = facts["flashmla_vs_reference_max_abs"][phase]
+    assert figures["inf_same"]
+    assert figures["max_abs"] <= 1e-4 * max(1.0, figures["scale"])  # flashmla's own tolerance vs the reference
+
+
 def test_pool_is_what_is_read(facts):
     assert facts["poisoned_pool_changes_logits"]
     assert facts["moved_slots"] > 0 and facts["move_kv_cache_keeps_logits"]
@@ -107,8 +114,9 @@ def impls(*names):
         ("cpu", ("reference",), {STORE_ENV: "pool-fp8"}, "pool-fp8"),
         ("cuda", ("triton",), {STORE_ENV: "model"}, "model"),
         ("hip", ("reference",), {}, "model"),
+        ("cuda", ("flashmla",), {}, "pool-fp8"),
     ],
-    ids=["cpu-default", "gpu-default", "gpu-mixed", "cpu-asked-pool", "gpu-asked-model", "amd-default"],
+    ids=["cpu-default", "gpu-default", "gpu-mixed", "cpu-asked-pool", "gpu-asked-model", "amd-default", "flashmla-pages"],
 )
 def test_store_choice(device, names, env, store):
     assert choose_index_k_store(device, impls(*names), env).store == store
