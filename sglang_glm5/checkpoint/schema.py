@@ -87,12 +87,16 @@ def _mtp_layer(cfg: Glm5Config) -> list[TensorSpec]:
     ]
 
 
+def mtp_tensor_specs(cfg: Glm5Config) -> list[TensorSpec]:
+    """The MTP layer's tensors (EAGLE's draft); none when config.json has num_nextn_predict_layers = 0."""
+    return _mtp_layer(cfg) if cfg.has_mtp else []
+
+
 def tensor_specs(cfg: Glm5Config) -> list[TensorSpec]:
     specs = [TensorSpec("model.embed_tokens.weight", (cfg.vocab_size, cfg.hidden_size), "embed")]
     for i in range(cfg.num_hidden_layers):
         specs += _decoder_layer(cfg, i)
-    if cfg.has_mtp:
-        specs += _mtp_layer(cfg)
+    specs += mtp_tensor_specs(cfg)
     specs += [
         _norm("model.norm", cfg.hidden_size),
         _linear("lm_head", cfg.vocab_size, cfg.hidden_size, LM_HEAD_GAIN, fp8=False),

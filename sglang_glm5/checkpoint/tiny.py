@@ -10,6 +10,7 @@ import torch
 from safetensors.torch import save_file
 from tqdm import tqdm
 
+from sglang_glm5.checkpoint.archs import DEFAULT_ARCH, TinyArch, get_arch
 from sglang_glm5.checkpoint.schema import INDEX_FILE, SCALE_SUFFIX, TensorSpec, tensor_specs
 from sglang_glm5.checkpoint.tokenizer import TinyTokenizer, build_tokenizer, write_tokenizer
 from sglang_glm5.config import Glm5Config
@@ -18,7 +19,6 @@ from sglang_glm5.quant import quantize_fp8_blocks
 DTYPES = ("bf16", "fp8")
 VOCAB_MULTIPLE = 64
 MIN_LAYERS = 2  # SGLang reads the MTP layer from index 0 when num_hidden_layers == 1
-FP8_BLOCK = (32, 32)
 SAFETENSORS_METADATA = MappingProxyType({"format": "pt"})
 SHARD_GLOB = "model-*-of-*.safetensors"
 FILE_MODE = 0o644  # safetensors creates shards 0600; match the other files
@@ -30,49 +30,15 @@ NORM_BIAS_NOISE = 0.1
 CORRECTION_BIAS_NOISE = 0.01
 SEED_BYTES = 8
 
-TINY_ARCH = MappingProxyType(
-    {
-        "hidden_size": 128,
-        "intermediate_size": 256,
-        "moe_intermediate_size": 64,
-        "num_attention_heads": 4,
-        "num_key_value_heads": 4,
-        "q_lora_rank": 96,
-        "kv_lora_rank": 64,
-        "qk_nope_head_dim": 32,
-        "qk_rope_head_dim": 16,
-        "v_head_dim": 32,
-        "n_routed_experts": 8,
-        "num_experts_per_tok": 2,
-        "n_shared_experts": 1,
-        "n_group": 1,
-        "topk_group": 1,
-        "norm_topk_prob": True,
-        "routed_scaling_factor": 2.5,
-        "first_k_dense_replace": 1,
-        "index_head_dim": 128,  # SGLang's DSA index-K pool asserts 128
-        "index_n_heads": 16,  # many heads so exact ReLU-zero ties in index scores are improbable
-        "indexer_rope_interleave": True,
-        "rope_interleave": True,
-        "max_position_embeddings": 4096,
-        "num_nextn_predict_layers": 1,
-        "rms_norm_eps": 1e-5,
-        "tie_word_embeddings": False,
-    }
-)
-TINY_ROPE_THETA = 1e6
-FP8_BLOCK_NOTE = (
-    "weight_block_size is 32x32 because the tiny dims are small; GLM-5-FP8 uses 128x128."
-    " kv_a_proj_with_mqa (kv_lora_rank + qk_rope_head_dim = 80 rows) has a ragged last block, as 576 rows do at 128."
-)
-
-
 def _round_up(x: int, multiple: int) -> int:
     return -(-x // multiple) * multiple
 
 
-def tiny_config_dict(tok: TinyTokenizer, num_layers: int, index_topk: int, dtype: str) -> dict:
-    a = TINY_ARCH
+def tiny_config_dict(
+    tok: TinyTokenizer, num_layers: int, index_topk: int, dtype: str, arch: TinyArch | str = DEFAULT_ARCH
+) -> dict:
+    a = get_arch(arch) if isinstance(arch, str) else arch
+    dims = {k: v for k, v in a.dims.items() if k not in ("index_topk", "rope_theta")}
     config = {
         "architectures": ["GlmMoeDsaForCausalLM"],
         "model_type": "glm_moe_dsa",
@@ -80,28 +46,28 @@ def tiny_config_dict(tok: TinyTokenizer, num_layers: int, index_topk: int, dtype
         "attention_dropout": 0.0,
         "eos_token_id": tok.eos_token_ids,
         "pad_token_id": tok.pad_token_id,
-        "head_dim": a["qk_rope_head_dim"],
+        "head_dim": dims["qk_rope_head_dim"],
         "hidden_act": "silu",
         "index_topk": index_topk,
         "initializer_range": 0.02,
         "moe_layer_freq": 1,
         "num_hidden_layers": num_layers,
-        "qk_head_dim": a["qk_nope_head_dim"] + a["qk_rope_head_dim"],
-        "rope_parameters": {"rope_theta": TINY_ROPE_THETA, "rope_type": "default"},
+        "qk_head_dim": dims["qk_nope_head_dim"] + dims["qk_rope_head_dim"],
+        "rope_parameters": {"rope_theta": a.dims["rope_theta"], "rope_type": "default"},
         "scoring_func": "sigmoid",
         "topk_method": "noaux_tc",
         "torch_dtype": "bfloat16",
         "use_cache": True,
         "vocab_size": _round_up(len(tok), VOCAB_MULTIPLE),
-        **a,
+        **dims,
     }
     if dtype == "fp8":
         config["quantization_config"] = {
             "quant_method": "fp8",
             "fmt": "e4m3",
             "activation_scheme": "dynamic",
-            "weight_block_size": list(FP8_BLOCK),
-            "note": FP8_BLOCK_NOTE,
+            "weight_block_size": list(a.fp8_block),
+            "note": a.fp8_block_note,
         }
     return dict(sorted(config.items()))
 
@@ -127,10 +93,10 @@ def init_tensor(spec: TensorSpec, seed: int) -> torch.Tensor:
     raise ValueError(f"unknown init kind {spec.kind!r} for {spec.name}")
 
 
-def _materialize(spec: TensorSpec, seed: int, dtype: str) -> dict[str, torch.Tensor]:
+def _materialize(spec: TensorSpec, seed: int, dtype: str, block: tuple[int, int]) -> dict[str, torch.Tensor]:
     w = init_tensor(spec, seed)
     if dtype == "fp8" and spec.fp8:
-        w_fp8, scale_inv = quantize_fp8_blocks(w, FP8_BLOCK)
+        w_fp8, scale_inv = quantize_fp8_blocks(w, block)
         return {spec.name: w_fp8, spec.name + SCALE_SUFFIX: scale_inv}
     return {spec.name: w}
 
@@ -166,21 +132,34 @@ def _check_args(dtype: str, seed: int, num_layers: int, index_topk: int, shards:
 
 
 def write_tiny_checkpoint(
-    out_dir: str | Path, dtype: str = "bf16", seed: int = 0, num_layers: int = 4, index_topk: int = 16, shards: int = 3
+    out_dir: str | Path,
+    dtype: str = "bf16",
+    seed: int = 0,
+    num_layers: int | None = None,
+    index_topk: int | None = None,
+    shards: int = 3,
+    arch: str = DEFAULT_ARCH,
 ) -> Path:
+    """`num_layers` / `index_topk` None: the arch's (configs/tiny-archs.json)."""
+    a = get_arch(arch)
+    num_layers = a.num_layers if num_layers is None else num_layers
+    index_topk = a.index_topk if index_topk is None else index_topk
     _check_args(dtype, seed, num_layers, index_topk, shards)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     for stale in out.glob(SHARD_GLOB):
         stale.unlink()
     tok = build_tokenizer()
-    config = tiny_config_dict(tok, num_layers, index_topk, dtype)
+    config = tiny_config_dict(tok, num_layers, index_topk, dtype, a)
     cfg = Glm5Config.from_dict(config, source=str(out / "config.json"))
 
     specs = tensor_specs(cfg)
     if shards > len(specs):
         raise ValueError(f"shards ({shards}) exceeds the number of weights ({len(specs)})")
-    units = [_materialize(s, seed, dtype) for s in tqdm(specs, desc=f"tiny GLM-5 {dtype} init", unit="tensor")]
+    units = [
+        _materialize(s, seed, dtype, a.fp8_block)
+        for s in tqdm(specs, desc=f"{a.name} GLM-5 {dtype} init", unit="tensor")
+    ]
     unit_bytes = [sum(t.numel() * t.element_size() for t in u.values()) for u in units]
     shard_of = _shard_of_units(unit_bytes, shards)
 

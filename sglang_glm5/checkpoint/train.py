@@ -29,7 +29,7 @@ from torch import nn
 from tqdm import tqdm
 
 from sglang_glm5.checkpoint.schema import SCALE_SUFFIX
-from sglang_glm5.checkpoint.tiny import FP8_BLOCK, SAFETENSORS_METADATA, SHARD_GLOB
+from sglang_glm5.checkpoint.tiny import SAFETENSORS_METADATA, SHARD_GLOB
 from sglang_glm5.quant import quantize_fp8_blocks
 
 _EXPERT = re.compile(r"^(.*\.mlp\.experts)\.(\d+)\.(gate_proj|up_proj|down_proj)\.weight$")
@@ -173,6 +173,7 @@ def trained_tensors(model, mtp: MTPHead, mtp_layer: int) -> dict[str, torch.Tens
 
 def _write_back(path: Path, trained: dict[str, torch.Tensor]) -> None:
     """Each shard rewritten with the trained values in the stored dtype; FP8 weights re-quantized."""
+    block = _fp8_block(path)
     for shard in sorted(path.glob(SHARD_GLOB)):
         stored = load_file(shard)
         out: dict[str, torch.Tensor] = {}
@@ -185,7 +186,7 @@ def _write_back(path: Path, trained: dict[str, torch.Tensor]) -> None:
             if tuple(new.shape) != tuple(t.shape):
                 raise ValueError(f"{shard}: tensor '{name}' trained shape {tuple(new.shape)} != {tuple(t.shape)}")
             if name + SCALE_SUFFIX in stored:
-                out[name], out[name + SCALE_SUFFIX] = quantize_fp8_blocks(new.to(torch.bfloat16), FP8_BLOCK)
+                out[name], out[name + SCALE_SUFFIX] = quantize_fp8_blocks(new.to(torch.bfloat16), block)
             else:
                 out[name] = new.to(t.dtype)
         save_file(out, str(shard), metadata=dict(SAFETENSORS_METADATA))

@@ -13,7 +13,7 @@ from sglang.srt.utils import add_prefix
 from torch import nn
 
 from sglang_glm5.checkpoint.locate import CheckpointNotCached, checkpoint_dir
-from sglang_glm5.checkpoint.validate import validate_checkpoint
+from sglang_glm5.checkpoint.validate import describe_missing_mtp, missing_mtp_tensors, validate_checkpoint
 from sglang_glm5.config import Glm5Config
 from sglang_glm5.models.decoder import Glm5DecoderLayer
 from sglang_glm5.models.weights import load_weights
@@ -54,6 +54,8 @@ class GlmMoeDsaModel(nn.Module):
 
 
 class GlmMoeDsaForCausalLM(nn.Module):
+    REQUIRES_MTP = False  # the target serves a checkpoint without MTP tensors (HF save_pretrained writes none)
+
     def __init__(self, config, quant_config=None, prefix: str = ""):
         super().__init__()
         self.glm5_config = glm5_config_of(config)
@@ -89,10 +91,16 @@ class GlmMoeDsaForCausalLM(nn.Module):
         headers = {}
         try:
             checkpoint = _checkpoint_dir(self.config)
-            headers = validate_checkpoint(checkpoint, self.glm5_config)
+            headers = validate_checkpoint(checkpoint, self.glm5_config, require_mtp=self.REQUIRES_MTP)
         except CheckpointNotCached as err:
             checkpoint = _name_or_path(self.config)
             logger.warning("GLM-5 checkpoint headers not checked: %s; tensors are checked as they load", err)
+        missing = missing_mtp_tensors(headers, self.glm5_config) if headers else ()
+        if missing:
+            logger.warning(
+                "GLM-5: %s; serving without speculative decoding (--speculative-algorithm EAGLE needs them)",
+                describe_missing_mtp(checkpoint, missing, self.glm5_config),
+            )
 
         def locate(name: str) -> str:
             return str(headers[name].file if name in headers else checkpoint)

@@ -56,6 +56,8 @@ class Glm5MTPModel(nn.Module):
 class GlmMoeDsaForCausalLMNextN(GlmMoeDsaForCausalLM):
     """The draft: the MTP layer only; shares config parsing, weight validation and FP8 handling with the target."""
 
+    REQUIRES_MTP = True  # a checkpoint without the MTP layer is refused, naming the missing tensors
+
     def _build_body(self, config, quant_config, prefix):
         return Glm5MTPModel(self.glm5_config, config, quant_config, prefix=add_prefix("model", prefix))
 

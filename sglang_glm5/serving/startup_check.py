@@ -1,5 +1,6 @@
 """The start-up check for GLM-5, before any weight loads: PD disaggregation / HiCache (refused until verified:
-attention/index_k_policy.py), KV-cache dtype policy, then DSA backends x device.
+attention/index_k_policy.py), the MTP layer when EAGLE drafts with it, KV-cache dtype policy, then DSA backends x
+device.
 
 Every start-up path runs it: `launch_server` (and so `sglang-glm5 serve`) through the two SGLang server-args passes
 it takes over for GLM-5 (`_dsa_kv_cache_dtype_default`, `_dsa_split_backend_resolution`: SGLang's versions pick
@@ -128,9 +129,26 @@ def _is_glm5(view) -> bool:
     return is_glm5(model_config_of(view))
 
 
+def check_speculative_draft(view) -> None:
+    """EAGLE / NEXTN draft with the checkpoint's MTP layer: refused when its tensors are missing (HF save_pretrained)."""
+    import json
+    from pathlib import Path
+
+    from sglang_glm5.checkpoint.validate import check_mtp_for_speculative
+    from sglang_glm5.config import Glm5Config
+
+    algorithm = getattr(view, "speculative_algorithm", None)
+    draft = Path(getattr(view, "speculative_draft_model_path", None) or view.model_path)
+    if algorithm is None or not (draft / "config.json").is_file():
+        return
+    overrides = json.loads(getattr(view, "json_model_override_args", None) or "{}")
+    check_mtp_for_speculative(algorithm, draft, Glm5Config.from_pretrained(draft, overrides=overrides))
+
+
 def kv_cache_dtype_pass(original, view) -> dict:
     if not _is_glm5(view):
         return original(view)
+    check_speculative_draft(view)
     decision = decide(request_from_view(view), warn=lambda message: logger.warning("GLM-5: %s", message))
     if decision.kv_cache_dtype != view.kv_cache_dtype:
         logger.info("GLM-5: KV cache dtype %s on %s", decision.kv_cache_dtype, decision.target.device)
