@@ -134,3 +134,26 @@ def hf_logprobs_fp8_indexer(checkpoint: Path, ids: list[int]) -> torch.Tensor:
     with fp8_indexer():
         logits = hf_model(checkpoint)(torch.tensor([ids])).logits[0].float()
     return torch.log_softmax(logits, dim=-1)
+
+
+@torch.no_grad()
+def hf_chunked(
+    checkpoint: Path, ids: list[int], max_new_tokens: int, chunk: int, logprob_from: int
+) -> tuple[torch.Tensor, list[int]]:
+    """Long prompts: HF's prefill fed `chunk` tokens at a time through its KV (and indexer-key) cache, so its dense
+    [S, T] index scores fit in memory; the same per-row math as one forward. Returns the [len(ids) - logprob_from,
+    vocab] next-token log-probabilities from position `logprob_from` on, and the greedy continuation (argmax loop)."""
+    model = hf_model(checkpoint)
+    past, rows = None, []
+    for start in range(0, len(ids), chunk):
+        out = model(torch.tensor([ids[start : start + chunk]]), past_key_values=past, use_cache=True)
+        past = out.past_key_values
+        first = max(logprob_from - start, 0)
+        if first < out.logits.shape[1]:
+            rows.append(torch.log_softmax(out.logits[0, first:].float(), dim=-1))
+    new: list[int] = []
+    for _ in range(max_new_tokens):
+        token = int(out.logits[0, -1].argmax())
+        new.append(token)
+        out = model(torch.tensor([[token]]), past_key_values=out.past_key_values, use_cache=True)
+    return torch.cat(rows), new
