@@ -136,24 +136,86 @@ def hf_logprobs_fp8_indexer(checkpoint: Path, ids: list[int]) -> torch.Tensor:
     return torch.log_softmax(logits, dim=-1)
 
 
+TIE_RTOL = 3e-6  # a top-k boundary gap this small (relative) is a float32 tie: any summation order may flip it
+GAP_ROWS = 256  # query rows per gap computation (bounds the [H, rows, T] scores)
+
+
+def _topk_gaps(indexer, hidden, q_resid, position_embeddings, past_len: int) -> torch.Tensor:
+    """[S] relative gap between the k-th and (k+1)-th index score of each new query row (inf: row has <= k keys),
+    recomputed the way HF's `GlmMoeDsaIndexer.forward` scores (fp32), keys from HF's indexer cache + these rows."""
+    import torch.nn.functional as F
+    from transformers.models.glm_moe_dsa.modeling_glm_moe_dsa import apply_rotary_pos_emb_interleave
+
+    b, s, _ = hidden.shape
+    cos, sin = position_embeddings
+    q = indexer.wq_b(q_resid).view(b, s, indexer.n_heads, indexer.head_dim)
+    rope, rest = indexer.qk_rope_head_dim, indexer.head_dim - indexer.qk_rope_head_dim
+    q_rot, q_pass = torch.split(q, [rope, rest], dim=-1)
+    k = indexer.k_norm(indexer.wk(hidden)).unsqueeze(2)
+    k_rot, k_pass = torch.split(k, [rope, rest], dim=-1)
+    q_rot, k_rot = apply_rotary_pos_emb_interleave(q_rot, k_rot, cos, sin, unsqueeze_dim=2)
+    q = torch.cat([q_rot, q_pass], dim=-1)[0].float()  # [S, H, D]
+    k_new = torch.cat([k_rot, k_pass], dim=-1)[0, :, 0].float()  # [S, D]
+    keys = torch.cat([indexer._gap_keys, k_new]) if past_len else k_new  # [past + S, D]
+    indexer._gap_keys = keys
+    weights = indexer.weights_proj(hidden.to(indexer.weights_proj.weight.dtype))[0].float() * indexer.n_heads**-0.5
+    gaps = torch.full((s,), float("inf"))
+    for r0 in range(0, s, GAP_ROWS):
+        rows = slice(r0, r0 + GAP_ROWS)
+        scores = F.relu(torch.einsum("shd,td->sht", q[rows], keys) * indexer.softmax_scale)  # [r, H, T]
+        index = torch.einsum("sh,sht->st", weights[rows], scores)  # [r, T]
+        pos = past_len + torch.arange(r0, r0 + index.shape[0])
+        index = index.masked_fill(torch.arange(keys.shape[0]) > pos[:, None], float("-inf"))
+        top = index.topk(min(indexer.index_topk + 1, keys.shape[0]), dim=-1).values
+        if top.shape[1] > indexer.index_topk:
+            kth, next_ = top[:, -2], top[:, -1]
+            valid = pos >= indexer.index_topk  # more keys than k
+            gap = (kth - next_) / kth.abs().clamp_min(1e-6)
+            gaps[rows] = torch.where(valid, gap, torch.full_like(gap, float("inf")))
+    return gaps
+
+
 @torch.no_grad()
 def hf_chunked(
     checkpoint: Path, ids: list[int], max_new_tokens: int, chunk: int, logprob_from: int
-) -> tuple[torch.Tensor, list[int]]:
+) -> tuple[torch.Tensor, list[int], torch.Tensor]:
     """Long prompts: HF's prefill fed `chunk` tokens at a time through its KV (and indexer-key) cache, so its dense
     [S, T] index scores fit in memory; the same per-row math as one forward. Returns the [len(ids) - logprob_from,
-    vocab] next-token log-probabilities from position `logprob_from` on, and the greedy continuation (argmax loop)."""
+    vocab] next-token log-probabilities from position `logprob_from` on, the greedy continuation (argmax loop), and
+    a [len(ids) - logprob_from] bool mask of the rows whose top-k boundary is a float32 tie (relative gap between
+    the k-th and (k+1)-th index score < TIE_RTOL) in some layer: there the selected key set is not determined by the
+    math, so no implementation can be held to HF's choice."""
     model = hf_model(checkpoint)
-    past, rows = None, []
-    for start in range(0, len(ids), chunk):
-        out = model(torch.tensor([ids[start : start + chunk]]), past_key_values=past, use_cache=True)
-        past = out.past_key_values
-        first = max(logprob_from - start, 0)
-        if first < out.logits.shape[1]:
-            rows.append(torch.log_softmax(out.logits[0, first:].float(), dim=-1))
+    gaps: dict[int, list[torch.Tensor]] = {}
+    handles = []
+    for layer in model.model.layers:
+        indexer = layer.self_attn.indexer
+
+        def hook(module, args, kwargs, _out):
+            hidden, q_resid, position_embeddings = args[:3]
+            past = getattr(module, "_gap_len", 0)
+            gaps.setdefault(module.layer_idx, []).append(_topk_gaps(module, hidden, q_resid, position_embeddings, past))
+            module._gap_len = past + hidden.shape[1]
+
+        indexer._gap_len = 0
+        handles.append(indexer.register_forward_hook(hook, with_kwargs=True))
+    try:
+        past, rows = None, []
+        for start in range(0, len(ids), chunk):
+            out = model(torch.tensor([ids[start : start + chunk]]), past_key_values=past, use_cache=True)
+            past = out.past_key_values
+            first = max(logprob_from - start, 0)
+            if first < out.logits.shape[1]:
+                rows.append(torch.log_softmax(out.logits[0, first:].float(), dim=-1))
+    finally:
+        for handle in handles:
+            handle.remove()
+        for layer in model.model.layers:
+            layer.self_attn.indexer.__dict__.pop("_gap_keys", None)
+    ties = torch.stack([torch.cat(g) for g in gaps.values()]).amin(0) < TIE_RTOL  # [len(ids)]
     new: list[int] = []
     for _ in range(max_new_tokens):
         token = int(out.logits[0, -1].argmax())
         new.append(token)
         out = model(torch.tensor([[token]]), past_key_values=out.past_key_values, use_cache=True)
-    return torch.cat(rows), new
+    return torch.cat(rows), new, ties[logprob_from:]

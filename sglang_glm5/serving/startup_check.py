@@ -138,8 +138,10 @@ def check_speculative_draft(view) -> None:
     from sglang_glm5.config import Glm5Config
 
     algorithm = getattr(view, "speculative_algorithm", None)
+    if algorithm is None:
+        return
     draft = Path(getattr(view, "speculative_draft_model_path", None) or view.model_path)
-    if algorithm is None or not (draft / "config.json").is_file():
+    if not (draft / "config.json").is_file():
         return
     overrides = json.loads(getattr(view, "json_model_override_args", None) or "{}")
     check_mtp_for_speculative(algorithm, draft, Glm5Config.from_pretrained(draft, overrides=overrides))

@@ -1,6 +1,8 @@
 """Long context at GLM-5's index_topk 2048 (the `long` arch: tiny dims, 32k context), served by launch_server with
 chunked prefill smaller than the prompt and page size 64, against HF transformers (its prefill fed in chunks through
-its own KV cache, the same per-row math as one forward).
+its own KV cache, the same per-row math as one forward). Rows whose 2048th and 2049th index scores tie in float32
+(relative gap < 3e-6 in HF's own scores; at 3k one row flipped, gap 2e-7) select a key set the math does not
+determine: their logprobs are left out (at most 5% of rows), every other row must be within 1e-4.
 
 Prompts of 3k, 8k and 16k random token ids: every query past position 2048 selects 2048 of its keys, top-k runs over
 up to 16k keys, the indexer's logits budget splits the work. A second request sharing a 6k-token prefix (a radix-cache
@@ -26,6 +28,7 @@ HF_CHUNK = 2048  # HF's dense [chunk, T] index scores per layer stay under ~2 Gi
 LENGTHS = (3001, 8191, 16385)  # odd: the last page is partial
 GREEDY_TOKENS = {3001: 8, 8191: 8, 16385: 3}  # 16k: prefill and a few decode steps (CI time)
 LOGPROB_WINDOW = {3001: 1200, 8191: 160, 16385: 64}  # last positions compared; 3k's spans a chunk boundary
+MAX_TIE_FRACTION = 0.05  # rows whose 2048th/2049th index scores tie in float32 (HF-side gap < oracle.TIE_RTOL)
 SHARED_PREFIX = 6000
 SUFFIX = 301
 REQUEST_TIMEOUT_S = 1200
@@ -91,12 +94,16 @@ def test_long_prompt_matches_hf(server, checkpoint, oracle, length):
     ids = prompt_ids(length, vocab)
     start = length - LOGPROB_WINDOW[length]
     out = generate(server.url, ids, GREEDY_TOKENS[length], start, vocab)
-    hf_rows, hf_tokens = oracle(length)
+    hf_rows, hf_tokens, ties = oracle(length)
     ours = window_logprobs(out["meta_info"], LOGPROB_WINDOW[length], vocab)
     assert not ours.isnan().any(), "the server returned fewer than vocab_size logprobs for some position"
     assert out["output_ids"] == hf_tokens
-    diff = (ours - hf_rows.double()).abs().max().item()
-    assert diff <= LOGPROB_ATOL, f"max |logprob diff| {diff:.3g} > {LOGPROB_ATOL} over the last {len(ours)} positions"
+    assert ties.float().mean() <= MAX_TIE_FRACTION, f"{int(ties.sum())} of {len(ties)} rows are top-k ties"
+    diff = (ours - hf_rows.double()).abs().amax(-1)[~ties]  # a tied row's key set is not determined by the math
+    assert diff.max().item() <= LOGPROB_ATOL, (
+        f"max |logprob diff| {diff.max().item():.3g} > {LOGPROB_ATOL} over the last {len(ours)} positions"
+        f" ({int(ties.sum())} top-k-tie rows left out)"
+    )
 
 
 def test_radix_hit_on_a_6k_prefix_gives_the_uncached_tokens(server, checkpoint):
