@@ -20,6 +20,7 @@ from sglang_glm5.quant import scale_grid_shape
 
 FP8_HEADER_DTYPE = "F8_E4M3"
 SHARD_GLOB = "*.safetensors"
+SHOWN_MISSING = 4  # missing MTP tensors named in a message (the rest counted)
 
 
 class CheckpointError(ValueError):
@@ -69,7 +70,9 @@ def missing_mtp_tensors(headers: dict[str, _Header], cfg: Glm5Config) -> tuple[s
 
 
 def describe_missing_mtp(model_dir: str | Path, missing: tuple[str, ...], cfg: Glm5Config) -> str:
-    shown = ", ".join(f"'{name}'" for name in missing[:4]) + (f" and {len(missing) - 4} more" if len(missing) > 4 else "")
+    shown = ", ".join(f"'{name}'" for name in missing[:SHOWN_MISSING])
+    if len(missing) > SHOWN_MISSING:
+        shown += f" and {len(missing) - SHOWN_MISSING} more"
     return (
         f"{model_dir}: config.json says num_nextn_predict_layers = {cfg.num_nextn_predict_layers} but the checkpoint's"
         f" MTP layer {cfg.mtp_layer_index} misses {len(missing)} of {len(mtp_tensor_specs(cfg))} tensors ({shown})"
