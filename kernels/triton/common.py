@@ -1,5 +1,6 @@
 """What the DSA Triton kernels share: tile reductions, dot precision, and argument checks with named errors."""
 
+import os
 from functools import partial
 
 import torch
@@ -33,9 +34,23 @@ def tile_exclusive_cumsum(x, axis: tl.constexpr):
     return tl.associative_scan(x, axis, _sum_combine) - x
 
 
-def dot_precision(dtype: torch.dtype) -> str:
-    """fp32 operands need "ieee"; fp16/bf16/fp8 values are exact in tf32 (<= 10 mantissa bits), so tf32 loses nothing."""
-    return "ieee" if dtype == torch.float32 else "tf32"
+# Triton's interpreter (3.8) multiplies bf16 tiles as their uint16 bit patterns; interpreted, `mma` widens bf16
+# operands to fp32 first, which is exact, so the interpreter still checks every rounding the kernels do themselves.
+INTERPRETED = tl.constexpr(os.environ.get("TRITON_INTERPRET", "0") == "1")
+
+
+@triton.jit
+def mma(a, b, acc):
+    """acc + a @ b with a, b fed to the tensor cores in their own dtype (bf16, fp16, fp8) and fp32 accumulation.
+
+    fp32 operands (CPU tests) multiply exactly ("ieee"); the setting means nothing to other dtypes, and gfx950
+    refuses "tf32"."""
+    if INTERPRETED:
+        if a.dtype == tl.bfloat16:
+            a = a.to(tl.float32)
+        if b.dtype == tl.bfloat16:
+            b = b.to(tl.float32)
+    return tl.dot(a, b, acc, input_precision="ieee")
 
 
 def block_size(n: int) -> int:

@@ -12,7 +12,7 @@ from sglang_glm5.kernels.triton.common import (
     check_out,
     check_size,
     check_tensor,
-    dot_precision,
+    mma,
     tile_sum,
 )
 
@@ -45,7 +45,6 @@ def _indexer_logits_kernel(
     BLOCK_H: tl.constexpr,
     BLOCK_L: tl.constexpr,
     HAS_SCALES: tl.constexpr,
-    DOT_PRECISION: tl.constexpr,
 ):
     token = tl.program_id(0)
     pos = tl.program_id(1) * BLOCK_L + tl.arange(0, BLOCK_L)  # [BL]
@@ -58,18 +57,21 @@ def _indexer_logits_kernel(
         head_ok = heads < HEADS
         dims = tl.arange(0, HEAD_DIM)
         q_offs = token.to(tl.int64) * stride_qt + heads[:, None] * stride_qh + dims[None, :]
-        q = tl.load(q_ptr + q_offs, mask=head_ok[:, None], other=0.0).to(tl.float32)  # [BH, D]
+        # q and k enter the tensor cores in their own dtype (e4m3 x e4m3 or bf16 x bf16), fp32 accumulation
+        q = tl.load(q_ptr + q_offs, mask=head_ok[:, None], other=0.0)  # [BH, D]
         request = tl.load(q_seq_ptr + token).to(tl.int64)
         slots = tl.load(page_table_ptr + request * stride_pt + pos, mask=valid, other=0).to(tl.int64)  # [BL]
-        k = tl.load(k_ptr + slots[:, None] * stride_k + dims[None, :], mask=valid[:, None], other=0.0)
-        scores = tl.dot(q, tl.trans(k.to(tl.float32)), input_precision=DOT_PRECISION)  # [BH, BL]
+        k = tl.load(k_ptr + slots[:, None] * stride_k + dims[None, :], mask=valid[:, None], other=0.0)  # [BL, D]
+        # keys as rows (M = BLOCK_L >= 64), heads as columns: an M of 64 is what Hopper's wgmma takes, and its
+        # e4m3 form needs it (at M = 16/32 heads Triton falls back to mma.sync, which widens e4m3 to f16)
+        scores = mma(k.to(q.dtype), tl.trans(q), tl.full([BLOCK_L, BLOCK_H], 0, tl.float32))  # [BL, BH]
         if HAS_SCALES:
             q_scale = tl.load(q_scale_ptr + token.to(tl.int64) * stride_qst + heads, mask=head_ok, other=0.0)
             k_scale = tl.load(k_scale_ptr + slots, mask=valid, other=0.0)
-            scores = scores * q_scale.to(tl.float32)[:, None] * k_scale.to(tl.float32)[None, :]
+            scores = scores * k_scale.to(tl.float32)[:, None] * q_scale.to(tl.float32)[None, :]
         scores = tl.maximum(scores * score_scale, 0.0)
         weights = tl.load(weights_ptr + token.to(tl.int64) * stride_wt + heads, mask=head_ok, other=0.0)
-        logits = tile_sum(weights.to(tl.float32)[:, None] * scores, 0)  # [BL]
+        logits = tile_sum(scores * weights.to(tl.float32)[None, :], 1)  # [BL]
         logits = tl.where(valid, logits, float("-inf"))
     tl.store(out_ptr + token.to(tl.int64) * stride_ot + pos, logits, mask=pos < length)
 
@@ -88,7 +90,7 @@ def _launch(q, q_scale, weights, k_cache, k_scale, page_table, q_seq, q_pos, out
         length, q.stride(0), q.stride(1), q_scale.stride(0) if has_scales else 0, weights.stride(0),
         k_cache.stride(0), page_table.stride(0), out.stride(0), head_dim**-0.5,
         HEADS=num_heads, HEAD_DIM=head_dim, BLOCK_H=block_size(num_heads), BLOCK_L=BLOCK_L,
-        HAS_SCALES=has_scales, DOT_PRECISION=dot_precision(q.dtype if not has_scales else FP8_DTYPE),
+        HAS_SCALES=has_scales,
         num_warps=NUM_WARPS,
     )  # fmt: skip
     return out
@@ -113,7 +115,7 @@ def indexer_logits(q, weights, k_cache, page_table, q_seq, q_pos, *, out=None):
     One program per (query token t, block of BLOCK_L positions p):
     1. blocks with every p > q_pos[t] store -inf and stop
     2. slots = page_table[q_seq[t], p] for p <= q_pos[t]                  # [BL]   (never reads entries past it)
-    3. k = k_cache[slots] in fp32; s = q[t] @ k^T * D**-0.5                # [BL, D], [H, BL]
+    3. k = k_cache[slots]; s = q[t] @ k^T * D**-0.5 (operands in k's dtype)  # [BL, D], [H, BL]
     4. logits = sum_h weights[t, h] * relu(s[h]); -inf where p > q_pos[t]  # [BL]
     Heads are padded to a 16-row tile (tl.dot's minimum), not to 64.
     Index values (q_seq, q_pos) are trusted, not checked: that would sync the device; the reference checks them.
@@ -127,7 +129,8 @@ def indexer_logits_fp8(q_fp8, q_scale, weights, k_fp8, k_scale, page_table, q_se
 
     q_fp8 [T, H, D] e4m3 + q_scale [T, H], k_fp8 [S, D] e4m3 + k_scale [S] -> logits [T, L] fp32.
     Dataflow of indexer_logits, with step 3 as s = (q_fp8[t] @ k_fp8^T) * q_scale[t, h] * k_scale[slot] * D**-0.5:
-    the e4m3 products are exact in the tf32 dot, and scaling after the dot keeps one multiply per score.
+    an e4m3 x e4m3 tensor-core dot (wgmma with e4m3 operands on sm_90a, asserted in tests/kernels/test_resources.py)
+    into fp32, and scaling after the dot keeps one multiply per score.
     """
     _check_common(q_fp8, weights, k_fp8, page_table, q_seq, q_pos, (FP8_DTYPE,), (FP8_DTYPE,))
     check_tensor("q_scale", q_scale, 2, FLOAT_DTYPES, q_fp8.device)

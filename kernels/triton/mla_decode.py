@@ -1,6 +1,7 @@
 """Sparse MLA decode: the top-k columns of each token split over programs (flash-decoding), then merged by lse."""
 
 import math
+from functools import lru_cache
 
 import torch
 import triton
@@ -16,9 +17,10 @@ from sglang_glm5.kernels.triton.mla_prefill import (
     tile_config,
 )
 
-COLUMNS_PER_SPLIT = 256  # top-k columns per program: GLM-5's 2048 -> 8 splits per (token, head tile)
+MIN_COLUMNS_PER_SPLIT = 2 * BLOCK_N  # a split shorter than two steps costs more in its merge than it saves
+CPU_COLUMNS_PER_SPLIT = 256  # no SM count to fill (the interpreter): GLM-5's 2048 -> 8 splits
 MAX_SPLITS = 64
-NUM_WARPS = 4
+NUM_WARPS = 8  # as prefill: no spills at a 16/32-head tile on sm_90a (tests/kernels/test_resources.py)
 COMBINE_NUM_WARPS = 4
 
 
@@ -38,7 +40,7 @@ def _sparse_mla_split_kernel(
     qk_scale_log2,
     HEADS: tl.constexpr, V_DIM: tl.constexpr, ROPE_DIM: tl.constexpr, NUM_SPLITS: tl.constexpr,
     BLOCK_H: tl.constexpr, BLOCK_V: tl.constexpr, BLOCK_R: tl.constexpr, BLOCK_N: tl.constexpr,
-    KV_FP8: tl.constexpr, SCALE_OFFSET: tl.constexpr, ROPE_OFFSET: tl.constexpr, DOT_PRECISION: tl.constexpr,
+    KV_FP8: tl.constexpr, SCALE_OFFSET: tl.constexpr, ROPE_OFFSET: tl.constexpr,
 ):  # fmt: skip
     token = tl.program_id(0)
     head_start = tl.program_id(1) * BLOCK_H
@@ -50,7 +52,7 @@ def _sparse_mla_split_kernel(
         q_ptr, kv_ptr, scale_ptr, rope_ptr, page_table_ptr + request * stride_pt,
         topk_ptr + token.to(tl.int64) * stride_tt, token, head_start, col_start, col_end,
         stride_qt, stride_qh, stride_kv, stride_scale, stride_rope, qk_scale_log2,
-        HEADS, V_DIM, ROPE_DIM, BLOCK_H, BLOCK_V, BLOCK_R, BLOCK_N, KV_FP8, SCALE_OFFSET, ROPE_OFFSET, DOT_PRECISION,
+        HEADS, V_DIM, ROPE_DIM, BLOCK_H, BLOCK_V, BLOCK_R, BLOCK_N, KV_FP8, SCALE_OFFSET, ROPE_OFFSET,
     )  # fmt: skip
     heads = head_start + tl.arange(0, BLOCK_H)
     v_dims = tl.arange(0, BLOCK_V)
@@ -95,6 +97,26 @@ def _merge_splits_kernel(
         tl.store(lse_ptr + token.to(tl.int64) * stride_lt + head, lse)
 
 
+@lru_cache(maxsize=None)
+def multiprocessor_count(device: torch.device) -> int | None:
+    """SMs (CUs) of a GPU device, None for the CPU."""
+    if device.type != "cuda":
+        return None
+    return torch.cuda.get_device_properties(device).multi_processor_count
+
+
+def default_num_splits(num_tokens: int, head_tiles: int, topk_width: int, num_sms: int | None) -> int:
+    """Splits per (token, head tile) so that the grid fills the GPU's SMs once, e.g. 132 SMs at batch 1 with one
+    8-head tile and K 2048: min(132, 2048 / 64) = 32 splits; at batch >= 132 one split. Splits never shorter
+    than MIN_COLUMNS_PER_SPLIT columns; without an SM count (CPU) one split per CPU_COLUMNS_PER_SPLIT columns."""
+    by_columns = triton.cdiv(max(topk_width, 1), MIN_COLUMNS_PER_SPLIT)
+    if num_sms is None:
+        wanted = triton.cdiv(max(topk_width, 1), CPU_COLUMNS_PER_SPLIT)
+    else:
+        wanted = triton.cdiv(num_sms, max(num_tokens * head_tiles, 1))
+    return max(1, min(MAX_SPLITS, by_columns, wanted))
+
+
 def sparse_mla_decode(
     q, kv_cache, page_table, q_seq, topk, sm_scale, v_dim, return_lse=False, *, out=None, lse=None, num_splits=None
 ):
@@ -107,26 +129,30 @@ def sparse_mla_decode(
        ceil(K / NS) columns -> normalised partial out [BH, v_dim] and lse in log2 units     # [T, H, NS, v_dim]
     2. merge, one program per (t, h): w_s = exp2(lse_s - max lse); out = sum_s w_s out_s / sum_s w_s
        (splits without a valid column weigh 0; an all -1 row gives out 0 and lse -inf)
-    num_splits: default ceil(K / 256) capped at 64. The kernel does not need one token per request.
+    num_splits: default_num_splits (enough programs to fill the device's SMs once, at least 64 columns each). The
+    merge is a second launch queued right behind the first (no host round trip); the partial buffers are
+    allocated per call, which under CUDA-graph capture means once, from the graph's pool, reused by every replay.
+    The kernel does not need one token per request.
     """
     check_sparse_mla_args(q, kv_cache, page_table, q_seq, topk, sm_scale, v_dim)
     num_tokens, num_heads, _ = q.shape
     topk_width = topk.shape[1]
+    config = tile_config(num_heads, q.shape[2], v_dim)
+    head_tiles = triton.cdiv(num_heads, config["BLOCK_H"])
     if num_splits is None:
-        num_splits = min(MAX_SPLITS, max(1, triton.cdiv(topk_width, COLUMNS_PER_SPLIT)))
+        num_splits = default_num_splits(num_tokens, head_tiles, topk_width, multiprocessor_count(q.device))
     if not isinstance(num_splits, int) or not 1 <= num_splits <= MAX_SPLITS:
         raise ValueError(f"num_splits must be an int in [1, {MAX_SPLITS}], got {num_splits!r}")
     out = check_out(out, (num_tokens, num_heads, v_dim), q.dtype, q.device)
     lse = check_out(lse, (num_tokens, num_heads), torch.float32, q.device) if return_lse else None
     if num_tokens == 0:
         return (out, lse) if return_lse else out
-    config = tile_config(q, v_dim)
     # whole BLOCK_N steps per split, so no split starts mid-block
     columns_per_split = triton.cdiv(triton.cdiv(max(topk_width, 1), num_splits), BLOCK_N) * BLOCK_N
     part_out = torch.empty((num_tokens, num_heads, num_splits, v_dim), dtype=torch.float32, device=q.device)
     part_lse = torch.empty((num_tokens, num_heads, num_splits), dtype=torch.float32, device=q.device)
     (kv, scale, rope), (stride_kv, stride_scale, stride_rope), layout = kv_views(kv_cache, v_dim)
-    grid = (num_tokens, triton.cdiv(num_heads, config["BLOCK_H"]), num_splits)
+    grid = (num_tokens, head_tiles, num_splits)
     _sparse_mla_split_kernel[grid](
         q, kv, scale, rope, page_table, q_seq, topk, part_out, part_lse, topk_width, columns_per_split,
         q.stride(0), q.stride(1), stride_kv, stride_scale, stride_rope, page_table.stride(0), topk.stride(0),

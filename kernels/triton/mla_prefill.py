@@ -14,15 +14,17 @@ from sglang_glm5.kernels.triton.common import (
     check_out,
     check_size,
     check_tensor,
-    dot_precision,
+    mma,
     tile_max,
     tile_sum,
 )
 from sglang_glm5.kernels.triton.kv_layout import FP8_TILE, check_fp8_kv, fp8_kv_offsets
 
 BLOCK_N = 32  # selected positions per step
-MAX_BLOCK_H = 64  # head tile cap: up to 64 heads share one pass over the selected rows
-NUM_WARPS = 4
+# head tile cap: a [32, 512] fp32 accumulator over 8 warps leaves room for the [32, 512] bf16 KV tile without
+# spilling on sm_90a (a 64-head tile spills at 255 registers); 64 heads run as two programs per token
+MAX_BLOCK_H = 32
+NUM_WARPS = 8
 LN2 = tl.constexpr(math.log(2.0))
 FP8_TILE_SIZE = tl.constexpr(FP8_TILE)  # latent values per fp32 scale in FP8 rows
 
@@ -34,7 +36,7 @@ def attend_topk(
     stride_qt, stride_qh, stride_kv, stride_scale, stride_rope, qk_scale_log2,
     HEADS: tl.constexpr, V_DIM: tl.constexpr, ROPE_DIM: tl.constexpr,
     BLOCK_H: tl.constexpr, BLOCK_V: tl.constexpr, BLOCK_R: tl.constexpr, BLOCK_N: tl.constexpr,
-    KV_FP8: tl.constexpr, SCALE_OFFSET: tl.constexpr, ROPE_OFFSET: tl.constexpr, DOT_PRECISION: tl.constexpr,
+    KV_FP8: tl.constexpr, SCALE_OFFSET: tl.constexpr, ROPE_OFFSET: tl.constexpr,
 ):  # fmt: skip
     """Online softmax of one token's head tile over its topk columns [col_start, col_end) -> acc, m, l.
 
@@ -50,10 +52,9 @@ def attend_topk(
     v_ok = v_dims < V_DIM
     r_ok = r_dims < ROPE_DIM
     q_row = q_ptr + token.to(tl.int64) * stride_qt + heads[:, None] * stride_qh
+    # q stays in its own dtype: bf16/fp16 tiles go straight into the tensor cores; the scale is applied to s
     q_v = tl.load(q_row + v_dims[None, :], mask=head_ok[:, None] & v_ok[None, :], other=0.0)  # [BH, BV]
     q_r = tl.load(q_row + V_DIM + r_dims[None, :], mask=head_ok[:, None] & r_ok[None, :], other=0.0)  # [BH, BR]
-    q_v = q_v.to(tl.float32) * qk_scale_log2
-    q_r = q_r.to(tl.float32) * qk_scale_log2
 
     m = tl.full([BLOCK_H], float("-inf"), tl.float32)
     l = tl.full([BLOCK_H], 0, tl.float32)
@@ -65,22 +66,30 @@ def attend_topk(
         valid = pos >= 0
         slots = tl.load(page_row_ptr + pos, mask=valid, other=0).to(tl.int64)  # [BN]
         v_mask = valid[:, None] & v_ok[None, :]
-        kv_v = tl.load(kv_ptr + slots[:, None] * stride_kv + v_dims[None, :], mask=v_mask, other=0.0).to(tl.float32)
+        kv_v = tl.load(kv_ptr + slots[:, None] * stride_kv + v_dims[None, :], mask=v_mask, other=0.0)  # [BN, BV]
         if KV_FP8:
-            tile_scale = scale_ptr + slots[:, None] * stride_scale + SCALE_OFFSET + v_dims[None, :] // FP8_TILE_SIZE
-            kv_v = kv_v * tl.load(tile_scale, mask=v_mask, other=0.0)  # [BN, BV] dequantized latent
+            # one fp32 scale per 128-value tile: load [BN, tiles] and broadcast, not one load per value
+            tiles = tl.arange(0, BLOCK_V // FP8_TILE_SIZE)
+            tile_scale = tl.load(scale_ptr + slots[:, None] * stride_scale + SCALE_OFFSET + tiles[None, :],
+                                 mask=valid[:, None], other=0.0)  # [BN, BV / 128]
+            kv_tiles = tl.reshape(kv_v.to(tl.float32), [BLOCK_N, BLOCK_V // FP8_TILE_SIZE, FP8_TILE_SIZE])
+            # dequantize in fp32, round once to q's dtype (FlashMLA rounds to bf16 likewise)
+            kv_v = tl.reshape(kv_tiles * tile_scale[:, :, None], [BLOCK_N, BLOCK_V]).to(q_v.dtype)
+        else:
+            kv_v = kv_v.to(q_v.dtype)
         rope_row = rope_ptr + slots[:, None] * stride_rope + ROPE_OFFSET
-        kv_r = tl.load(rope_row + r_dims[None, :], mask=valid[:, None] & r_ok[None, :], other=0.0).to(tl.float32)
-        scores = tl.dot(q_v, tl.trans(kv_v), input_precision=DOT_PRECISION)  # [BH, BN]
-        scores += tl.dot(q_r, tl.trans(kv_r), input_precision=DOT_PRECISION)
-        scores = tl.where(valid[None, :], scores, float("-inf"))
+        kv_r = tl.load(rope_row + r_dims[None, :], mask=valid[:, None] & r_ok[None, :], other=0.0).to(q_r.dtype)
+        scores = mma(q_v, tl.trans(kv_v), tl.full([BLOCK_H, BLOCK_N], 0, tl.float32))  # [BH, BN]
+        scores = mma(q_r, tl.trans(kv_r), scores)
+        scores = tl.where(valid[None, :], scores * qk_scale_log2, float("-inf"))
         m_new = tl.maximum(m, tile_max(scores, 1))  # [BH]
         # while m_new is -inf every score is -inf: subtract 0 so exp2 gives 0, not exp2(-inf + inf) = NaN
         m_safe = tl.where(m_new == float("-inf"), 0.0, m_new)
         p = tl.exp2(scores - m_safe[:, None])  # [BH, BN]
         alpha = tl.exp2(m - m_safe)  # [BH]
         l = l * alpha + tile_sum(p, 1)
-        acc = acc * alpha[:, None] + tl.dot(p, kv_v, input_precision=DOT_PRECISION)  # [BH, BV]
+        # p in [0, 1] rounded to the value dtype (as flash attention does): a bf16 x bf16 dot into fp32 acc
+        acc = mma(p.to(kv_v.dtype), kv_v, acc * alpha[:, None])  # [BH, BV]
         m = m_new
     return acc, m, l
 
@@ -102,7 +111,7 @@ def _sparse_mla_prefill_kernel(
     HEADS: tl.constexpr, V_DIM: tl.constexpr, ROPE_DIM: tl.constexpr,
     BLOCK_H: tl.constexpr, BLOCK_V: tl.constexpr, BLOCK_R: tl.constexpr, BLOCK_N: tl.constexpr,
     KV_FP8: tl.constexpr, SCALE_OFFSET: tl.constexpr, ROPE_OFFSET: tl.constexpr,
-    WRITE_LSE: tl.constexpr, DOT_PRECISION: tl.constexpr,
+    WRITE_LSE: tl.constexpr,
 ):  # fmt: skip
     token = tl.program_id(0)
     head_start = tl.program_id(1) * BLOCK_H
@@ -111,7 +120,7 @@ def _sparse_mla_prefill_kernel(
         q_ptr, kv_ptr, scale_ptr, rope_ptr, page_table_ptr + request * stride_pt,
         topk_ptr + token.to(tl.int64) * stride_tt, token, head_start, 0, topk_width,
         stride_qt, stride_qh, stride_kv, stride_scale, stride_rope, qk_scale_log2,
-        HEADS, V_DIM, ROPE_DIM, BLOCK_H, BLOCK_V, BLOCK_R, BLOCK_N, KV_FP8, SCALE_OFFSET, ROPE_OFFSET, DOT_PRECISION,
+        HEADS, V_DIM, ROPE_DIM, BLOCK_H, BLOCK_V, BLOCK_R, BLOCK_N, KV_FP8, SCALE_OFFSET, ROPE_OFFSET,
     )  # fmt: skip
     # an all -1 row has l = 0: output 0 and lse -inf, as the reference
     out = tl.where(l[:, None] > 0, acc / tl.where(l > 0, l, 1.0)[:, None], 0.0)  # [BH, BV]
@@ -155,13 +164,13 @@ def kv_views(kv_cache, v_dim):
     return views, tuple(view.stride(0) for view in views), constexprs
 
 
-def tile_config(q, v_dim):
-    """Tile sizes (head tile right-sized to the head count, latent / rope parts padded to powers of two)."""
-    num_heads, qk_dim = q.shape[1], q.shape[2]
+def tile_config(num_heads: int, qk_dim: int, v_dim: int) -> dict:
+    """Tile sizes (head tile right-sized to the head count up to MAX_BLOCK_H, latent / rope parts padded to powers
+    of two). tests/kernels/compile_targets.py compiles exactly these for the resource contracts."""
     return dict(
         HEADS=num_heads, V_DIM=v_dim, ROPE_DIM=qk_dim - v_dim,
         BLOCK_H=min(block_size(num_heads), MAX_BLOCK_H), BLOCK_V=block_size(v_dim),
-        BLOCK_R=block_size(max(qk_dim - v_dim, 1)), BLOCK_N=BLOCK_N, DOT_PRECISION=dot_precision(q.dtype),
+        BLOCK_R=block_size(max(qk_dim - v_dim, 1)), BLOCK_N=BLOCK_N,
     )  # fmt: skip
 
 
@@ -171,21 +180,22 @@ def sparse_mla_prefill(q, kv_cache, page_table, q_seq, topk, sm_scale, v_dim, re
     q [T, H, Dqk], kv_cache [S, Dqk] (latent | rope key) or [S, 656] uint8 in FlashMLA's FP8 layout
     (kv_layout.py), topk [T, K] positions (-1 = skip) -> out [T, H, v_dim] in q.dtype (and lse [T, H] fp32,
     natural log, if return_lse).
-    One program per (query token t, tile of up to 64 heads); heads are not padded past a 16-row tile:
-    1. q[t] split into latent [BH, v_dim] and rope [BH, Dqk - v_dim] parts, both * sm_scale * log2 e
+    One program per (query token t, tile of up to 32 heads: 64 heads are two programs); heads are not padded
+    past a 16-row tile. Every dot takes q.dtype operands (bf16 / fp16 tensor cores) into fp32 accumulators:
+    1. q[t] split into latent [BH, v_dim] and rope [BH, Dqk - v_dim] parts, in q.dtype
     2. per BLOCK_N topk columns: slots = page_table[q_seq[t], pos] for pos >= 0            # [BN]
-       kv = kv_cache[slots] in fp32, FP8 latents * their tile scale (-1 columns: no load)   # [BN, Dqk]
-       s = q_latent @ kv_latent^T + q_rope @ kv_rope^T, -inf at -1                         # [BH, BN]
-    3. online softmax in base 2: m, l, acc += exp2(s - m) @ kv_latent                      # [BH, v_dim]
+       kv = kv_cache[slots] in q.dtype; FP8 latents * their tile scale in fp32, then rounded to q.dtype (as
+       FlashMLA rounds to bf16); -1 columns: no load                                         # [BN, Dqk]
+       s = (q_latent @ kv_latent^T + q_rope @ kv_rope^T) * sm_scale * log2 e, -inf at -1     # [BH, BN]
+    3. online softmax in base 2: m, l, acc += exp2(s - m) in q.dtype @ kv_latent            # [BH, v_dim]
     4. out = acc / l (0 for an all -1 row); lse = (m + log2 l) * ln 2 (-inf for an all -1 row)
-    With FP8 rows and a bf16/fp16 q, the dequantized latent enters the dot as tf32 (FlashMLA rounds it to bf16).
     Index values (q_seq, topk) are trusted, not checked: that would sync the device; the reference checks them.
     """
     check_sparse_mla_args(q, kv_cache, page_table, q_seq, topk, sm_scale, v_dim)
     num_tokens, num_heads, _ = q.shape
     out = check_out(out, (num_tokens, num_heads, v_dim), q.dtype, q.device)
     lse = check_out(lse, (num_tokens, num_heads), torch.float32, q.device) if return_lse else None
-    config = tile_config(q, v_dim)
+    config = tile_config(num_heads, q.shape[2], v_dim)
     (kv, scale, rope), (stride_kv, stride_scale, stride_rope), layout = kv_views(kv_cache, v_dim)
     if num_tokens:
         grid = (num_tokens, triton.cdiv(num_heads, config["BLOCK_H"]))

@@ -1,14 +1,21 @@
-"""`python -m tests.kernels.compile_targets`: triton.compile every DSA kernel for GPU targets without a GPU.
+"""`python -m tests.kernels.compile_targets [TARGET ...]`: triton.compile every DSA kernel for GPU targets, no GPU.
 
-Prints one JSON line per (kernel, target): status "ok" (with the binary's size), or "error" with the message.
+Prints one JSON line per (kernel, target): status "ok" with the binary's size and its resources (shared memory,
+registers, spills, matrix instructions), or "error" with the message. Sparse MLA: one variant per head count.
 Runs in its own process without TRITON_INTERPRET, so the kernels are decorated for the compiler.
 GLM-5's shapes: 576/512 latent, indexer 32 heads x 128, bf16 (and e4m3 for the FP8 indexer and KV cache).
 """
 
 import json
 import os
+import re
+import subprocess
 import sys
+import tempfile
 import traceback
+from pathlib import Path
+
+import triton
 
 from triton.backends.compiler import GPUTarget
 from triton.compiler import ASTSource
@@ -21,57 +28,89 @@ from sglang_glm5.kernels.triton import topk as topk_mod
 from sglang_glm5.kernels.triton.kv_layout import fp8_kv_offsets
 
 TARGETS = {
-    "sm90": GPUTarget("cuda", 90, 32),
+    "sm90": GPUTarget("cuda", 90, 32),  # Triton builds capability 90 as sm_90a (wgmma)
     "sm100": GPUTarget("cuda", 100, 32),
     "gfx942": GPUTarget("hip", "gfx942", 64),
+    "gfx950": GPUTarget("hip", "gfx950", 64),
 }
 INDEX_HEADS, INDEX_DIM = 32, 128
 KV_LORA_RANK, ROPE_DIM = 512, 64
 FLOAT_ARGS = {"score_scale", "qk_scale_log2"}
+HEADS_PER_GPU = (8, 16, 32, 64)  # TP 8 / 4 / 2 / 1 of GLM-5's 64 heads: every head count we claim
+# sm_90 compiles every head count; the other targets the two tiles they map to (16 and 32 rows), to keep CI short
+HEADS_BY_TARGET = {"sm90": HEADS_PER_GPU, "sm100": (8, 64), "gfx942": (8, 64), "gfx950": (8, 64)}
+CUOBJDUMP = Path(triton.__file__).parent / "backends" / "nvidia" / "bin" / "cuobjdump"
+MMA_PATTERN = re.compile(r"(wgmma\.mma_async\.\S+|mma\.sync\.\S+|tcgen05\.mma\.\S+|v_mfma\w+|v_wmma\w+)")
+AMD_FIELDS = re.compile(r"\.(vgpr_count|agpr_count|vgpr_spill_count|sgpr_spill_count|private_segment_fixed_size):\s+(\d+)")
 
 
 def _mla_tiles(heads, kv_fp8=False):
+    """The wrapper's own tile choice (mla_prefill.tile_config) for GLM-5's dims, plus the KV layout constexprs."""
     scale_offset, rope_offset = fp8_kv_offsets(KV_LORA_RANK) if kv_fp8 else (0, KV_LORA_RANK)
-    return dict(HEADS=heads, V_DIM=KV_LORA_RANK, ROPE_DIM=ROPE_DIM, BLOCK_H=max(16, heads), BLOCK_V=KV_LORA_RANK,
-                BLOCK_R=ROPE_DIM, BLOCK_N=prefill_mod.BLOCK_N, KV_FP8=kv_fp8, SCALE_OFFSET=scale_offset,
-                ROPE_OFFSET=rope_offset, DOT_PRECISION="tf32")  # fmt: skip
+    return dict(prefill_mod.tile_config(heads, KV_LORA_RANK + ROPE_DIM, KV_LORA_RANK), KV_FP8=kv_fp8,
+                SCALE_OFFSET=scale_offset, ROPE_OFFSET=rope_offset)  # fmt: skip
 
 
 def kernel_specs():
-    """(id, jit function, pointer dtypes by argument, constexprs, num_warps): one entry per kernel variant."""
+    """(id, jit function, pointer dtypes by argument, constexprs, num_warps, head count or None): each variant."""
     index_ptrs = dict(page_table_ptr="i32", q_seq_ptr="i64", q_pos_ptr="i64")
-    indexer = dict(HEADS=INDEX_HEADS, HEAD_DIM=INDEX_DIM, BLOCK_H=INDEX_HEADS, BLOCK_L=indexer_mod.BLOCK_L,
-                   DOT_PRECISION="tf32")  # fmt: skip
+    indexer = dict(HEADS=INDEX_HEADS, HEAD_DIM=INDEX_DIM, BLOCK_H=INDEX_HEADS, BLOCK_L=indexer_mod.BLOCK_L)
     mla_ptrs = dict(q_ptr="bf16", kv_ptr="bf16", scale_ptr="bf16", rope_ptr="bf16", topk_ptr="i32",
                     page_table_ptr="i32", q_seq_ptr="i64")  # fmt: skip
     fp8_kv_ptrs = dict(mla_ptrs, kv_ptr="fp8e4nv", scale_ptr="fp32", rope_ptr="bf16")
     specs = [
         ("indexer_logits-bf16", indexer_mod._indexer_logits_kernel,
          dict(q_ptr="bf16", q_scale_ptr="bf16", weights_ptr="fp32", k_ptr="bf16", k_scale_ptr="bf16", out_ptr="fp32",
-              **index_ptrs), dict(indexer, HAS_SCALES=False), indexer_mod.NUM_WARPS),
+              **index_ptrs), dict(indexer, HAS_SCALES=False), indexer_mod.NUM_WARPS, None),
         ("indexer_logits-fp8", indexer_mod._indexer_logits_kernel,
          dict(q_ptr="fp8e4nv", q_scale_ptr="fp32", weights_ptr="fp32", k_ptr="fp8e4nv", k_scale_ptr="fp32",
-              out_ptr="fp32", **index_ptrs), dict(indexer, HAS_SCALES=True), indexer_mod.NUM_WARPS),
+              out_ptr="fp32", **index_ptrs), dict(indexer, HAS_SCALES=True), indexer_mod.NUM_WARPS, None),
         ("topk", topk_mod._topk_kernel, dict(logits_ptr="fp32", q_pos_ptr="i64", out_ptr="i32"),
          dict(BLOCK_L=topk_mod.BLOCK_L, BLOCK_K=topk_mod.BLOCK_K, RADIX_BITS=topk_mod.RADIX_BITS,
-              NUM_BINS=1 << topk_mod.RADIX_BITS), topk_mod.NUM_WARPS),
+              NUM_BINS=1 << topk_mod.RADIX_BITS), topk_mod.NUM_WARPS, None),
     ]  # fmt: skip
-    # prefill at TP 1 (64 heads: the largest tile), decode at TP 8 (8 heads: the latency case)
-    specs += [
-        ("sparse_mla_prefill-H64", prefill_mod._sparse_mla_prefill_kernel,
-         dict(mla_ptrs, out_ptr="bf16", lse_ptr="fp32"), dict(_mla_tiles(64), WRITE_LSE=True), prefill_mod.NUM_WARPS),
-        ("sparse_mla_decode-H8", decode_mod._sparse_mla_split_kernel,
-         dict(mla_ptrs, part_out_ptr="fp32", part_lse_ptr="fp32"), dict(_mla_tiles(8), NUM_SPLITS=8),
-         decode_mod.NUM_WARPS),
-        ("sparse_mla_decode-H8-fp8kv", decode_mod._sparse_mla_split_kernel,
-         dict(fp8_kv_ptrs, part_out_ptr="fp32", part_lse_ptr="fp32"), dict(_mla_tiles(8, kv_fp8=True), NUM_SPLITS=8),
-         decode_mod.NUM_WARPS),
+    for heads in HEADS_PER_GPU:
+        for kv, ptrs in (("", mla_ptrs), ("-fp8kv", fp8_kv_ptrs)):
+            tiles = _mla_tiles(heads, kv_fp8=bool(kv))
+            specs += [
+                (f"sparse_mla_prefill-H{heads}{kv}", prefill_mod._sparse_mla_prefill_kernel,
+                 dict(ptrs, out_ptr="bf16", lse_ptr="fp32"), dict(tiles, WRITE_LSE=True), prefill_mod.NUM_WARPS, heads),
+                (f"sparse_mla_decode-H{heads}{kv}", decode_mod._sparse_mla_split_kernel,
+                 dict(ptrs, part_out_ptr="fp32", part_lse_ptr="fp32"), dict(tiles, NUM_SPLITS=32), decode_mod.NUM_WARPS,
+                 heads),
+            ]  # fmt: skip
+    specs.append(
         ("sparse_mla_decode_merge-H8", decode_mod._merge_splits_kernel,
          dict(part_out_ptr="fp32", part_lse_ptr="fp32", out_ptr="bf16", lse_ptr="fp32"),
-         dict(HEADS=8, V_DIM=KV_LORA_RANK, NUM_SPLITS=8, BLOCK_S=8, BLOCK_V=KV_LORA_RANK, WRITE_LSE=True),
-         decode_mod.COMBINE_NUM_WARPS),
-    ]  # fmt: skip
+         dict(HEADS=8, V_DIM=KV_LORA_RANK, NUM_SPLITS=32, BLOCK_S=32, BLOCK_V=KV_LORA_RANK, WRITE_LSE=True),
+         decode_mod.COMBINE_NUM_WARPS, None),
+    )  # fmt: skip
     return specs
+
+
+def wanted(target_id, heads):
+    return heads is None or heads in HEADS_BY_TARGET[target_id]
+
+
+def resources(binary):
+    """What the compiled kernel asks of the hardware, read from its artifacts: shared memory (bytes), registers
+    and spills per thread, and the matrix instructions in its assembly."""
+    facts = dict(shared=binary.metadata.shared)
+    if "cubin" in binary.asm:
+        with tempfile.NamedTemporaryFile(suffix=".cubin") as cubin:
+            cubin.write(binary.asm["cubin"])
+            cubin.flush()
+            usage = subprocess.run([str(CUOBJDUMP), "--dump-resource-usage", cubin.name], capture_output=True,
+                                   text=True, check=True).stdout  # fmt: skip
+        regs, stack, local = re.search(r"REG:(\d+) STACK:(\d+) SHARED:\d+ LOCAL:(\d+)", usage).groups()
+        facts.update(regs=int(regs), spill_bytes=int(stack) + int(local), mma=sorted(set(MMA_PATTERN.findall(binary.asm["ptx"]))))
+    else:
+        fields = {k: int(v) for k, v in AMD_FIELDS.findall(binary.asm["amdgcn"])}
+        facts.update(regs=fields["vgpr_count"] + fields.get("agpr_count", 0),
+                     spill_bytes=fields["private_segment_fixed_size"],
+                     spills=fields["vgpr_spill_count"] + fields["sgpr_spill_count"],
+                     mma=sorted(set(MMA_PATTERN.findall(binary.asm["amdgcn"]))))  # fmt: skip
+    return facts
 
 
 def signature(fn, pointers, constexprs):
@@ -88,16 +127,17 @@ def signature(fn, pointers, constexprs):
 
 def main():
     assert os.environ.get("TRITON_INTERPRET", "0") != "1", "compile checks need kernels decorated for the compiler"
-    wanted = set(sys.argv[1:])
-    for kernel_id, fn, pointers, constexprs, num_warps in kernel_specs():
+    only = set(sys.argv[1:])
+    for kernel_id, fn, pointers, constexprs, num_warps, heads in kernel_specs():
         for target_id, target in TARGETS.items():
-            if wanted and target_id not in wanted:
+            if (only and target_id not in only) or not wanted(target_id, heads):
                 continue
             record = dict(kernel=kernel_id, target=target_id)
             try:
                 src = ASTSource(fn, signature(fn, pointers, constexprs), constexprs)
                 binary = triton_compile(src, target=target, options=dict(num_warps=num_warps))
-                record.update(status="ok", bytes=len(binary.asm.get("cubin", binary.asm.get("hsaco", b""))))
+                record.update(status="ok", bytes=len(binary.asm.get("cubin", binary.asm.get("hsaco", b""))),
+                              num_warps=num_warps, **resources(binary))
             except Exception as exc:  # noqa: BLE001 - every failure is reported to the test, with its message
                 record.update(status="error", detail=f"{type(exc).__name__}: {exc}"[-2000:],
                               trace=traceback.format_exc()[-3000:])  # fmt: skip
