@@ -60,6 +60,8 @@ def parse_args(argv=None):
                    "inflates one sweep's point, not the curve")  # fmt: skip
     p.add_argument("--threads", type=int, default=1, help="torch CPU threads (1: steadier on a shared machine)")
     p.add_argument("--no-write", action="store_true", help="print only: no JSON, no RESULTS.md section")
+    p.add_argument("--tag", default="", help="suffix of the JSON / RESULTS.md section name, so runs of one provider "
+                   "each (bench/gpu_check.sh) keep their own results")  # fmt: skip
     return p.parse_args(argv)
 
 
@@ -124,20 +126,32 @@ def op_calls(impl, p: dict) -> dict:
     }
 
 
-def time_call(fn, repeats: int, device: torch.device) -> float:
-    """Seconds per call. CPU: the fastest of `repeats` runs after one warm-up, since other jobs on a shared machine
-    only ever add time; CUDA: triton.testing.do_bench's median."""
+def time_op(fn, repeats: int, device: torch.device) -> tuple[float, str]:
+    """(seconds per call, how it was timed). CPU: the fastest of `repeats` runs after one warm-up, since other jobs
+    on a shared machine only ever add time. CUDA: the median of CUDA-graph replays (triton.testing.do_bench_cudagraph),
+    so host launch overhead is not counted, as in a served decode step; an op that cannot be captured (the reference
+    syncs to check its indices) falls back to do_bench's median, and the row says so."""
     if device.type == "cuda":
         import triton.testing
 
-        return triton.testing.do_bench(fn, return_mode="median") / 1e3
+        try:
+            return triton.testing.do_bench_cudagraph(fn, return_mode="median") / 1e3, "cuda-graph"
+        except Exception as exc:  # noqa: BLE001 - a capture failure only changes how the op is timed
+            torch.cuda.synchronize()
+            print(f"  (not capturable, timed with launches: {type(exc).__name__}: {str(exc)[:120]})", flush=True)
+            return triton.testing.do_bench(fn, return_mode="median") / 1e3, "launches"
     fn()
     times = []
     for _ in range(repeats):
         start = time.perf_counter()
         fn()
         times.append(time.perf_counter() - start)
-    return min(times)
+    return min(times), "wall"
+
+
+def time_call(fn, repeats: int, device: torch.device) -> float:
+    """Seconds per call, timed as time_op does."""
+    return time_op(fn, repeats, device)[0]
 
 
 def card_bandwidth_tbps(device: torch.device) -> tuple[str, float | None]:
@@ -157,44 +171,67 @@ def check_matches(kernels, provider: str, problem: dict) -> None:
     torch.testing.assert_close(calls["sparse_mla"]().float(), ref_calls["sparse_mla"]().float(), atol=2e-2, rtol=2e-2)
 
 
-def run(args) -> dict:
+def run(args, on_step=None) -> dict:
+    """Every (heads, ctx, provider, op) timing. Providers run in the order given (reference last when not given, for
+    the dense curve); each is isolated: an import, check or timing failure records its reason in `failed` and the
+    others still run. on_step(partial result) is called after each (heads, ctx), so a killed run leaves its results."""
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     card, bandwidth = card_bandwidth_tbps(device)
-    providers = {"reference": dsa_reference}
-    skipped = {}
-    for name in ("triton", "tilelang"):
-        if name in args.providers:
-            if device.type == "cuda":
+    order = list(dict.fromkeys([*args.providers, "reference"]))
+    providers, skipped, failed = {}, {}, {}
+    for name in order:
+        if name == "reference":
+            providers[name] = dsa_reference
+        elif device.type != "cuda":
+            skipped[name] = f"no GPU: {GPU_ONLY[name]}"
+        else:
+            try:
                 providers[name] = importlib.import_module(f"sglang_glm5.kernels.{name}")
-            else:
-                skipped[name] = f"no GPU: {GPU_ONLY[name]}"
-    best = {}  # (heads, ctx, provider, op) -> fastest seconds over the rounds
+            except Exception as exc:  # noqa: BLE001 - one provider's failure must not stop the others
+                failed[name] = f"import: {type(exc).__name__}: {exc}"[:500]
+    best, method = {}, {}  # (heads, ctx, provider, op) -> fastest seconds over the rounds, how it was timed
+    result = dict(device=device.type, card=card, bandwidth_tbps=bandwidth, skipped=skipped, failed=failed)
     for sweep in range(args.rounds if device.type == "cpu" else 1):
         for heads in args.heads:
             for ctx in args.contexts:
                 problem = make_problem(ctx, heads, device)
                 for provider, impl in providers.items():
-                    if provider in GPU_ONLY:
-                        check_matches(impl, provider, problem)
-                    for op, call in op_calls(impl, problem).items():
-                        if provider != "reference" and op == "dense_mla":
-                            continue
-                        seconds = time_call(call, args.repeats, device)
-                        key = (heads, ctx, provider, op)
-                        best[key] = min(seconds, best.get(key, seconds))
-                        print(f"round {sweep} H{heads} ctx {ctx:>6} {provider:>9} {op:>10}: {seconds * 1e3:10.3f} ms",
-                              flush=True)  # fmt: skip
+                    if provider in failed:
+                        continue
+                    try:
+                        if provider in GPU_ONLY:
+                            check_matches(impl, provider, problem)
+                        for op, call in op_calls(impl, problem).items():
+                            if provider != "reference" and op == "dense_mla":
+                                continue
+                            seconds, how = time_op(call, args.repeats, device)
+                            key = (heads, ctx, provider, op)
+                            best[key] = min(seconds, best.get(key, seconds))
+                            method[key] = how
+                            print(f"round {sweep} H{heads} ctx {ctx:>6} {provider:>9} {op:>10}: "
+                                  f"{seconds * 1e3:10.3f} ms ({how})", flush=True)  # fmt: skip
+                    except Exception as exc:  # noqa: BLE001 - recorded with the case, the next provider runs
+                        failed[provider] = f"H{heads} ctx {ctx}: {type(exc).__name__}: {exc}"[:500]
+                        print(f"{provider} failed: {failed[provider]}", flush=True)
+                        if device.type == "cuda":
+                            torch.cuda.synchronize()
                 del problem
+                if on_step is not None:
+                    on_step(dict(result, rows=_rows(best, method, bandwidth), curves=[]))
+    rows = _rows(best, method, bandwidth)
+    return dict(result, rows=rows, curves=decode_curves(rows, args))
+
+
+def _rows(best: dict, method: dict, bandwidth: float | None) -> list[dict]:
     rows = []
     for (heads, ctx, provider, op), seconds in best.items():
         flops, moved = flops_model(ctx, heads)[op], bytes_model(ctx, heads)[op]
         rows.append(dict(
             heads=heads, ctx=ctx, provider=provider, op=op, seconds=seconds, flops=flops, bytes=moved,
-            tflops=flops / seconds / 1e12, gbps=moved / seconds / 1e9,
+            tflops=flops / seconds / 1e12, gbps=moved / seconds / 1e9, timing=method[(heads, ctx, provider, op)],
             bandwidth_pct=None if bandwidth is None else 100 * moved / seconds / (bandwidth * 1e12),
         ))  # fmt: skip
-    return dict(device=device.type, card=card, bandwidth_tbps=bandwidth, skipped=skipped, rows=rows,
-                curves=decode_curves(rows, args))  # fmt: skip
+    return rows
 
 
 def decode_curves(rows: list[dict], args) -> list[dict]:
@@ -248,10 +285,13 @@ def markdown(payload: dict) -> str:
     ]
     for provider, reason in res["skipped"].items():
         lines += ["", f"Provider `{provider}` not run: {reason}."]
+    for provider, reason in res.get("failed", {}).items():
+        lines += ["", f"Provider `{provider}` **failed** (the others still ran): {reason}"]
     bw = res["bandwidth_tbps"]
-    header = ["H", "ctx", "provider", "op", "time ms", "GFLOP", "TFLOPS", "GB/s"] + (["% of BW"] if bw else [])
+    header = ["H", "ctx", "provider", "op", "time ms", "timing", "GFLOP", "TFLOPS", "GB/s"] + (["% of BW"] if bw else [])
     table = [
-        [r["heads"], r["ctx"], r["provider"], r["op"], f"{r['seconds'] * 1e3:.3f}", f"{r['flops'] / 1e9:.3f}",
+        [r["heads"], r["ctx"], r["provider"], r["op"], f"{r['seconds'] * 1e3:.3f}", r.get("timing", "?"),
+         f"{r['flops'] / 1e9:.3f}",
          f"{r['tflops']:.4f}", f"{r['gbps']:.2f}"] + ([f"{r['bandwidth_pct']:.1f}"] if bw else [])
         for r in res["rows"]
     ]  # fmt: skip
@@ -288,12 +328,19 @@ def main(argv=None):
     command = common.announce(argv)
     torch.set_num_threads(args.threads)
     machine = common.machine()
-    result = run(args)
-    payload = dict(command=command, date=common.utc_now(), commit=common.git_commit(), machine=machine,
-                   threads=args.threads, repeats=args.repeats, rounds=args.rounds, result=result)  # fmt: skip
-    stem = NAME if result["device"] == "cpu" else f"{NAME}-{result['device']}"
-    common.publish(payload, stem, markdown(payload), write=not args.no_write)
+
+    def write(result):
+        payload = dict(command=command, date=common.utc_now(), commit=common.git_commit(), machine=machine,
+                       threads=args.threads, repeats=args.repeats, rounds=args.rounds, result=result)  # fmt: skip
+        stem = NAME if result["device"] == "cpu" else f"{NAME}-{result['device']}"
+        stem += f"-{args.tag}" if args.tag else ""
+        common.publish(payload, stem, markdown(payload), write=not args.no_write)
+
+    # on a GPU, results so far are written after every (heads, ctx): a step killed by its timeout keeps them
+    result = run(args, on_step=write if torch.cuda.is_available() else None)
+    write(result)
+    return 1 if result["failed"] else 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

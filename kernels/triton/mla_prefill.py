@@ -21,8 +21,8 @@ from sglang_glm5.kernels.triton.common import (
 from sglang_glm5.kernels.triton.kv_layout import FP8_TILE, check_fp8_kv, fp8_kv_offsets
 
 BLOCK_N = 32  # selected positions per step
-# head tile cap: a [32, 512] fp32 accumulator over 8 warps leaves room for the [32, 512] bf16 KV tile without
-# spilling on sm_90a (a 64-head tile spills at 255 registers); 64 heads run as two programs per token
+# head tile cap: a [512, 32] fp32 accumulator over 8 warps leaves room for the [32, 512] bf16 KV tile without
+# spilling on sm_90a (186 registers; a 64-head tile reaches 245); 64 heads run as two programs per token
 MAX_BLOCK_H = 32
 NUM_WARPS = 8
 LN2 = tl.constexpr(math.log(2.0))
@@ -40,8 +40,10 @@ def attend_topk(
 ):  # fmt: skip
     """Online softmax of one token's head tile over its topk columns [col_start, col_end) -> acc, m, l.
 
-    Scores are in log2 units (q pre-scaled by sm_scale * log2 e, so exp2 replaces exp). m [BH]: running max,
-    -inf while no valid column was seen; l [BH]: sum of exp2(s - m); acc [BH, BV]: sum of exp2(s - m) * v.
+    Scores are in log2 units (s * sm_scale * log2 e, so exp2 replaces exp). m [BH]: running max, -inf while no
+    valid column was seen; l [BH]: sum of exp2(s - m); acc [BH, BV]: sum of exp2(s - m) * v.
+    Inside, heads are the columns (s^T [BN, BH], acc^T [BV, BH]): the P @ V product then has M = BV = 512 rows,
+    which Hopper's wgmma takes (M >= 64), where a head-row tile of 16/32 rows would fall back to mma.sync.
     A cache row's latent is at kv_ptr, its rope key at rope_ptr + ROPE_OFFSET (the same row of a float cache);
     with KV_FP8 the latent is e4m3 and its per-tile fp32 scales are at scale_ptr + SCALE_OFFSET (kv_layout.py).
     """
@@ -58,7 +60,7 @@ def attend_topk(
 
     m = tl.full([BLOCK_H], float("-inf"), tl.float32)
     l = tl.full([BLOCK_H], 0, tl.float32)
-    acc = tl.full([BLOCK_H, BLOCK_V], 0, tl.float32)
+    acc = tl.full([BLOCK_V, BLOCK_H], 0, tl.float32)  # transposed: [BV, BH]
     cols = tl.arange(0, BLOCK_N)
     for start in range(col_start, col_end, BLOCK_N):
         in_range = start + cols < col_end
@@ -79,19 +81,19 @@ def attend_topk(
             kv_v = kv_v.to(q_v.dtype)
         rope_row = rope_ptr + slots[:, None] * stride_rope + ROPE_OFFSET
         kv_r = tl.load(rope_row + r_dims[None, :], mask=valid[:, None] & r_ok[None, :], other=0.0).to(q_r.dtype)
-        scores = mma(q_v, tl.trans(kv_v), tl.full([BLOCK_H, BLOCK_N], 0, tl.float32))  # [BH, BN]
-        scores = mma(q_r, tl.trans(kv_r), scores)
-        scores = tl.where(valid[None, :], scores * qk_scale_log2, float("-inf"))
-        m_new = tl.maximum(m, tile_max(scores, 1))  # [BH]
+        scores = mma(kv_v, tl.trans(q_v), tl.full([BLOCK_N, BLOCK_H], 0, tl.float32))  # [BN, BH]
+        scores = mma(kv_r, tl.trans(q_r), scores)
+        scores = tl.where(valid[:, None], scores * qk_scale_log2, float("-inf"))
+        m_new = tl.maximum(m, tile_max(scores, 0))  # [BH]
         # while m_new is -inf every score is -inf: subtract 0 so exp2 gives 0, not exp2(-inf + inf) = NaN
         m_safe = tl.where(m_new == float("-inf"), 0.0, m_new)
-        p = tl.exp2(scores - m_safe[:, None])  # [BH, BN]
+        p = tl.exp2(scores - m_safe[None, :])  # [BN, BH]
         alpha = tl.exp2(m - m_safe)  # [BH]
-        l = l * alpha + tile_sum(p, 1)
+        l = l * alpha + tile_sum(p, 0)
         # p in [0, 1] rounded to the value dtype (as flash attention does): a bf16 x bf16 dot into fp32 acc
-        acc = mma(p.to(kv_v.dtype), kv_v, acc * alpha[:, None])  # [BH, BV]
+        acc = mma(tl.trans(kv_v), p.to(kv_v.dtype), acc * alpha[None, :])  # [BV, BH]
         m = m_new
-    return acc, m, l
+    return tl.trans(acc), m, l
 
 
 @triton.jit

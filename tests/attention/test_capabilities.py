@@ -52,7 +52,7 @@ AUTO_PICKS = {
     "sm_103": ("trtllm", "trtllm", "bfloat16"),
     "sm_120": ("reference", "reference", "bfloat16"),
     "sm_121": ("reference", "reference", "bfloat16"),
-    "gfx942": ("triton", "triton", "bfloat16"),
+    "gfx942": ("tilelang", "tilelang", "bfloat16"),  # triton's sparse MLA spills on CDNA (test_resources.py)
     "gfx950": ("tilelang", "tilelang", "bfloat16"),
     "cpu": ("reference", "reference", "auto"),
 }
@@ -64,7 +64,7 @@ SUPPORTED = {  # what the message lists as supported, best first (a pair: prefil
     "sm_103": "trtllm, reference",
     "sm_120": "reference",
     "sm_121": "reference",
-    "gfx942": "triton, tilelang, reference",
+    "gfx942": "tilelang, reference",
     "gfx950": "tilelang, reference",
     "cpu": "reference",
 }
@@ -121,7 +121,7 @@ REFUSALS = {
     "trtllm-on-gfx942": (
         "gfx942", None, "trtllm", None, 8,
         [("--dsa-decode-backend trtllm: trtllm does not run on {device}: it supports sm_100, sm_103. "
-         "Choices that work here: --dsa-decode-backend triton / tilelang / reference")],
+         "Choices that work here: --dsa-decode-backend tilelang / reference")],
     ),
     "trtllm-on-gfx950": (
         "gfx950", "trtllm", None, None, 8,
@@ -155,12 +155,12 @@ REFUSALS = {
     ),
     "triton-on-sm_80": (
         "sm_80", "triton", None, None, 8,
-        [("--dsa-prefill-backend triton: triton does not run on {device}: it supports sm_90, sm_100, gfx942, cpu. "
+        [("--dsa-prefill-backend triton: triton does not run on {device}: it supports sm_90, sm_100, cpu. "
          "Choices that work here: --dsa-prefill-backend reference")],
     ),
     "triton-on-gfx950": (
         "gfx950", None, "triton", None, 8,
-        [("--dsa-decode-backend triton: triton does not run on {device}: it supports sm_90, sm_100, gfx942, cpu. "
+        [("--dsa-decode-backend triton: triton does not run on {device}: it supports sm_90, sm_100, cpu. "
          "Choices that work here: --dsa-decode-backend tilelang / reference")],
     ),
     "triton-on-cpu-without-interpreter": (

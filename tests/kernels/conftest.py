@@ -7,8 +7,11 @@ imports gluon lazily, which refuses interpreted library functions); the kernels 
 """
 
 import importlib
+import json
 import os
+import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import triton  # noqa: F401
@@ -48,3 +51,21 @@ TRITON_INTERPRET_BEFORE = _import_interpreted()
 @pytest.fixture
 def triton_interpret_before():
     return TRITON_INTERPRET_BEFORE
+
+
+REPO = Path(__file__).resolve().parents[2]
+COMPILE_TIMEOUT_S = 1200
+
+
+@pytest.fixture(scope="session")
+def triton_compiled():
+    """{(kernel id, target): record} from one `python -m tests.kernels.compile_targets` run (no TRITON_INTERPRET),
+    shared by the compile test and the resource contracts."""
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    proc = subprocess.run(
+        [sys.executable, "-m", "tests.kernels.compile_targets"], cwd=REPO, env=env, capture_output=True, text=True,
+        timeout=COMPILE_TIMEOUT_S,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    records = [json.loads(line) for line in proc.stdout.splitlines() if line.startswith("{")]
+    return {(r["kernel"], r["target"]): r for r in records}
