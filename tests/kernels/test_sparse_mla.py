@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from sglang_glm5.kernels.triton import sparse_mla_decode, sparse_mla_prefill
+from sglang_glm5.kernels.triton import mla_decode, sparse_mla_decode, sparse_mla_prefill
 from sglang_glm5.kernels.triton.kv_layout import fp8_kv_offsets, fp8_kv_width, pack_fp8_kv, unpack_fp8_kv
 from sglang_glm5.ops.dsa_reference import sparse_mla
 from tests.kernels.cases import (
@@ -151,3 +151,24 @@ def test_fp8_kv_needs_whole_latent_tiles():
         sparse_mla_prefill(q, pack_fp8_kv(kv_cache, V_DIM)[:, 1:], batch.page_table, batch.q_seq, sel, SM_SCALE, V_DIM)
     with pytest.raises(ValueError, match="tiles of 128"):
         sparse_mla_decode(q, torch.zeros(4, 600, dtype=torch.uint8), batch.page_table, batch.q_seq, sel, SM_SCALE, 448)
+
+
+# ---- decode splits: enough programs to fill the GPU once ----
+
+SPLIT_CASES = [  # (tokens, head tiles, K, SMs) -> splits
+    ((1, 1, 2048, 132), 32),  # batch 1, 8 heads on an H100/H200: 32 splits of 64 columns
+    ((1, 2, 2048, 132), 32),  # 64 heads (two 32-head tiles): 66 wanted, 32 by the 64-column floor
+    ((4, 1, 2048, 132), 32),  # 33 wanted, 32 by the floor
+    ((16, 1, 2048, 132), 9),  # ceil(132 / 16)
+    ((132, 1, 2048, 132), 1),  # the batch alone fills the SMs
+    ((1, 1, 100, 132), 2),  # short rows: at least 64 columns per split
+    ((1, 1, 2048, None), 8),  # no SM count (CPU): 256 columns per split
+]
+
+
+@pytest.mark.parametrize("case,splits", SPLIT_CASES, ids=[f"T{c[0]}-tiles{c[1]}-K{c[2]}-SM{c[3]}" for c, _ in SPLIT_CASES])
+def test_default_num_splits_fill_the_sms(case, splits):
+    tokens, tiles, width, sms = case
+    assert mla_decode.default_num_splits(tokens, tiles, width, sms) == splits
+    if sms is not None and splits > 1:  # the grid covers the SMs unless the column floor stops it
+        assert tokens * tiles * splits >= sms or splits == -(-width // mla_decode.MIN_COLUMNS_PER_SPLIT)

@@ -72,3 +72,15 @@ def test_kernel_builds_sm90a_cubin(cubins, kernel):
     record = cubins[(kernel, "sm_90a")]
     _ok(record)
     assert record["cubins"] >= 1 and record["bytes"] > 0 and record["cuda_elf"], record
+
+
+@pytest.mark.parametrize("kernel", CUBIN_KERNELS)
+def test_sm90a_cubin_fits_without_spills(cubins, kernel):
+    """Resource contract on Hopper, read from the cubin by cuobjdump: at most 255 registers per thread and no stack or
+    local memory (spills) in any kernel function; static shared memory within the 227 KB per block."""
+    record = cubins[(kernel, "sm_90a")]
+    _ok(record)
+    assert record["resources"], f"{kernel}: cuobjdump found no kernel function"
+    for usage in record["resources"]:
+        assert usage["regs"] <= 255 and usage["spill_bytes"] == 0, f"{kernel}: {usage}"
+        assert usage["static_shared"] <= 232_448, f"{kernel}: {usage}"

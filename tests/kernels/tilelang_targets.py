@@ -8,6 +8,8 @@ GLM-5's shapes: 576/512 latent, indexer 32 heads x 128, top-k 2048, bf16; heads 
 """
 
 import json
+import re
+import subprocess
 import sys
 import time
 import traceback
@@ -69,9 +71,24 @@ def build_cubin(factory, kwargs, cache_dir: Path):
     return sorted(set(cache_dir.rglob("*.cubin")) - before)
 
 
+def cubin_resources(paths):
+    """Per kernel function in the cubins: registers, stack + local bytes (spills) and static shared memory, read by
+    cuobjdump (Triton ships one). TileLang's dynamic shared memory is in the source: `dynamic_smem_buf` sizes."""
+    import triton
+
+    cuobjdump = Path(triton.__file__).parent / "backends" / "nvidia" / "bin" / "cuobjdump"
+    found = []
+    for path in paths:
+        usage = subprocess.run([str(cuobjdump), "--dump-resource-usage", str(path)], capture_output=True, text=True,
+                               check=True).stdout  # fmt: skip
+        for regs, stack, shared, local in re.findall(r"REG:(\d+) STACK:(\d+) SHARED:(\d+) LOCAL:(\d+)", usage):
+            found.append(dict(regs=int(regs), spill_bytes=int(stack) + int(local), static_shared=int(shared)))
+    return found
+
+
 def cubin_facts(paths):
     data = [p.read_bytes() for p in paths]
-    return dict(cubins=len(data), bytes=sum(map(len, data)),
+    return dict(cubins=len(data), bytes=sum(map(len, data)), resources=cubin_resources(paths),
                 cuda_elf=all(d[:4] == ELF_MAGIC and int.from_bytes(d[18:20], "little") == EM_CUDA for d in data))  # fmt: skip
 
 
