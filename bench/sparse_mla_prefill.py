@@ -83,7 +83,8 @@ def run(args) -> dict:
                 impl = importlib.import_module(f"sglang_glm5.kernels.{provider}")
                 out = impl.sparse_mla_prefill(*call_args)
                 torch.testing.assert_close(out[part].float().cpu(), ref.float(), **TOL)
-                ms = triton.testing.do_bench(functools.partial(impl.sparse_mla_prefill, *call_args), return_mode="median")
+                call = functools.partial(impl.sparse_mla_prefill, *call_args)
+                ms = triton.testing.do_bench(call, return_mode="median")
             except Exception as exc:  # noqa: BLE001
                 failed[provider] = f"H{heads}: {type(exc).__name__}: {exc}"[:500]
                 print(f"{provider} failed: {failed[provider]}", flush=True)

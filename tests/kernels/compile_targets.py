@@ -41,7 +41,9 @@ HEADS_PER_GPU = (8, 16, 32, 64)  # TP 8 / 4 / 2 / 1 of GLM-5's 64 heads: every h
 HEADS_BY_TARGET = {"sm90": HEADS_PER_GPU, "sm100": (8, 64), "gfx942": (8, 64), "gfx950": (8, 64)}
 CUOBJDUMP = Path(triton.__file__).parent / "backends" / "nvidia" / "bin" / "cuobjdump"
 MMA_PATTERN = re.compile(r"(wgmma\.mma_async\.\S+|mma\.sync\.\S+|tcgen05\.mma\.\S+|v_mfma\w+|v_wmma\w+)")
-AMD_FIELDS = re.compile(r"\.(vgpr_count|agpr_count|vgpr_spill_count|sgpr_spill_count|private_segment_fixed_size):\s+(\d+)")
+AMD_FIELDS = re.compile(
+    r"\.(vgpr_count|agpr_count|vgpr_spill_count|sgpr_spill_count|private_segment_fixed_size):\s+(\d+)"
+)
 
 
 def _mla_tiles(heads, kv_fp8=False):
@@ -103,7 +105,8 @@ def resources(binary):
             usage = subprocess.run([str(CUOBJDUMP), "--dump-resource-usage", cubin.name], capture_output=True,
                                    text=True, check=True).stdout  # fmt: skip
         regs, stack, local = re.search(r"REG:(\d+) STACK:(\d+) SHARED:\d+ LOCAL:(\d+)", usage).groups()
-        facts.update(regs=int(regs), spill_bytes=int(stack) + int(local), mma=sorted(set(MMA_PATTERN.findall(binary.asm["ptx"]))))
+        mma = sorted(set(MMA_PATTERN.findall(binary.asm["ptx"])))
+        facts.update(regs=int(regs), spill_bytes=int(stack) + int(local), mma=mma)
     else:
         fields = {k: int(v) for k, v in AMD_FIELDS.findall(binary.asm["amdgcn"])}
         facts.update(regs=fields["vgpr_count"] + fields.get("agpr_count", 0),

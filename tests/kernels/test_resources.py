@@ -59,7 +59,8 @@ def misfits(record, target):
     if limit["register_file"] and record["regs"] * threads > limit["register_file"]:
         problems.append(f"{record['regs']} registers x {threads} threads > {limit['register_file']}")
     if record["spill_bytes"] or record.get("spills"):
-        problems.append(f"spills ({record['spill_bytes']} B of stack/scratch, {record.get('spills', '?')} spilled registers)")
+        spilled = record.get("spills", "?")
+        problems.append(f"spills ({record['spill_bytes']} B of stack/scratch, {spilled} spilled registers)")
     return problems
 
 
@@ -77,15 +78,17 @@ def _target(arch, kv_dtype, heads):
     return Target(Device(arch, f"simulated {arch}"), kv_dtype, heads)
 
 
-VARIANTS = [(t, phase, heads, kv) for t in TARGETS for phase in PHASE_KERNELS for heads in HEADS_PER_GPU for kv in KV_VARIANT]
+VARIANTS = [(t, p, h, kv) for t in TARGETS for p in PHASE_KERNELS for h in HEADS_PER_GPU for kv in KV_VARIANT]
+VARIANT_IDS = [f"{t}-{p}-H{h}{kv or '-bf16'}" for t, p, h, kv in VARIANTS]
 
 
-@pytest.mark.parametrize("target,phase,heads,kv", VARIANTS, ids=[f"{t}-{p}-H{h}{kv or '-bf16'}" for t, p, h, kv in VARIANTS])
+@pytest.mark.parametrize("target,phase,heads,kv", VARIANTS, ids=VARIANT_IDS)
 def test_offered_variants_fit_and_unfit_ones_are_refused(triton_compiled, target, phase, heads, kv):
     """The table offers triton for (arch, phase, heads, kv dtype) exactly when it claims it and it fits."""
     problems = _phase_misfits(triton_compiled, target, phase, heads, kv)
     offered = TABLE.why_not("triton", phase, _target(TABLE_ARCH[target], KV_VARIANT[kv], heads), env={}) is None
-    assert not (offered and problems), f"triton {phase} is offered on {target} at {heads} heads, {KV_VARIANT[kv]} KV, but {problems}"
+    where = f"{target} at {heads} heads, {KV_VARIANT[kv]} KV"
+    assert not (offered and problems), f"triton {phase} is offered on {where}, but {problems}"
     if problems:  # the refusal a user gets names the flag and what works
         flags = {"prefill": None, "decode": None, phase: "triton"}
         with pytest.raises(DSACapabilityError, match=f"--dsa-{phase}-backend triton: .*Choices that work here"):
@@ -101,6 +104,10 @@ def test_bf16_sparse_mla_fits_nvidia_at_every_head_count(triton_compiled, target
         assert TABLE.why_not("triton", phase, _target(TABLE_ARCH[target], "bfloat16", heads), env={}) is None
 
 
+def _bf16_wgmma(instruction):
+    return instruction.startswith("wgmma") and instruction.endswith("bf16.bf16")
+
+
 def test_sm90_dots_take_bf16_and_e4m3_operands(triton_compiled):
     """Hopper: wgmma with bf16 operands in sparse MLA (P @ V, M = 512 latent rows) and the bf16 indexer, wgmma
     with e4m3 x e4m3 in the FP8 indexer; no tf32 (an fp32 upcast of the tiles) anywhere."""
@@ -109,8 +116,8 @@ def test_sm90_dots_take_bf16_and_e4m3_operands(triton_compiled):
             continue
         assert not any("tf32" in m for m in record["mma"]), f"{kernel}: tf32 MMA {record['mma']}"
         if kernel.startswith("sparse_mla_") and "merge" not in kernel:
-            assert any(m.startswith("wgmma") and m.endswith("bf16.bf16") for m in record["mma"]), (kernel, record["mma"])
-    assert any(m.startswith("wgmma") and m.endswith("bf16.bf16") for m in triton_compiled[("indexer_logits-bf16", "sm90")]["mma"])
+            assert any(map(_bf16_wgmma, record["mma"])), (kernel, record["mma"])
+    assert any(map(_bf16_wgmma, triton_compiled[("indexer_logits-bf16", "sm90")]["mma"]))
     fp8 = triton_compiled[("indexer_logits-fp8", "sm90")]["mma"]
     assert fp8 and all(m.startswith("wgmma") and m.endswith(".e4m3.e4m3") for m in fp8), fp8
 
