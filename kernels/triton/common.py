@@ -1,7 +1,7 @@
 """What the DSA Triton kernels share: tile reductions, dot precision, and argument checks with named errors."""
 
 import os
-from functools import partial
+from functools import lru_cache, partial
 
 import torch
 import triton
@@ -62,3 +62,11 @@ def block_size(n: int) -> int:
 check_tensor = partial(checks.check_tensor, rows_dense=True)
 check_batch = partial(checks.check_batch, rows_dense=True)
 check_out = partial(checks.check_out, rows_dense=True)
+
+
+@lru_cache(maxsize=None)
+def multiprocessor_count(device: torch.device) -> int | None:
+    """SMs (CUs) of a GPU device, None for the CPU: grids that split work to fill the GPU size themselves by it."""
+    if device.type != "cuda":
+        return None
+    return torch.cuda.get_device_properties(device).multi_processor_count

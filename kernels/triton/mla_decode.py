@@ -1,13 +1,12 @@
 """Sparse MLA decode: the top-k columns of each token split over programs (flash-decoding), then merged by lse."""
 
 import math
-from functools import lru_cache
 
 import torch
 import triton
 import triton.language as tl
 
-from sglang_glm5.kernels.triton.common import block_size, check_out, tile_max, tile_sum
+from sglang_glm5.kernels.triton.common import block_size, check_out, multiprocessor_count, tile_max, tile_sum
 from sglang_glm5.kernels.triton.mla_prefill import (
     BLOCK_N,
     LN2,
@@ -95,14 +94,6 @@ def _merge_splits_kernel(
     if WRITE_LSE:
         lse = tl.where(total > 0, (top_safe + tl.log2(tl.where(total > 0, total, 1.0))) * LN2, float("-inf"))
         tl.store(lse_ptr + token.to(tl.int64) * stride_lt + head, lse)
-
-
-@lru_cache(maxsize=None)
-def multiprocessor_count(device: torch.device) -> int | None:
-    """SMs (CUs) of a GPU device, None for the CPU."""
-    if device.type != "cuda":
-        return None
-    return torch.cuda.get_device_properties(device).multi_processor_count
 
 
 def default_num_splits(num_tokens: int, head_tiles: int, topk_width: int, num_sms: int | None) -> int:

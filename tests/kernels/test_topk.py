@@ -4,6 +4,7 @@ import pytest
 import torch
 
 from sglang_glm5.kernels.triton import topk_positions
+from sglang_glm5.kernels.triton.topk import default_num_chunks
 from sglang_glm5.ops.dsa_reference import topk_positions as ref_topk_positions
 
 SENTINEL = -7  # pre-filled into the output: an unwritten element shows
@@ -15,11 +16,21 @@ def _q_pos(length, k, count, gen):
     return torch.cat([edges, torch.randint(0, length, (count,), generator=gen)])
 
 
-def _run(logits, q_pos, k):
-    out = torch.full((logits.shape[0], k), SENTINEL, dtype=torch.int32)
-    topk_positions(logits, q_pos, k, out=out)
-    assert not (out == SENTINEL).any(), "output element left unwritten"
-    return out
+@pytest.fixture(params=[1, 4], ids=["one-program-per-row", "rows-in-4-chunks"])
+def num_chunks(request):
+    """Every case runs both ways: one program per row, and rows split across programs (few rows on a big GPU)."""
+    return request.param
+
+
+@pytest.fixture
+def run(num_chunks):
+    def _run(logits, q_pos, k):
+        out = torch.full((logits.shape[0], k), SENTINEL, dtype=torch.int32)
+        topk_positions(logits, q_pos, k, out=out, num_chunks=num_chunks)
+        assert not (out == SENTINEL).any(), "output element left unwritten"
+        return out
+
+    return _run
 
 
 def _assert_canonical(out, q_pos, k):
@@ -34,12 +45,12 @@ TOPK_CASES = [(1, 16), (63, 16), (500, 16), (500, 64), (63, 200), (500, 2048)]  
 
 
 @pytest.mark.parametrize("length,k", TOPK_CASES, ids=[f"T11-S{n}-topk{k}" for n, k in TOPK_CASES])
-def test_topk_index_sets_match_reference(length, k):
+def test_topk_index_sets_match_reference(run, length, k):
     gen = torch.Generator().manual_seed(length * 7 + k)
     q_pos = _q_pos(length, k, 6, gen)
     logits = torch.randn(q_pos.shape[0], length, generator=gen)
     logits = torch.where(torch.arange(length) <= q_pos[:, None], logits, float("nan"))  # never read past q_pos
-    out = _run(logits, q_pos, k)
+    out = run(logits, q_pos, k)
     ref = ref_topk_positions(logits, q_pos, k)
     assert [set(r) - {-1} for r in out.tolist()] == [set(r) - {-1} for r in ref.tolist()]
     _assert_canonical(out, q_pos, k)
@@ -47,23 +58,23 @@ def test_topk_index_sets_match_reference(length, k):
 
 @pytest.mark.parametrize("length,k,levels", [(500, 64, 3), (63, 16, 2), (500, 16, 1)], ids=["T11-S500-topk64-3levels",
                          "T11-S63-topk16-2levels", "T11-S500-topk16-all-equal"])  # fmt: skip
-def test_ties_go_to_lower_positions(length, k, levels):
+def test_ties_go_to_lower_positions(run, length, k, levels):
     gen = torch.Generator().manual_seed(levels)
     q_pos = _q_pos(length, k, 6, gen)
     logits = torch.randint(0, levels, (q_pos.shape[0], length), generator=gen).float()
-    assert torch.equal(_run(logits, q_pos, k), ref_topk_positions(logits, q_pos, k))
+    assert torch.equal(run(logits, q_pos, k), ref_topk_positions(logits, q_pos, k))
 
 
 @pytest.mark.parametrize("step_exponent", [-20, -10], ids=["T11-S500-topk64-low-bits", "T11-S500-topk64-mid-bits"])
-def test_keys_differing_only_in_later_radix_digits(step_exponent):
+def test_keys_differing_only_in_later_radix_digits(run, step_exponent):
     """Scores 1 + n * 2**e share their high bytes, so the threshold is decided in the second to fourth pass."""
     gen = torch.Generator().manual_seed(-step_exponent)
     q_pos = _q_pos(500, 64, 6, gen)
     logits = 1.0 + torch.randint(0, 300, (q_pos.shape[0], 500), generator=gen).float() * 2.0**step_exponent
-    assert torch.equal(_run(logits, q_pos, 64), ref_topk_positions(logits, q_pos, 64))
+    assert torch.equal(run(logits, q_pos, 64), ref_topk_positions(logits, q_pos, 64))
 
 
-def test_special_values():
+def test_special_values(run):
     nan, inf = float("nan"), float("inf")
     logits = torch.tensor(
         [
@@ -76,7 +87,7 @@ def test_special_values():
     )
     q_pos = torch.tensor([2, 4, 1, 4, 4])
     for k in (1, 2, 3, 7):
-        assert torch.equal(_run(logits, q_pos, k), ref_topk_positions(logits, q_pos, k)), f"k={k}"
+        assert torch.equal(run(logits, q_pos, k), ref_topk_positions(logits, q_pos, k)), f"k={k}"
 
 
 def test_fp16_logits_and_int32_positions():
@@ -98,3 +109,13 @@ BAD_ARGUMENTS = [
 def test_bad_arguments_are_named(argument, call):
     with pytest.raises((TypeError, ValueError), match=argument):
         call(torch.randn(2, 9), torch.tensor([3, 8]))
+
+
+CHUNK_CASES = [((1, 65536, 132), 16), ((1, 200_000, 132), 49), ((4, 65536, 132), 16), ((64, 65536, 132), 3),
+               ((132, 65536, 132), 1), ((1, 2048, 132), 1), ((1, 65536, None), 1)]  # fmt: skip
+
+
+@pytest.mark.parametrize("case,chunks", CHUNK_CASES, ids=[f"T{c[0]}-S{c[1]}-SM{c[2]}" for c, _ in CHUNK_CASES])
+def test_default_num_chunks_split_few_long_rows(case, chunks):
+    """Batch-1 decode at 64k keys on 132 SMs: 16 programs of 4096 logits instead of one; a full batch: one each."""
+    assert default_num_chunks(*case) == chunks
