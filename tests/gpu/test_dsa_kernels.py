@@ -109,6 +109,26 @@ def test_topk_positions(backend, k, ties):
     assert torch.equal(out.cpu(), dsa_reference.topk_positions(logits, q_pos, k))
 
 
+@pytest.mark.parametrize("length", [65536, 200_000], ids=lambda n: f"S{n}")
+@pytest.mark.parametrize("ties", [False, True], ids=["distinct", "ties"])
+def test_triton_topk_batch1_long_row_split_across_programs(length, ties):
+    """Batch-1 decode over a long context: the row is split across programs (default_num_chunks > 1 on any GPU with
+    more than one SM), same canonical result as the reference and as one program for the row."""
+    impl = _backend("triton")
+    from sglang_glm5.kernels.triton.topk import default_num_chunks
+
+    gen = torch.Generator().manual_seed(length)
+    logits = torch.randn(1, length, generator=gen)
+    if ties:
+        logits = (logits * 4).round()
+    q_pos = torch.tensor([length - 1])
+    chunks = default_num_chunks(1, length, torch.cuda.get_device_properties(0).multi_processor_count)
+    assert chunks > 1
+    out = impl.topk_positions(logits.cuda(), q_pos.cuda(), 2048)
+    assert torch.equal(out.cpu(), dsa_reference.topk_positions(logits, q_pos, 2048))
+    assert torch.equal(out, impl.topk_positions(logits.cuda(), q_pos.cuda(), 2048, num_chunks=1))
+
+
 @pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize("phase", ["prefill", "decode"])
 @pytest.mark.parametrize("heads,dtype,topk", MLA_SHAPES,
