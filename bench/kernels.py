@@ -126,14 +126,16 @@ def op_calls(impl, p: dict) -> dict:
     }
 
 
-def time_op(fn, repeats: int, device: torch.device) -> tuple[float, str]:
+def time_op(fn, repeats: int, device: torch.device, graph: bool = True) -> tuple[float, str]:
     """(seconds per call, how it was timed). CPU: the fastest of `repeats` runs after one warm-up, since other jobs
     on a shared machine only ever add time. CUDA: the median of CUDA-graph replays (triton.testing.do_bench_cudagraph),
-    so host launch overhead is not counted, as in a served decode step; an op that cannot be captured (the reference
-    syncs to check its indices) falls back to do_bench's median, and the row says so."""
+    so host launch overhead is not counted, as in a served decode step; with graph=False (the reference, which syncs
+    to check its indices) or an op that cannot be captured, do_bench's median of launches, and the row says so."""
     if device.type == "cuda":
         import triton.testing
 
+        if not graph:
+            return triton.testing.do_bench(fn, return_mode="median") / 1e3, "launches"
         try:
             return triton.testing.do_bench_cudagraph(fn, return_mode="median") / 1e3, "cuda-graph"
         except Exception as exc:  # noqa: BLE001 - a capture failure only changes how the op is timed
@@ -204,7 +206,7 @@ def run(args, on_step=None) -> dict:
                         for op, call in op_calls(impl, problem).items():
                             if provider != "reference" and op == "dense_mla":
                                 continue
-                            seconds, how = time_op(call, args.repeats, device)
+                            seconds, how = time_op(call, args.repeats, device, graph=provider in GPU_ONLY)
                             key = (heads, ctx, provider, op)
                             best[key] = min(seconds, best.get(key, seconds))
                             method[key] = how
