@@ -202,15 +202,24 @@ def topk_positions(logits, q_pos, k):
     2. chosen = scores above kth, plus the lowest-position scores equal to kth that still fit; valid only
     3. chosen positions packed ascending into k columns, -1 after                                       # [T, k]
     """
-    _check("logits", logits, 2, floating=True)
-    _check("q_pos", q_pos, 1, floating=False)
+    _check_topk_shapes(logits, q_pos, k)
     num_tokens, length = logits.shape
-    _check_dim("q_pos", q_pos.shape[0], num_tokens, "number of query tokens")
-    if k < 1:
-        raise ValueError(f"k must be >= 1, got {k}")
     if num_tokens and (q_pos.min() < 0 or q_pos.max() >= length):
         raise ValueError(f"q_pos values must be in [0, {length}) (columns of logits)")
+    return _topk_positions(logits, q_pos, k, shortcut=True)
 
+
+def _check_topk_shapes(logits, q_pos, k):
+    _check("logits", logits, 2, floating=True)
+    _check("q_pos", q_pos, 1, floating=False)
+    _check_dim("q_pos", q_pos.shape[0], logits.shape[0], "number of query tokens")
+    if k < 1:
+        raise ValueError(f"k must be >= 1, got {k}")
+
+
+def _topk_positions(logits, q_pos, k, shortcut):
+    """topk_positions without argument checks; shortcut=False never reads a value on the host (graph-safe)."""
+    num_tokens, length = logits.shape
     positions = torch.arange(length, device=logits.device)  # [L]
     valid = positions <= q_pos[:, None].long()  # [T, L]
     masked = logits.float().masked_fill(~valid, float("-inf"))  # [T, L]
@@ -222,8 +231,7 @@ def topk_positions(logits, q_pos, k):
     kth = torch.where(values_nan.all(-1, keepdim=True), float("nan"), smallest)  # [T, 1]
     # shortcut, same result: if kth is a valid score and every score equal to it was kept, torch.topk's set is the
     # canonical one (no tie to break) and needs no pass beyond one count over L
-    all_ties_kept = (masked == kth).sum(-1, keepdim=True) == (values == kth).sum(-1, keepdim=True)  # [T, 1]
-    if bool(((kth > float("-inf")) & all_ties_kept).all()):
+    if shortcut and bool(((kth > float("-inf")) & _all_ties_kept(masked, values, kth)).all()):
         out = torch.full((num_tokens, k), PAD, dtype=torch.int32, device=logits.device)
         out[:, :kept] = index.sort(-1).values
         return out
@@ -239,6 +247,11 @@ def topk_positions(logits, q_pos, k):
     out.scatter_(1, column, positions.expand(num_tokens, length))
     out[:, k] = PAD
     return out[:, :k].to(torch.int32)
+
+
+def _all_ties_kept(masked, values, kth):
+    """[T, 1]: every score equal to the kept-th largest is among the kept ones."""
+    return (masked == kth).sum(-1, keepdim=True) == (values == kth).sum(-1, keepdim=True)
 
 
 def sparse_mla(q, kv_cache, page_table, q_seq, topk, sm_scale, v_dim, return_lse=False):
@@ -264,7 +277,27 @@ def sparse_mla(q, kv_cache, page_table, q_seq, topk, sm_scale, v_dim, return_lse
         raise ValueError(f"v_dim must be in [1, {qk_dim}], got {v_dim}")
     if topk.numel() and (topk.min() < PAD or topk.max() >= page_table.shape[1]):
         raise ValueError(f"topk values must be -1 or in [0, {page_table.shape[1]}) (columns of page_table)")
+    return _sparse_mla(q, kv_cache, page_table, q_seq, topk, sm_scale, v_dim, return_lse)
 
+
+def _check_sparse_mla_shapes(q, kv_cache, page_table, q_seq, topk, v_dim):
+    """The checks of sparse_mla that read no tensor value (shapes, dtypes)."""
+    _check("q", q, 3, floating=True)
+    _check("kv_cache", kv_cache, 2, floating=True)
+    _check("topk", topk, 2, floating=False)
+    _check("page_table", page_table, 2, floating=False)
+    _check("q_seq", q_seq, 1, floating=False)
+    num_tokens, _, qk_dim = q.shape
+    _check_dim("kv_cache", kv_cache.shape[1], qk_dim, "head dim")
+    _check_dim("topk", topk.shape[0], num_tokens, "number of query tokens")
+    _check_dim("q_seq", q_seq.shape[0], num_tokens, "number of query tokens")
+    if not 0 < v_dim <= qk_dim:
+        raise ValueError(f"v_dim must be in [1, {qk_dim}], got {v_dim}")
+
+
+def _sparse_mla(q, kv_cache, page_table, q_seq, topk, sm_scale, v_dim, return_lse):
+    """sparse_mla without argument checks: shapes only, no value read on the host."""
+    num_tokens, num_heads, qk_dim = q.shape
     out = q.new_empty(num_tokens, num_heads, v_dim, dtype=torch.float32)  # [T, H, v_dim]
     lse = q.new_empty(num_tokens, num_heads, dtype=torch.float32)  # [T, H]
     tokens = torch.arange(num_tokens, device=q.device)
