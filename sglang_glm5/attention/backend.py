@@ -12,6 +12,7 @@ import torch
 from sglang.srt.layers.attention.base_attn_backend import AttentionBackend
 from sglang.srt.runtime_context import get_exec, get_schedule
 
+from sglang_glm5.attention.graph_state import DSAGraphHooks
 from sglang_glm5.attention.impls import resolve_impl
 from sglang_glm5.attention.index_k_policy import POOL_FP8, choose_index_k_store
 from sglang_glm5.attention.index_k_store import IndexKStore, ModelDtypeIndexKStore, PoolFP8IndexKStore
@@ -57,7 +58,7 @@ def build_index_k_store(model_runner, impls, device_type: str) -> IndexKStore:
     return store
 
 
-class Glm5DSABackend(AttentionBackend):
+class Glm5DSABackend(DSAGraphHooks, AttentionBackend):  # CUDA graph hooks: graph_state.py
     def __init__(self, model_runner, draft_step: DraftStep | None = None, index_k_store: IndexKStore | None = None):
         super().__init__()
         self.draft_step = draft_step
@@ -107,7 +108,7 @@ class Glm5DSABackend(AttentionBackend):
         weights: torch.Tensor,  # [T, Hi] head weights, already scaled by Hi**-0.5
     ) -> torch.Tensor:  # [T, index_topk] positions, -1 padded
         meta = self.forward_metadata
-        impl = self.impls[meta.phase]
+        impl = self.phase_impl(meta)
         store = self.index_k_store
         if self.trace_indexer:
             logger.info("GLM-5 DSA indexer call: layer %d %s %d tokens (%s keys)", layer_id, meta.phase, q.shape[0], store.name)
@@ -118,7 +119,7 @@ class Glm5DSABackend(AttentionBackend):
     def _forward(self, q, k, v, layer, forward_batch, save_kv_cache=True, k_rope=None, topk=None, **kwargs):
         assert k_rope is not None and topk is not None, "GLM-5 DSA attention needs k_rope and topk"
         meta = self.forward_metadata
-        impl = self.impls[meta.phase]
+        impl = self.phase_impl(meta)
         pool = self.token_to_kv_pool
         if save_kv_cache:
             latent = torch.cat([k.view(k.shape[0], -1), k_rope.view(k_rope.shape[0], -1)], dim=-1)  # [T, 576]

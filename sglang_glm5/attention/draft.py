@@ -45,6 +45,21 @@ class Glm5DSAMultiStepBackend:
         for backend in self.attn_backends:
             backend.init_forward_metadata(forward_batch)
 
+    # SGLang's draft decode graph runner (speculative/eagle_draft_cuda_graph_runner.py) calls these once for all
+    # steps; each step's backend keeps its own graph state (graph_state.py). The draft extend stays eager: SGLang
+    # captures it only for its own backend types.
+    def init_cuda_graph_state(self, max_bs: int, max_num_tokens: int) -> None:
+        for backend in self.attn_backends:
+            backend.init_cuda_graph_state(max_bs, max_num_tokens)
+
+    def init_forward_metadata_out_graph(self, forward_batch, in_capture: bool = False) -> None:
+        for backend in self.attn_backends:
+            backend.init_forward_metadata_out_graph(forward_batch, in_capture)
+
+    def init_forward_metadata_in_graph(self, forward_batch) -> None:
+        for backend in self.attn_backends:
+            backend.init_forward_metadata_in_graph(forward_batch)
+
 
 def _is_glm5_draft(factory) -> bool:
     from sglang_glm5.architectures import is_glm5

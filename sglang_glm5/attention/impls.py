@@ -30,6 +30,7 @@ class DSAPhaseImpl:
 @dataclass(frozen=True)
 class _ImplSource:
     module: str
+    graph_module: str | None = None  # its ops under CUDA graph capture, where not `module`'s (ops/dsa_static.py)
     indexer_logits: str = "indexer_logits"
     indexer_logits_fp8: str = "indexer_logits_fp8"  # optional in the module
     topk_positions: str = "topk_positions"
@@ -40,8 +41,8 @@ class _ImplSource:
     requires: tuple[str, ...] = ()  # vendor modules that must import on the device (checked at start-up)
     index_k_pages: bool = False  # its indexer_logits reads SGLang's paged FP8 index-K pool (DSAPhaseImpl)
 
-    def load(self, name: str, phase: str) -> DSAPhaseImpl:
-        module = importlib.import_module(self.module)
+    def load(self, name: str, phase: str, graph: bool = False) -> DSAPhaseImpl:
+        module = importlib.import_module(self.graph_module if graph and self.graph_module else self.module)
         return DSAPhaseImpl(
             name=name,
             indexer_logits=getattr(module, getattr(self, f"indexer_logits_{phase}") or self.indexer_logits),
@@ -53,7 +54,7 @@ class _ImplSource:
 
 
 DSA_IMPLS: Mapping[str, _ImplSource] = {
-    "reference": _ImplSource("sglang_glm5.ops.dsa_reference"),
+    "reference": _ImplSource("sglang_glm5.ops.dsa_reference", graph_module="sglang_glm5.ops.dsa_static"),
     "triton": _ImplSource("sglang_glm5.kernels.triton"),
     "tilelang": _ImplSource("sglang_glm5.kernels.tilelang"),
     "trtllm": _ImplSource("sglang_glm5.attention.trtllm"),
@@ -106,3 +107,12 @@ def resolve_impl(flag_value: str | None, phase: str, device_type: str | None = N
             f"{flag} {flag_value}: not implemented by sglang_glm5 for GLM-5{where}; available: {', '.join(DSA_IMPLS)}"
         )
     return DSA_IMPLS[flag_value].load(flag_value, phase)
+
+
+def resolve_graph_impl(name: str, phase: str) -> DSAPhaseImpl:
+    """The ops a captured forward of implementation `name` runs: static shapes, no host reads. Whether `name` may be
+    captured at all is the capability table's (`cuda_graph_unsafe`), checked at start-up."""
+    assert phase in PHASES, phase
+    if name not in DSA_IMPLS:
+        raise DSABackendChoiceError(f"--dsa-{phase}-backend {name}: not implemented by sglang_glm5 for GLM-5")
+    return DSA_IMPLS[name].load(name, phase, graph=True)

@@ -31,6 +31,7 @@ class DSAMetadata:
     q_pos: torch.Tensor  # [T] int64: absolute position of each query token (causal bound)
     out_cache_loc: torch.Tensor  # [T] int64: slot each new token writes
     is_decode: bool  # one query token per request
+    static: bool = False  # views of the CUDA graph state (graph_state.py): page_table has the static width
 
     @property
     def phase(self) -> str:
