@@ -235,6 +235,8 @@ def run_mode(runner, mode, groups, report):
     harness = Harness(runner, backend, mode, n, forward)
     ptrs_before = harness.static_ptrs()
     harness.capture_all(groups[0][1])
+    if mode == "decode":
+        compile_fullgraph(harness, report)
     result = {"capture_host_syncs": harness.host_syncs, "replays": []}
     for name, fb in groups:
         bs, got, want_padded, allocations = harness.replay(fb)
@@ -279,6 +281,38 @@ def frozen_eager_control(harness, fb) -> bool:
         _, got, want_padded, _ = harness.replay(fb)  # fills the slots with fb, replays the real graph
         frozen = [x[: fb.batch_size] for x in graph.replay()]
     return all(torch.equal(f, w) for f, w in zip(frozen, want_padded))
+
+
+def compile_fullgraph(harness, report):
+    """torch.compile(fullgraph=True) of the captured region (in_graph + embeddings + decoder layer 0) at batch 4:
+    Dynamo raises on any graph break (a host read, a value-dependent shape or branch). Control: the same region with
+    the eager metadata builder in place of in_graph must break."""
+    import torch
+
+    capture_fb, backend = harness.capture_fbs[4], harness.backend
+
+    def region(prep):
+        def run():
+            prep(capture_fb)
+            return harness.forward(backend, capture_fb)
+
+        return run
+
+    def attempt(fn):
+        torch._dynamo.reset()
+        try:
+            with torch.no_grad(), torch._dynamo.config.patch(disable=False):  # SGLang turns Dynamo off unless asked
+                return torch.compile(fn, fullgraph=True, backend="eager")(), ""
+        except Exception as error:  # Unsupported (graph break), UserError (data-dependent shape), ...
+            return None, f"{type(error).__name__}: {str(error).strip().splitlines()[0]}"
+
+    compiled, error = attempt(region(backend.init_forward_metadata_in_graph))
+    with torch.no_grad():
+        want = region(backend.init_forward_metadata_in_graph)()
+    report["compile_fullgraph"] = {
+        "error": error, "equal": compiled is not None and all(torch.equal(a, b) for a, b in zip(compiled, want)),
+    }  # fmt: skip
+    report["compile_fullgraph_eager_control_error"] = attempt(region(backend.init_forward_metadata))[1]
 
 
 def eager_metadata_control(runner, fb, report):

@@ -64,3 +64,11 @@ def test_harness_catches_frozen_host_values(report):
     """Controls: the eager metadata builder reads the host (int(q_pos.max())) and, captured, replays wrongly."""
     assert "aten._local_scalar_dense.default" in report["eager_metadata_host_syncs"]
     assert report["decode"]["frozen_eager_control_equal"] is False
+
+
+def test_decode_layer_compiles_fullgraph(report):
+    """torch.compile(fullgraph=True) of in_graph + one GLM-5 decoder layer (indexer, DSA attention through the
+    backend and SGLang's KV pool, dense MLP) with the reference's graph-safe ops: no graph break, same outputs.
+    The same region with the eager metadata builder breaks (its host read), so the check is live."""
+    assert report["compile_fullgraph"] == {"error": "", "equal": True}
+    assert report["compile_fullgraph_eager_control_error"], "the eager metadata builder must not compile fullgraph"
