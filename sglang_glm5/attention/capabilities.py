@@ -76,6 +76,17 @@ class CapabilityTable:
     needs_env: Mapping[str, Mapping[str, Mapping[str, str]]]  # name -> arch -> {variable: value}
     pick_order: Mapping[str, tuple[str, ...]]  # arch or "default" -> names
     kv_defaults: Mapping[str, tuple[str, ...]]  # "calibrated" / "uncalibrated" / arch -> dtypes, best first
+    graph_unsafe: Mapping[str, Mapping[str, str]]  # name -> phase -> why CUDA graphs cannot capture it
+
+    def why_not_graph(self, backends: Mapping[str, str]) -> tuple[str, ...]:
+        """Why CUDA graphs cannot capture a run with these picks (phase -> name); empty when they can. Decode
+        graphs run the decode pick, EAGLE's target-verify graphs the prefill pick."""
+        reasons = []
+        for phase in PHASES:
+            why = self.graph_unsafe.get(backends.get(phase), {}).get(phase)
+            if why:
+                reasons.append(f"--dsa-{phase}-backend {backends[phase]}: {why}")
+        return tuple(reasons)
 
     def why_not(self, name: str, phase: str, target: Target, env: Mapping[str, str] = os.environ) -> str | None:
         """None when `name` runs `phase` on `target`, else the reason it does not."""
@@ -180,7 +191,7 @@ def load_capabilities(root: Path | None = None) -> CapabilityTable:
     def bad(where: str, what: str):
         return DSACapabilityError(f"{path}: {where}: {what}")
 
-    impls, needs_env = {}, {}
+    impls, needs_env, graph_unsafe = {}, {}, {}
     for name, row in data["implementations"].items():
         phases = {}
         for phase in PHASES:
@@ -195,10 +206,14 @@ def load_capabilities(root: Path | None = None) -> CapabilityTable:
             phases[phase] = Support(archs, tuple(cell["kv_cache_dtypes"]), None if heads is None else tuple(heads))
         impls[name] = phases
         needs_env[name] = row.get("needs_env", {})
+        graph_unsafe[name] = row.get("cuda_graph_unsafe", {})
+        unknown = [p for p in graph_unsafe[name] if p not in PHASES]
+        if unknown:
+            raise bad(f"implementations.{name}.cuda_graph_unsafe", f"unknown phase {unknown} (phases: {list(PHASES)})")
     pick_order = {k: tuple(v) for k, v in data["auto_pick_order"].items() if k != "about"}
     for key, order in pick_order.items():
         unknown = [n for n in order if n not in impls]
         if unknown:
             raise bad(f"auto_pick_order.{key}", f"unknown implementation {unknown}")
     kv_defaults = {k: tuple(v) for k, v in data["kv_cache_dtype_default"].items() if k != "about"}
-    return CapabilityTable(path, dict(data["archs"]), impls, needs_env, pick_order, kv_defaults)
+    return CapabilityTable(path, dict(data["archs"]), impls, needs_env, pick_order, kv_defaults, graph_unsafe)

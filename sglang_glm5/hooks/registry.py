@@ -38,6 +38,8 @@ class Kind(Enum):
     ENTRY = "entry"  # `hook` is put into the dict `target` under `key` (SGLang's parser registries are such dicts)
     CALL = "call"  # `hook(target)` is called once at load (e.g. swap a module's Triton kernels for interpreted ones)
     SCOPED = "scoped"  # `target` is swapped by the hook `by` for the duration of one call only; nothing at load
+    # `hook` wraps SGLang's server-args resolution step `key` through `target` (its `register_resolution_hook`)
+    RESOLUTION = "resolution"
 
 
 class When(Enum):
@@ -56,7 +58,7 @@ class Patch:
     lost: str = ""  # what stops working without it (optional patches)
     when: When = When.ALWAYS
     models: tuple[str, ...] = (OURS, UPSTREAM)  # under which SGLANG_GLM5_MODEL this patch applies
-    key: str | None = None  # ENTRY: the dict key
+    key: str | None = None  # ENTRY: the dict key; RESOLUTION: the resolution step's name
 
     def applies(self, *, cpu: bool, model: str) -> bool:
         return (self.when is When.ALWAYS or cpu) and model in self.models
@@ -92,7 +94,22 @@ def _problem(patch: Patch) -> str | None:
         return f"it is a {type(obj).__name__}, not the dict of entries it was in SGLang {patch.since}"
     if patch.kind not in (Kind.ENTRY, Kind.CALL) and not callable(obj):
         return f"it is a {type(obj).__name__}, not something callable"
+    if patch.kind is Kind.RESOLUTION and patch.key not in _overridable_resolution_steps():
+        return f"{patch.key!r} is not one of its overridable resolution steps"
     return None
+
+
+def _overridable_resolution_steps() -> frozenset[str]:
+    from sglang.srt.arg_groups.resolution_hooks import _OVERRIDABLE_HOOKS
+
+    return _OVERRIDABLE_HOOKS
+
+
+def _register_resolution_step(register: Callable, step: str, hook: Callable) -> None:
+    from sglang.srt.arg_groups.resolution_hooks import _HOOKS
+
+    if hook not in _HOOKS.get(step, ()):  # SGLang may load plugins twice in one process: register once
+        register(step)(hook)
 
 
 def check(patches: Iterable[Patch], warn: Callable[[str], None] = logger.warning) -> None:
@@ -129,5 +146,7 @@ def apply(patches: Iterable[Patch]) -> None:
             resolve(patch.target)[patch.key] = hook
         elif patch.kind is Kind.CALL:
             hook(patch.target)
+        elif patch.kind is Kind.RESOLUTION:
+            _register_resolution_step(resolve(patch.target), patch.key, hook)
         else:
             HookRegistry.register(patch.target, hook, HookType(patch.kind.value))

@@ -144,6 +144,12 @@ STARTUP = (  # after CPU, so these wrap its passes: GLM-5 is decided here, other
         "GLM-5's config.json and overrides validated (IndexCache pattern, missing fields), then SGLang's own KV dtype "
         "checked against the checkpoint's k/v scales", models=(UPSTREAM,),
     ),
+    Patch(
+        "sglang.srt.arg_groups.resolution_hooks.register_resolution_hook",
+        "sglang_glm5.serving.startup_check:graph_safety_step", Kind.RESOLUTION,
+        "CUDA graphs off (reason logged) where GLM-5's DSA picks cannot be captured, and for prefill (runs eagerly)",
+        key="handle_model_capability_adjustments", models=(OURS,),
+    ),
 )
 
 PATCHES = MODEL + CHECKS + CPU + STARTUP

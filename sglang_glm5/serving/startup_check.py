@@ -53,6 +53,7 @@ class StartupDecision:
     target: Target
     choice: DSAChoice
     warnings: tuple[str, ...]
+    graphs_off: tuple[str, ...] = ()  # why CUDA graphs cannot capture these picks (capabilities.why_not_graph)
 
     @property
     def kv_cache_dtype(self) -> str:
@@ -86,7 +87,7 @@ def decide(
         warn(warning)
     target = Target(device, kv, request.heads_per_gpu)
     choice = table.choose(request.flags, target, available, env, unavailable)
-    return StartupDecision(target, choice, (warning,) if warning else ())
+    return StartupDecision(target, choice, (warning,) if warning else (), table.why_not_graph(choice.backends))
 
 
 def _runs(table, request, target, available, env) -> bool:
@@ -164,4 +165,46 @@ def backend_pass(original, view) -> dict:
     decision = decide(request_from_view(view))
     logger.info(decision.choice.describe(decision.target))
     return {f"dsa_{phase}_backend": decision.choice.backends[phase] for phase in decision.choice.picked}
+
+
+PREFILL_GRAPHS_OFF = (
+    "the GLM-5 DSA backend captures decode, EAGLE target-verify and draft-decode graphs; prefill (extend) batches "
+    "run eagerly"
+)
+
+
+def graph_changes(decision: StartupDecision, decode_graphs: bool, prefill_graphs: bool) -> dict[str, str]:
+    """Graph phases to turn off ("decode" / "prefill" -> why) for this decision and SGLang's resolved graph config."""
+    off = {}
+    if decode_graphs and decision.graphs_off:
+        off["decode"] = "; ".join(decision.graphs_off)
+    if prefill_graphs:
+        off["prefill"] = PREFILL_GRAPHS_OFF
+    return off
+
+
+def graph_safety_step(server_args, previous) -> None:
+    """SGLang resolution step `handle_model_capability_adjustments` (after the DSA picks and the graph config):
+    CUDA graphs off where the picks cannot be captured, each with its reason logged (as --disable-cuda-graph /
+    --cuda-graph-backend-prefill disabled would)."""
+    previous(server_args)
+    from sglang.srt.arg_groups.model_override_base import resolving_view
+    from sglang.srt.arg_groups.overrides import declare_resolution
+    from sglang.srt.model_executor.cuda_graph_config import Backend, Phase, with_phase
+
+    view = resolving_view(server_args)
+    if not _is_glm5(view):
+        return
+    config = view.cuda_graph_config
+    off = graph_changes(
+        decide(request_from_view(view)),
+        decode_graphs=config.decode.backend != Backend.DISABLED,
+        prefill_graphs=config.prefill.backend != Backend.DISABLED,
+    )
+    for phase, why in off.items():
+        flag = "--disable-cuda-graph" if phase == "decode" else "--cuda-graph-backend-prefill disabled"
+        logger.warning("GLM-5: CUDA graphs off for %s (as %s): %s", phase, flag, why)
+        config = with_phase(config, Phase.DECODE if phase == "decode" else Phase.PREFILL, backend=Backend.DISABLED)
+    if off:
+        declare_resolution(server_args, "glm5_graph_safety", cuda_graph_config=config)
 
