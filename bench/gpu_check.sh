@@ -1,14 +1,16 @@
 #!/usr/bin/env bash
-# On a lent GPU, in at most 7 minutes (step limits 30 + 130 + 60 + 60 + 45 + 35 + 60 s = 7 min, under the tool's 8):
+# On a lent GPU, in at most 7 minutes (step limits 30 + 110 + 60 + 60 + 45 + 35 + 60 + 40 s = 7 min, under the tool's 8):
 # every GPU test of the triton and tilelang DSA backends against the torch reference (tests/gpu/, its own pytest
 # process so Triton is compiled, not interpreted; parallel with pytest-xdist where installed, since TileLang compiles
 # each kernel shape with nvcc), then the kernel benchmarks, one provider per step and TileLang first, so one
 # provider's failure (even a crash) records its reason and the rest still run: bench/kernels.py (8 and 64 heads,
-# batch 1 decode, each op timed by CUDA-graph replay), bench/sparse_mla_prefill.py (TFLOPS) and bench/indexer_fp8.py
-# (next to DeepGEMM where it runs). Every benchmark checks each provider against the reference before timing it.
+# batch 1 decode, each op timed by CUDA-graph replay), bench/sparse_mla_prefill.py (TFLOPS), bench/indexer_fp8.py
+# (next to DeepGEMM where it runs), the flashmla kernels where they import, and bench/graph_decode.py (one layer's
+# DSA decode captured and replayed per implementation, eager vs graph). Every benchmark checks each provider against
+# the reference before timing it.
 # Results: bench/results/gpu-check/<card>/ and, when the device tool sets $OUT, $OUT/<card>/ plus RESULTS.md (8 files:
-# summary.txt, log.txt, tests.xml, four JSONs; the tool returns at most 8), copied after every step so a run cut short
-# keeps what it measured. Exit status non-zero if any step failed.
+# summary.txt, log.txt (pytest's output with skip reasons and durations), five JSONs; the tool returns at most 8),
+# copied after every step so a run cut short keeps what it measured. Exit status non-zero if any step failed.
 #
 # The device image has python3 with torch, triton and nvcc but no tilelang and no sglang: run `bash bench/gpu_bundle.sh`
 # here first and carry `.gpu-bundle`; it is unpacked to $GLM5_SITE (/tmp/glm5-site). Nothing here imports sglang.
@@ -40,7 +42,7 @@ LOG=$DEST/log.txt
 : >"$LOG"
 echo "gpu_check on $CARD -> $DEST"
 rc_all=0
-RESULT_JSONS=(kernels-cuda-tilelang.json kernels-cuda-triton.json sparse-mla-prefill.json indexer-fp8.json)
+RESULT_JSONS=(kernels-cuda-tilelang.json kernels-cuda-triton.json sparse-mla-prefill.json indexer-fp8.json graph-decode.json)
 save() {  # what the steps so far wrote, into $DEST and $OUT: a run cut short keeps it
     local f
     for f in "${RESULT_JSONS[@]}"; do [ -f "bench/results/$f" ] && cp -f "bench/results/$f" "$DEST/"; done
@@ -73,8 +75,8 @@ if [ "$rc_all" -eq 0 ]; then
     XDIST=()
     "$PY" -c "import xdist" 2>/dev/null && XDIST=(-n 4)  # four processes compile TileLang kernels side by side
     # 1. correctness: every (backend, op, shape) case against the reference; -rs lists any skip with its reason
-    step tests 130 "$PY" -m pytest -q -rs -p no:cacheprovider ${XDIST[@]+"${XDIST[@]}"} tests/gpu/test_dsa_kernels.py \
-        --durations=10 --junitxml="$DEST/tests.xml"
+    step tests 110 "$PY" -m pytest -q -rs -p no:cacheprovider ${XDIST[@]+"${XDIST[@]}"} tests/gpu/test_dsa_kernels.py \
+        --durations=10
     # 2. timing: one GLM-5 layer, batch 1 decode (issue 4's H200 goal: 8-head sparse MLA decode < 16.8 us; top-k at
     #    64k and 200k keys under the decode's own time), each
     #    provider in its own process (TileLang first): a failure or a crash in one leaves the other's numbers
@@ -88,6 +90,8 @@ if [ "$rc_all" -eq 0 ]; then
     step indexer_fp8 35 "$PY" bench/indexer_fp8.py --context 4096 16384
     # 5. flashmla (FlashMLA + DeepGEMM, issue 20) vs the reference where sgl-flash-mla / sgl-deep-gemm import; -rs logs why not
     step flashmla 60 "$PY" -m pytest -q -rs -p no:cacheprovider tests/gpu/test_flashmla_kernels.py
+    # 6. CUDA graphs: capture + replay of one layer's DSA decode per implementation, eager vs graph us (issue 26)
+    step graph_decode 40 "$PY" bench/graph_decode.py --batch 1 8 32 --context 4096
 fi
 
 echo "gpu_check: rc=$rc_all" | tee -a "$DEST/summary.txt"
