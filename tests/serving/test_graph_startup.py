@@ -10,6 +10,7 @@ import sys
 import pytest
 
 from sglang_glm5.attention.capabilities import SIMULATE_ENV, Device, Target, load_capabilities
+from sglang_glm5.attention.impls import DSA_IMPLS
 from sglang_glm5.presets.catalog import load_catalog
 from sglang_glm5.serving.startup_check import PREFILL_GRAPHS_OFF, StartupRequest, decide, graph_changes
 
@@ -74,17 +75,30 @@ def test_server_args_resolution_turns_graphs_off_with_a_reason(tiny_checkpoint, 
     assert (f"GLM-5: CUDA graphs off for prefill (as --cuda-graph-backend-prefill disabled): {PREFILL_GRAPHS_OFF}" in log) == bool(prefill_flag)
 
 
+def graph_category(table, preset) -> str:
+    """"on" / "off" / "vendor" (off only where flashmla's vendor packages import and it is picked) for a preset."""
+    options = dict(preset.options)
+    flags = {phase: options.get(f"dsa_{phase}_backend") for phase in ("prefill", "decode")}
+    kv = options.get("kv_cache_dtype") or "bfloat16"
+    target = Target(Device(PRESET_ARCH[preset.hardware.name], preset.hardware.name), "bfloat16" if kv == "auto" else kv, 8)
+    everything = tuple(DSA_IMPLS)
+    without_vendor = tuple(n for n in DSA_IMPLS if not DSA_IMPLS[n].requires)
+    unsafe = [bool(table.why_not_graph(table.choose(flags, target, available).backends)) for available in (everything, without_vendor)]
+    return "off" if all(unsafe) else "vendor" if any(unsafe) else "on"
+
+
+NOTE_OF = {"on": "CUDA graphs: SGLang's default", "off": "CUDA graphs: decode off", "vendor": "CUDA graphs: SGLang's default with"}
+
+
 def test_presets_state_what_they_do_about_graphs(table):
     catalog = load_catalog()
     for name, preset in catalog.presets.items():
         notes = [n for n in preset.notes if n.startswith("CUDA graphs:")]
         assert len(notes) == 1, f"{name}: one 'CUDA graphs:' note"
-        if preset.hardware.name == "cpu" or preset.hardware.name not in PRESET_ARCH:
+        if preset.hardware.name not in PRESET_ARCH:
             assert "off on CPU" in notes[0], name
             continue
-        options = dict(preset.options)
-        flags = {phase: options.get(f"dsa_{phase}_backend") for phase in ("prefill", "decode")}
-        kv = options.get("kv_cache_dtype") or "bfloat16"
-        target = Target(Device(PRESET_ARCH[preset.hardware.name], name), "bfloat16" if kv == "auto" else kv, 8)
-        unsafe = table.why_not_graph(table.choose(flags, target).backends)
-        assert ("decode off" in notes[0]) == bool(unsafe), f"{name}: {notes[0]} vs {unsafe}"
+        category = graph_category(table, preset)
+        assert notes[0].startswith(NOTE_OF[category]), f"{name} ({category}): {notes[0]}"
+        if category == "on":
+            assert not notes[0].startswith(NOTE_OF["vendor"]), name
