@@ -71,7 +71,24 @@ CHECKS = (
     ),
 )
 
+MULTI_NODE = (
+    Patch(
+        "sglang.srt.distributed.bootstrap._resolve_dist_init_method",
+        "sglang_glm5.serving.multi_node:dist_init_method_after_head", Kind.AROUND,
+        "a node other than the head waits a bounded time for --dist-init-addr, then fails naming it (torch alone waits "
+        "30 min and fails with a socket error)", required=False,
+        lost="a node whose head is unreachable waits torch's default 30 min and fails without naming --dist-init-addr",
+    ),
+)
+
 CPU = (
+    Patch(
+        "sglang.srt.distributed.parallel_state.init_model_parallel_group",
+        "sglang_glm5.serving.cpu_hooks:parallel_group_without_pynccl", Kind.AROUND,
+        "tp > 1 on CPU: SGLang's default use_pynccl builds a NCCL communicator on a CPU device and fails; without it "
+        "the groups' torch.distributed (gloo) path carries the collectives",
+        when=When.CPU,
+    ),
     Patch(
         "sglang.srt.model_loader.loader._get_quantization_config", "sglang_glm5.serving.cpu_hooks:no_fp8_layers_for_glm5",
         Kind.AROUND, "no FP8 layers on CPU: our loader dequantizes the FP8 checkpoint as it streams in",
@@ -152,4 +169,4 @@ STARTUP = (  # after CPU, so these wrap its passes: GLM-5 is decided here, other
     ),
 )
 
-PATCHES = MODEL + CHECKS + CPU + STARTUP
+PATCHES = MODEL + CHECKS + MULTI_NODE + CPU + STARTUP

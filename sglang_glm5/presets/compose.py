@@ -52,6 +52,7 @@ def compose(
     features: Iterable[str] = (),
     tp: int | None = None,
     model_path: str | None = None,
+    nnodes: int | None = None,
 ) -> LaunchSpec:
     preset = catalog.preset(preset_name)
     features = tuple(dict.fromkeys(features))
@@ -62,7 +63,7 @@ def compose(
     model_path = model_path or preset.model_path
     if model_path is None:
         raise Refusal(f"preset {preset.name} needs --model-path: build a tiny checkpoint with `sglang-glm5 tiny-checkpoint DIR`")
-    nnodes = math.ceil(tp / preset.hardware.gpus_per_node)
+    nnodes = node_count(preset, tp, nnodes)
     options: dict[str, Any] = {"model_path": model_path, "device": preset.hardware.device, "tp": tp}
     if nnodes > 1:
         options["nnodes"] = nnodes
@@ -73,6 +74,21 @@ def compose(
         options.update(feature.options)
         options.update({option: derived[source] for option, source in feature.options_from_preset.items()})
     return LaunchSpec(preset, features, tp, nnodes, freeze(options))
+
+
+def node_count(preset: Preset, tp: int, nnodes: int | None = None) -> int:
+    """Nodes that serve `tp` ranks: as many as the preset's GPUs per node need, or `nnodes` when given (each node
+    runs tp / nnodes ranks, so it must divide tp and leave no node more ranks than it has GPUs)."""
+    per_node = preset.hardware.gpus_per_node
+    needed = math.ceil(tp / per_node)
+    if nnodes is None:
+        return needed
+    if nnodes < 1 or tp % nnodes:
+        divisors = [n for n in range(needed, tp + 1) if tp % n == 0]
+        raise Refusal(f"--nnodes {nnodes} does not divide tp {tp} into equal nodes: use --nnodes {' or '.join(map(str, divisors[:3]))} instead")
+    if nnodes < needed:
+        raise Refusal(f"--nnodes {nnodes} puts {tp // nnodes} ranks on a node of {per_node} GPUs ({preset.hardware.title}): use --nnodes {needed} or more")
+    return nnodes
 
 
 def allowed_feature(catalog: Catalog, preset: Preset, name: str):

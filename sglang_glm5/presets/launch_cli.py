@@ -26,10 +26,35 @@ from sglang_glm5.serving.startup_check import (
     heads_per_gpu,
 )
 
-MULTI_NODE_NOTE = (
-    "tp {tp} spans {nnodes} nodes of {per_node} GPUs: run this command on every node, adding"
-    " `--node-rank R --dist-init-addr HOST:PORT` after `--`"
-)
+MULTI_NODE_NOTE = "tp {tp} spans {nnodes} nodes ({ranks} ranks each): run node R's command on node R, the head (node 0) first"
+HEAD_PLACEHOLDER = "HEAD_IP"  # printed when --head-address is not given
+DEFAULT_DIST_PORT = 25000  # SGLang's documented example port for --dist-init-addr
+MULTI_NODE_HOST = "0.0.0.0"  # the head's HTTP server must be reachable from outside; launch_server's default is 127.0.0.1
+
+
+def head_address(text: str | None) -> str:
+    """`HOST[:PORT]` -> `HOST:PORT` (every node's --dist-init-addr)."""
+    if text is None:
+        return f"{HEAD_PLACEHOLDER}:{DEFAULT_DIST_PORT}"
+    host, colon, port = text.rpartition(":") if text.count(":") == 1 else (text, "", "")
+    if not colon:
+        return f"{text}:{DEFAULT_DIST_PORT}"
+    if not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise Refusal(f"--head-address {text!r} is not HOST or HOST:PORT (e.g. 10.0.0.1:{DEFAULT_DIST_PORT})")
+    return text
+
+
+def node_flags(nnodes: int, node_rank: int, address: str, extra: list[str]) -> list[str]:
+    """launch_server flags that make one node of a multi-node launch; a --host given after `--` wins."""
+    host = [] if "--host" in extra or any(a.startswith("--host=") for a in extra) else ["--host", MULTI_NODE_HOST]
+    return ["--node-rank", str(node_rank), "--dist-init-addr", address, *host]
+
+
+def node_commands(catalog: Catalog, spec: LaunchSpec, extra: list[str], env: dict[str, str], address: str):
+    """[(command, env, parsed)] for node 0 .. nnodes-1 (one entry, unchanged, for a single node)."""
+    if spec.nnodes == 1:
+        return [build(catalog, spec, extra, env)]
+    return [build(catalog, spec, node_flags(spec.nnodes, r, address, extra) + extra, env) for r in range(spec.nnodes)]
 
 
 def build(catalog: Catalog, spec: LaunchSpec, extra: list[str], env: dict[str, str]) -> tuple[list[str], dict[str, str], dict[str, Any]]:
@@ -72,13 +97,15 @@ def run(args: argparse.Namespace) -> int:
     extra = args.rest[1:] if args.rest[:1] == ["--"] else args.rest
     try:
         catalog = load_catalog()
-        spec = compose(catalog, args.preset, parse_features(args.features), args.tp, args.model_path)
+        spec = compose(catalog, args.preset, parse_features(args.features), args.tp, args.model_path, args.nnodes)
         check_weights_fit(catalog, spec)
         env = dict(os.environ, **({STRICT_ENV: "1"} if args.strict else {}))
-        command, env, parsed = build(catalog, spec, extra, env)
-        check_extra(catalog, spec, parsed)
+        nodes = node_commands(catalog, spec, extra, env, head_address(args.head_address))
+        for _, _, parsed in nodes:
+            check_extra(catalog, spec, parsed)
+        chosen = check_node_choice(spec, args)
         if not args.print_only:
-            check_startup(catalog, parsed, env)
+            check_startup(catalog, nodes[chosen][2], nodes[chosen][1])
     except (PresetError, DSACapabilityError) as e:
         print(f"sglang-glm5 launch: error: {e}", file=sys.stderr)
         return 2
@@ -86,11 +113,32 @@ def run(args: argparse.Namespace) -> int:
         if catalog.features[name].note:
             print(f"note ({name}): {catalog.features[name].note}")
     if spec.nnodes > 1:
-        print(MULTI_NODE_NOTE.format(tp=spec.tp, nnodes=spec.nnodes, per_node=spec.preset.hardware.gpus_per_node))
-    print("+", shlex.join(command), flush=True)
+        print(MULTI_NODE_NOTE.format(tp=spec.tp, nnodes=spec.nnodes, ranks=spec.tp // spec.nnodes))
+    shown = range(len(nodes)) if args.print_only and args.node_rank is None else [chosen]
+    for r in shown:
+        if spec.nnodes > 1:
+            print(f"# node {r}" + (" (head)" if r == 0 else ""))
+        print("+", shlex.join(nodes[r][0]), flush=True)
     if args.print_only:
         return 0
+    command, env, _ = nodes[chosen]
     os.execvpe(command[0], command, env)
+
+
+def check_node_choice(spec: LaunchSpec, args: argparse.Namespace) -> int:
+    """The node whose command runs (or is printed alone): --node-rank, which a multi-node run needs with --head-address."""
+    if spec.nnodes == 1:
+        if args.node_rank not in (None, 0) or args.head_address is not None:
+            raise Refusal(f"tp {spec.tp} runs on one node: drop --node-rank/--head-address, or pass --nnodes N to spread it")
+        return 0
+    if args.node_rank is not None and not 0 <= args.node_rank < spec.nnodes:
+        raise Refusal(f"--node-rank {args.node_rank} is outside 0..{spec.nnodes - 1} ({spec.nnodes} nodes)")
+    if not args.print_only and (args.node_rank is None or args.head_address is None):
+        raise Refusal(
+            f"tp {spec.tp} spans {spec.nnodes} nodes: run on each node with --node-rank R --head-address HOST[:PORT]"
+            " (node 0's address), or --print-only to see every node's command"
+        )
+    return args.node_rank or 0
 
 
 def add_parser(subparsers) -> None:
@@ -104,6 +152,12 @@ def add_parser(subparsers) -> None:
     parser.add_argument("--with", dest="features", metavar="FEATURES", help="comma-separated: eagle,dp-attention,indexcache")
     parser.add_argument("--model-path", help="checkpoint directory or hub id (default: the preset's)")
     parser.add_argument("--tp", type=int, help="tensor parallel size (default: the preset's)")
+    parser.add_argument("--nnodes", type=int, help="spread tp over N nodes (default: as many as the preset's GPUs per node need)")
+    parser.add_argument(
+        "--head-address", metavar="HOST[:PORT]",
+        help=f"multi-node: node 0's address, every node's --dist-init-addr (default port {DEFAULT_DIST_PORT})",
+    )
+    parser.add_argument("--node-rank", type=int, help="multi-node: run (or print) this node's command")
     parser.add_argument("--print-only", action="store_true", help="print the command, do not run it")
     parser.add_argument(
         "--strict", action="store_true", help=f"refuse FP8 KV for a checkpoint without calibrated k/v scales (sets {STRICT_ENV}=1)"

@@ -8,7 +8,7 @@ import sys
 from sglang_glm5.presets.catalog import load_catalog
 from sglang_glm5.presets.compose import parse_features
 from sglang_glm5.presets.files import PresetError
-from sglang_glm5.presets.planner import GIB, MemoryPlan, plan, smallest_fitting_tp
+from sglang_glm5.presets.planner import GIB, MemoryPlan, largest_context, plan, smallest_fitting_tp
 
 LABEL_WIDTH = 44
 
@@ -21,10 +21,11 @@ def line(label: str, value: str) -> str:
     return f"{label:<{LABEL_WIDTH}}{value}"
 
 
-def describe(p: MemoryPlan, fitting_tp: int | None) -> tuple[list[str], bool]:
+def describe(p: MemoryPlan, fitting_tp: int | None, longest: int = 0) -> tuple[list[str], bool]:
     dp = f", attention DP {p.attention_dp}" if p.attention_dp > 1 else ""
     lines = [
         f"{p.preset} on {p.gpu}: tp {p.tp}{dp}, kv-cache {p.kv_cache_dtype}, mem-fraction-static {p.mem_fraction_static}",
+        line("nodes", f"{p.nnodes} ({p.tp // p.nnodes} GPUs each)"),
         line("GPU memory", f"{gib(p.gpu_bytes)} (static fraction {gib(p.static_bytes)})"),
         line("weights per GPU", gib(p.weight_bytes)),
         *(line(f"  {item.label}", gib(item.bytes)) for item in sorted(p.weights, key=lambda i: -i.bytes)),
@@ -37,6 +38,7 @@ def describe(p: MemoryPlan, fitting_tp: int | None) -> tuple[list[str], bool]:
         line("KV cache per token (per GPU)", f"{p.kv_bytes_per_token} B"),
         *(line(f"  {item.label}", f"{int(item.bytes)} B") for item in p.kv_per_token),
         line("KV cache", f"{gib(p.kv_budget_bytes)} = {p.kv_tokens} tokens per GPU"),
+        line("largest context of one request", f"{longest} tokens"),
         line(f"max concurrent requests at {p.context} tokens", str(p.max_concurrency)),
         line("indexer logits", f"{min(p.prefill_chunk, p.indexer_rows_per_pass)} query rows per pass of the {p.prefill_chunk}-row"
              f" prefill chunk at {p.context} tokens (budget {gib(p.indexer_logits_budget)})"),
@@ -45,7 +47,7 @@ def describe(p: MemoryPlan, fitting_tp: int | None) -> tuple[list[str], bool]:
         longest = p.indexer_logits_budget // 4
         return lines + [f"DOES NOT FIT one indexer logits row of {p.context} tokens in the budget: lower --context to {longest}"], False
     if p.max_concurrency == 0:
-        return lines + [f"DOES NOT FIT one request of {p.context} tokens beside the weights: lower --context"], False
+        return lines + [f"DOES NOT FIT one request of {p.context} tokens beside the weights: lower --context to {longest}"], False
     if p.concurrency is not None and p.concurrency > p.max_concurrency:
         return lines + [f"DOES NOT FIT {p.concurrency} requests of {p.context} tokens (at most {p.max_concurrency})"], False
     return lines + ["FITS"], True
@@ -60,10 +62,11 @@ def run(args: argparse.Namespace) -> int:
         }
         p = plan(catalog, args.preset, tp=args.tp, **options)
         fitting_tp = None if p.weights_fit else smallest_fitting_tp(catalog, p, **options)
+        longest = largest_context(catalog, p) if p.weights_fit else 0
     except PresetError as e:
         print(f"sglang-glm5 plan: error: {e}", file=sys.stderr)
         return 2
-    lines, fits = describe(p, fitting_tp)
+    lines, fits = describe(p, fitting_tp, longest)
     print("\n".join(lines))
     return 0 if fits else 1
 

@@ -35,6 +35,7 @@ class MemoryPlan:
     preset: str
     gpu: str
     tp: int
+    nnodes: int
     attention_dp: int
     kv_cache_dtype: str
     gpu_bytes: int
@@ -191,6 +192,7 @@ def plan(
         preset=preset.name,
         gpu=preset.hardware.title,
         tp=spec.tp,
+        nnodes=spec.nnodes,
         attention_dp=attention_dp,
         kv_cache_dtype=kv_cache_dtype,
         gpu_bytes=preset.hardware.memory_mib * MIB,
@@ -208,6 +210,24 @@ def plan(
 def default_index_k_store(preset) -> str:
     """The store the backend picks on the preset's GPU (every DSA implementation has an FP8 indexer)."""
     return default_store(PLATFORM_OF_VENDOR[preset.hardware.vendor]).store
+
+
+def largest_context(catalog: Catalog, memory_plan: MemoryPlan) -> int:
+    """The longest request (tokens) that fits beside the weights: its KV on one rank's pool, its indexer logits row
+    within the budget, with the workspace sized for that context; 0 if none does. Bisection: each condition only
+    gets harder as the context grows."""
+    layout = load_layout(catalog.root)
+
+    def fits(context: int) -> bool:
+        workspace = indexer_workspace_items(catalog.model, layout, context, memory_plan.prefill_chunk)
+        p = dataclasses.replace(memory_plan, context=context, workspace=workspace)
+        return p.weights_fit and p.indexer_fits and p.kv_tokens >= context
+
+    lo, hi = 0, catalog.model.max_position_embeddings  # fits(lo) by convention; find the largest c <= hi with fits(c)
+    while lo < hi:
+        mid = (lo + hi + 1) // 2
+        lo, hi = (mid, hi) if fits(mid) else (lo, mid - 1)
+    return lo
 
 
 def smallest_fitting_tp(catalog: Catalog, memory_plan: MemoryPlan, **kwargs) -> int | None:

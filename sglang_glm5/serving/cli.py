@@ -5,7 +5,7 @@ import os
 import sys
 
 from sglang_glm5.attention.kv_policy import STRICT_ENV
-from sglang_glm5.serving.cpu import cpu_environment, with_cpu_defaults
+from sglang_glm5.serving.cpu import cpu_environment, with_cpu_defaults, with_threads_bind
 
 STRICT_FLAG = "--strict"  # ours, not launch_server's: refuse FP8 KV without calibrated scales instead of warning
 
@@ -16,7 +16,8 @@ def launch_command(argv: list[str], env: dict[str, str]) -> tuple[list[str], dic
         env = dict(env, **{STRICT_ENV: "1"})
     device = _flag_value(argv, "--device") or ("cpu" if not _has_cuda() else None)
     if device == "cpu":
-        return [sys.executable, "-m", "sglang.launch_server", *with_cpu_defaults(argv)], cpu_environment(env)
+        env = with_threads_bind(cpu_environment(env), argv)
+        return [sys.executable, "-m", "sglang.launch_server", *with_cpu_defaults(argv)], env
     return [sys.executable, "-m", "sglang.launch_server", *argv], dict(env)
 
 

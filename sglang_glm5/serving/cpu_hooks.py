@@ -39,3 +39,8 @@ def no_fp8_layers_for_glm5(original, model_config, load_config):
         return None
     return original(model_config, load_config)
 
+
+def parallel_group_without_pynccl(original, *args, **kwargs):
+    """At tp > 1 SGLang builds every parallel group with a PyNccl communicator unless told not to, which raises
+    "Expected a cuda device, but got: cpu": on CPU every group is built without it, and gloo carries the collectives."""
+    return original(*args, **dict(kwargs, use_pynccl=False))

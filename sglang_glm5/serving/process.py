@@ -29,11 +29,13 @@ def free_port() -> int:
 class ServerProcess:
     """`with ServerProcess(model_path, log_path, [flags]) as server:` -> `server.url`; stops the whole process group."""
 
-    def __init__(self, model_path, log_path, extra_args=(), port=None, env=None):
+    def __init__(self, model_path, log_path, extra_args=(), port=None, env=None, command=None):
+        """`command`: run this one (e.g. a node's command from `sglang-glm5 launch`, which must listen on `port`)
+        instead of `sglang-glm5 serve --model-path model_path ... extra_args`."""
         self.port = port or free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log_path = Path(log_path)
-        self.command = [
+        self.command = list(command) if command is not None else [
             sys.executable, "-m", "sglang_glm5.cli", "serve",
             "--model-path", str(model_path), "--host", "127.0.0.1", "--port", str(self.port), *extra_args,
         ]
@@ -41,12 +43,15 @@ class ServerProcess:
         self.proc: subprocess.Popen | None = None
         self.returncode: int | None = None
 
-    def start(self) -> "ServerProcess":
+    def start(self, wait_ready: bool = True) -> "ServerProcess":
+        """Start it; wait until /health answers unless `wait_ready` is False (a non-head node serves no HTTP)."""
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         self._log = open(self.log_path, "w")
         self.proc = subprocess.Popen(
             self.command, stdout=self._log, stderr=subprocess.STDOUT, env=self.env, start_new_session=True
         )
+        if not wait_ready:
+            return self
         deadline = time.monotonic() + READY_TIMEOUT_S
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:

@@ -10,7 +10,7 @@ from sglang_glm5.cli import main
 from sglang_glm5.presets.catalog import load_catalog
 from sglang_glm5.presets.compose import compose
 from sglang_glm5.presets.flags import SGLangArgumentError, is_deprecated, parse, to_argv
-from sglang_glm5.presets.launch_cli import build
+from sglang_glm5.presets.launch_cli import build, head_address, node_commands
 from tests.presets.combos import preset_feature_combinations
 
 CATALOG = load_catalog()
@@ -115,11 +115,41 @@ def test_cpu_tiny_launch_adds_the_serve_cpu_defaults_and_parses():
     assert parsed["device"] == "cpu" and parsed["tp"] == 1 and parsed["mem_fraction_static"] == 0.05
 
 
-def test_launch_prints_the_multi_node_note_and_the_command(capsys):
-    assert main(["launch", "--preset", "h100-fp8", "--print-only"]) == 0
+def test_launch_prints_one_command_per_node(capsys):
+    assert main(["launch", "--preset", "h100-fp8", "--print-only", "--head-address", "10.1.2.3"]) == 0
     out = capsys.readouterr().out.splitlines()
-    assert "tp 16 spans 2 nodes of 8 GPUs: run this command on every node, adding `--node-rank R --dist-init-addr HOST:PORT`" in out[-2]
-    assert out[-1].startswith("+ ") and " -m sglang.launch_server --model-path zai-org/GLM-5-FP8 --device cuda --tp-size 16 --nnodes 2 " in out[-1]
+    assert "tp 16 spans 2 nodes (8 ranks each): run node R's command on node R, the head (node 0) first" in out[-5]
+    assert out[-4] == "# node 0 (head)" and out[-2] == "# node 1"
+    for rank, line in ((0, out[-3]), (1, out[-1])):
+        assert line.startswith("+ ") and " -m sglang.launch_server --model-path zai-org/GLM-5-FP8 --device cuda --tp-size 16 --nnodes 2 " in line
+        assert f" --node-rank {rank} --dist-init-addr 10.1.2.3:25000 --host 0.0.0.0" in line
+
+
+def test_node_commands_parse_with_sglang_and_differ_only_in_node_rank(server_arg_parser):
+    spec = compose(CATALOG, "h200-bf16", model_path=MODEL_PATH)
+    nodes = node_commands(CATALOG, spec, ["--host", "10.0.0.9"], {}, head_address("head.example:31000"))
+    assert len(nodes) == 2
+    for rank, (command, _, _) in enumerate(nodes):
+        ns = parse(server_arg_parser, command[command.index("sglang.launch_server") + 1 :])
+        assert (ns.nnodes, ns.node_rank, ns.dist_init_addr, ns.host, ns.tp_size) == (2, rank, "head.example:31000", "10.0.0.9", 16)
+    assert [a for a in nodes[0][0] if a not in ("0", "1")] == [a for a in nodes[1][0] if a not in ("0", "1")]
+
+
+@pytest.mark.parametrize(
+    "argv,message",
+    [
+        (["--preset", "h100-fp8"], "run on each node with --node-rank R --head-address HOST[:PORT]"),
+        (["--preset", "h100-fp8", "--node-rank", "2", "--print-only"], "--node-rank 2 is outside 0..1"),
+        (["--preset", "h100-fp8", "--head-address", "h:port", "--print-only"], "--head-address 'h:port' is not HOST or HOST:PORT"),
+        (["--preset", "h100-fp8", "--nnodes", "3", "--print-only"], "--nnodes 3 does not divide tp 16 into equal nodes: use --nnodes 2 or 4 or 8"),
+        (["--preset", "h100-fp8", "--nnodes", "1", "--print-only"], "--nnodes 1 puts 16 ranks on a node of 8 GPUs"),
+        (["--preset", "h200-fp8", "--node-rank", "1", "--print-only"], "tp 8 runs on one node"),
+    ],
+    ids=["run-needs-rank-and-head", "rank-out-of-range", "bad-address", "nnodes-not-divisor", "too-few-nodes", "single-node-rank"],
+)
+def test_multi_node_refusals(capsys, argv, message):
+    assert main(["launch", *argv]) == 2
+    assert message in capsys.readouterr().err
 
 
 def test_launch_with_indexcache_notes_that_sglang_glm5_honours_the_pattern(capsys):

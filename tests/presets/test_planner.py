@@ -7,7 +7,7 @@ import pytest
 from sglang_glm5.cli import main
 from sglang_glm5.presets.catalog import load_catalog
 from sglang_glm5.presets.compose import Refusal
-from sglang_glm5.presets.planner import plan
+from sglang_glm5.presets.planner import largest_context, plan
 from tests.presets.combos import preset_feature_combinations
 
 CATALOG = load_catalog()
@@ -177,3 +177,22 @@ def test_every_allowed_combination_fits_except_dp_attention_on_the_tightest():
             refused.append(param.id)
     # DP attention replicates the attention projections: 21.9 GiB more per GPU in BF16
     assert refused == ["h100-bf16+dp-attention", "h100-bf16+eagle+dp-attention", "mi300x-bf16+dp-attention"]
+
+
+@pytest.mark.parametrize("preset", ["h200-fp8", "h100-fp8"])
+def test_largest_context_is_the_boundary_of_fitting_one_request(preset):
+    longest = largest_context(CATALOG, plan(CATALOG, preset))
+    assert 0 < longest <= CATALOG.model.max_position_embeddings
+    at = plan(CATALOG, preset, context=longest)
+    assert at.kv_tokens >= longest and at.indexer_fits
+    if longest < CATALOG.model.max_position_embeddings:
+        beyond = plan(CATALOG, preset, context=longest + 1)
+        assert beyond.kv_tokens < longest + 1 or not beyond.indexer_fits
+
+
+def test_plan_cli_says_nodes_and_the_largest_context(capsys):
+    assert main(["plan", "--preset", "h100-fp8", "--context", "4096"]) == 0
+    out = capsys.readouterr().out
+    longest = largest_context(CATALOG, plan(CATALOG, "h100-fp8"))
+    assert "nodes                                       2 (8 GPUs each)" in out
+    assert f"largest context of one request              {longest} tokens" in out

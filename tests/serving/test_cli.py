@@ -2,8 +2,10 @@
 
 import sys
 
+import pytest
+
 from sglang_glm5.serving.cli import launch_command
-from sglang_glm5.serving.cpu import STUB_DIR, cpu_defaults
+from sglang_glm5.serving.cpu import STUB_DIR, THREADS_BIND_ENV, cpu_defaults, ranks_on_this_node, threads_bind
 
 
 def test_cpu_defaults_fill_only_missing_flags():
@@ -26,3 +28,38 @@ def test_gpu_device_passes_flags_through_untouched():
     command, env = launch_command(argv, {})
     assert command[3:] == argv
     assert "SGLANG_USE_CPU_ENGINE" not in env
+
+
+@pytest.mark.parametrize(
+    "argv,ranks",
+    [
+        (["--tp-size", "2"], 2), (["--tp", "4"], 4), (["--tensor-parallel-size=2", "--dp-size", "2"], 4),
+        (["--tp-size", "2", "--attn-dp-size", "2"], 2), (["--tp-size", "4", "--nnodes", "2"], 2), ([], 1),
+    ],
+    ids=["tp2", "tp-abbrev", "tp-times-dp", "attn-dp-inside-tp", "split-over-nodes", "default"],
+)
+def test_ranks_on_this_node(argv, ranks):
+    assert ranks_on_this_node(argv) == ranks
+
+
+@pytest.mark.parametrize(
+    "ranks,cpus,bind",
+    [(2, [0, 1], "0|1"), (2, [0, 1, 2, 3, 4], "0-1|2-3"), (4, [0, 1], "0|1|0|1"), (2, [3, 5, 8, 9], "3,5|8-9"), (1, [0, 1], "0-1")],
+    ids=["one-each", "slices-drop-remainder", "more-ranks-than-cpus", "gaps", "one-rank"],
+)
+def test_threads_bind(ranks, cpus, bind):
+    assert threads_bind(ranks, cpus) == bind
+
+
+def test_serve_binds_threads_for_tp_on_cpu_unless_given():
+    _, env = launch_command(["--model-path", "M", "--device", "cpu", "--tp-size", "2"], {})
+    assert env[THREADS_BIND_ENV].count("|") == 1
+    _, env = launch_command(["--model-path", "M", "--device", "cpu", "--tp-size", "2"], {THREADS_BIND_ENV: "0|0"})
+    assert env[THREADS_BIND_ENV] == "0|0"
+    _, env = launch_command(["--model-path", "M", "--device", "cpu"], {})
+    assert THREADS_BIND_ENV not in env
+
+
+def test_bad_tp_value_is_named():
+    with pytest.raises(ValueError, match="--tp-size needs an integer, got 'two'"):
+        ranks_on_this_node(["--tp-size", "two"])
