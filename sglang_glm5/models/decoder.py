@@ -1,5 +1,14 @@
-"""One GLM-5 decoder layer: DSA attention, then a dense MLP (first layers) or the routed MoE."""
+"""One GLM-5 decoder layer: DSA attention, then a dense MLP (first layers) or the routed MoE.
 
+With attention DP (`--attn-dp-size`), each attention-DP group attends its own requests while the MLP/MoE stays
+tensor parallel over all ranks: the layer moves the hidden rows from the attention layout (sharded over attention
+DP) to the FFN layout (every rank holds every row) and back with SGLang's layer-boundary transport (`move_rows`:
+a DP gather into SGLang's global DP buffer, then a DP scatter of this rank's slot). Without attention DP both
+layouts are the same and nothing moves.
+"""
+
+from sglang.srt.layers.layer_boundary import Layout, TokenAxis, move_rows
+from sglang.srt.layers.layer_boundary.layout import token_axis_sizes
 from sglang.srt.layers.layernorm import RMSNorm
 from sglang.srt.models.deepseek_v2 import DeepseekV2MLP, DeepseekV2MoE
 from sglang.srt.utils import add_prefix
@@ -38,5 +47,14 @@ class Glm5DecoderLayer(nn.Module):
             hidden, residual = self.input_layernorm(hidden, residual)
         hidden, topk = self.self_attn(positions, hidden, forward_batch, prev_topk)
         hidden, residual = self.post_attention_layernorm(hidden, residual)
-        hidden = self.mlp(hidden, forward_batch)
+        attn_rows, ffn_rows = attention_rows(), Layout(frozenset())
+        hidden = move_rows(hidden, attn_rows, ffn_rows, forward_batch)  # [T_all_dp, H]: every DP group's rows
+        hidden = self.mlp(hidden, forward_batch)  # summed over TP inside the MLP/MoE
+        hidden = move_rows(hidden, ffn_rows, attn_rows, forward_batch)  # [T, H]: this DP group's rows
         return hidden, residual, topk
+
+
+def attention_rows() -> Layout:
+    """Rows after attention: each attention-DP group holds its own requests' rows, complete on every attention-TP
+    rank (o_proj summed them); size-one axes drop out, so without attention DP this is the FFN layout."""
+    return Layout.sharded_over(TokenAxis.ATTN_DP, axis_sizes=token_axis_sizes())

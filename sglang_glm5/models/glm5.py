@@ -7,8 +7,12 @@ from pathlib import Path
 import torch
 from sglang.srt.layers.layernorm import RMSNorm
 from sglang.srt.layers.logits_processor import LogitsProcessor
-from sglang.srt.layers.vocab_parallel_embedding import ParallelLMHead, VocabParallelEmbedding
-from sglang.srt.runtime_context import get_server_args
+from sglang.srt.layers.vocab_parallel_embedding import (
+    ParallelLMHead,
+    VocabParallelEmbedding,
+    get_embedding_tp_kwargs,
+)
+from sglang.srt.runtime_context import get_parallel, get_server_args
 from sglang.srt.utils import add_prefix
 from torch import nn
 
@@ -30,7 +34,7 @@ class GlmMoeDsaModel(nn.Module):
     def __init__(self, cfg: Glm5Config, hf_config, quant_config=None, prefix: str = ""):
         super().__init__()
         self.embed_tokens = VocabParallelEmbedding(
-            cfg.vocab_size, cfg.hidden_size, prefix=add_prefix("embed_tokens", prefix)
+            cfg.vocab_size, cfg.hidden_size, prefix=add_prefix("embed_tokens", prefix), **get_embedding_tp_kwargs()
         )
         plan = cfg.indexer_plan
         logger.info("%s", plan.summary())
@@ -67,7 +71,8 @@ class GlmMoeDsaForCausalLM(nn.Module):
         self.quant_config = quant_config
         self.model = self._build_body(config, quant_config, prefix)
         self.lm_head = ParallelLMHead(
-            config.vocab_size, config.hidden_size, quant_config=quant_config, prefix=add_prefix("lm_head", prefix)
+            config.vocab_size, config.hidden_size, quant_config=quant_config, prefix=add_prefix("lm_head", prefix),
+            use_attn_tp_group=get_parallel().enable_dp_lm_head,
         )
         self.logits_processor = LogitsProcessor(config)
         logger.info("GLM-5 model: %s.%s", type(self).__module__, type(self).__qualname__)

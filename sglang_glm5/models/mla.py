@@ -15,6 +15,10 @@ LATENT_NORM_EPS = 1e-6  # q_a_layernorm / kv_a_layernorm use the reference RMSNo
 
 
 class Glm5DsaAttention(nn.Module):
+    """Heads split over the attention-TP group (`parallel_group="attn_tp"`, as upstream's DeepSeek MLA): the whole TP
+    group without attention DP, each attention-DP group's ranks with it. The latent down-projections and the
+    indexer are replicated."""
+
     def __init__(self, config, layer_id: int, runs_indexer: bool = True, quant_config=None, prefix: str = ""):
         super().__init__()
         tp_size = get_parallel().attn_tp_size
@@ -36,7 +40,7 @@ class Glm5DsaAttention(nn.Module):
         self.q_a_layernorm = RMSNorm(config.q_lora_rank, eps=LATENT_NORM_EPS)
         self.q_b_proj = ColumnParallelLinear(
             config.q_lora_rank, config.num_attention_heads * qk_head_dim, bias=False,
-            quant_config=quant_config, prefix=add_prefix("q_b_proj", prefix),
+            quant_config=quant_config, prefix=add_prefix("q_b_proj", prefix), parallel_group="attn_tp",
         )
         self.kv_a_proj_with_mqa = ReplicatedLinear(
             config.hidden_size, self.kv_lora_rank + self.qk_rope_head_dim, bias=False,
@@ -45,11 +49,11 @@ class Glm5DsaAttention(nn.Module):
         self.kv_a_layernorm = RMSNorm(self.kv_lora_rank, eps=LATENT_NORM_EPS)
         self.kv_b_proj = ColumnParallelLinear(
             self.kv_lora_rank, config.num_attention_heads * (self.qk_nope_head_dim + self.v_head_dim), bias=False,
-            quant_config=quant_config, prefix=add_prefix("kv_b_proj", prefix),
+            quant_config=quant_config, prefix=add_prefix("kv_b_proj", prefix), parallel_group="attn_tp",
         )
         self.o_proj = RowParallelLinear(
             config.num_attention_heads * self.v_head_dim, config.hidden_size, bias=False,
-            quant_config=quant_config, prefix=add_prefix("o_proj", prefix),
+            quant_config=quant_config, prefix=add_prefix("o_proj", prefix), parallel_group="attn_tp",
         )
         self.rotary_emb = get_rope(
             self.qk_rope_head_dim,
@@ -60,6 +64,7 @@ class Glm5DsaAttention(nn.Module):
         )
         # IndexCache: a layer that runs no indexer attends with the previous indexer layer's top-k.
         self.runs_indexer = runs_indexer
+        self.index_topk = config.index_topk
         self.indexer = (
             Glm5Indexer(config, layer_id, quant_config, prefix=add_prefix("indexer", prefix))
             if self.runs_indexer
@@ -85,6 +90,10 @@ class Glm5DsaAttention(nn.Module):
 
     def forward(self, positions, x, forward_batch, prev_topk=None) -> tuple[torch.Tensor, torch.Tensor]:
         tokens = x.shape[0]
+        if tokens == 0:
+            # An idle attention-DP rank (no request this step): nothing to attend, and o_proj's attention-TP sum
+            # has no partner either (every rank of this attention-TP group is idle alike). The MoE still runs.
+            return x, x.new_empty((0, self.index_topk), dtype=torch.int32)
         q_latent = self.q_a_layernorm(self.q_a_proj(x)[0])  # [T, q_lora]
         q, _ = self.q_b_proj(q_latent)
         q = q.view(tokens, self.num_local_heads, -1)  # [T, H, 256]

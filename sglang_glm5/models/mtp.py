@@ -12,7 +12,7 @@ embedding and LM head are the target's (the EAGLE worker hands them over through
 import torch
 from sglang.srt.layers.layernorm import RMSNorm
 from sglang.srt.layers.linear import ReplicatedLinear
-from sglang.srt.layers.vocab_parallel_embedding import VocabParallelEmbedding
+from sglang.srt.layers.vocab_parallel_embedding import VocabParallelEmbedding, get_embedding_tp_kwargs
 from sglang.srt.utils import add_prefix
 from torch import nn
 
@@ -27,7 +27,7 @@ class Glm5MTPModel(nn.Module):
     def __init__(self, cfg, hf_config, quant_config=None, prefix: str = ""):
         super().__init__()
         self.embed_tokens = VocabParallelEmbedding(
-            cfg.vocab_size, cfg.hidden_size, prefix=add_prefix("embed_tokens", prefix)
+            cfg.vocab_size, cfg.hidden_size, prefix=add_prefix("embed_tokens", prefix), **get_embedding_tp_kwargs()
         )
         self.enorm = RMSNorm(cfg.hidden_size, eps=cfg.rms_norm_eps)
         self.hnorm = RMSNorm(cfg.hidden_size, eps=cfg.rms_norm_eps)

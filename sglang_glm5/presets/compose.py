@@ -14,6 +14,9 @@ from sglang_glm5.presets.catalog import Catalog, Preset, freeze
 from sglang_glm5.presets.files import PresetError
 
 
+DP_ATTENTION = "dp-attention"
+
+
 class Refusal(PresetError):
     pass
 
@@ -71,6 +74,8 @@ def compose(
     derived = {"tp": tp}
     for name in features:
         feature = allowed_feature(catalog, preset, name)
+        if name == DP_ATTENTION and tp == 1:
+            raise Refusal(f"preset {preset.name} cannot use {name} at tp 1: it splits the tp ranks into attention-DP groups; use --tp 2 or more")
         options.update(feature.options)
         options.update({option: derived[source] for option, source in feature.options_from_preset.items()})
     return LaunchSpec(preset, features, tp, nnodes, freeze(options))

@@ -13,7 +13,7 @@ from sglang_glm5.checkpoint.schema import tensor_specs
 from sglang_glm5.config import Glm5Config
 from sglang_glm5.indexcache.plan import PLAN_KEYS
 from sglang_glm5.presets.catalog import MODEL_CONFIG_FILE, Catalog
-from sglang_glm5.presets.compose import LaunchSpec, Refusal, compose, tp_choices
+from sglang_glm5.presets.compose import DP_ATTENTION, LaunchSpec, Refusal, compose, tp_choices
 from sglang_glm5.presets.files import read_json
 from sglang_glm5.presets.layout import MemoryLayout, load_layout
 
@@ -21,7 +21,7 @@ MIB = 1 << 20
 GIB = 1 << 30
 MTP_LABEL = "MTP layer (EAGLE draft)"
 SCALES_LABEL = "FP8 block scales"
-EAGLE, DP_ATTENTION = "eagle", "dp-attention"
+EAGLE = "eagle"
 
 
 @dataclass(frozen=True)

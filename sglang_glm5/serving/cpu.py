@@ -35,11 +35,16 @@ def cpu_environment(base: dict[str, str]) -> dict[str, str]:
     return env
 
 
-def ranks_on_this_node(argv: list[str]) -> int:
-    """SGLang scheduler ranks this launch_server starts: tp x pp x dp replicas, split over --nnodes
-    (attention DP, `--attn-dp-size`, lives inside the TP group and adds none)."""
+def total_ranks(argv: list[str]) -> int:
+    """SGLang scheduler ranks over all nodes: tp x pp x dp replicas (attention DP, `--attn-dp-size`, lives inside the
+    TP group and adds none)."""
     size = {key: _int_flag(argv, spellings) for key, spellings in _RANK_FACTORS.items()}
-    return max(1, size["tp"] * size["pp"] * size["dp"] // size["nnodes"])
+    return size["tp"] * size["pp"] * size["dp"]
+
+
+def ranks_on_this_node(argv: list[str]) -> int:
+    """The ranks this launch_server starts: total_ranks split over --nnodes."""
+    return max(1, total_ranks(argv) // _int_flag(argv, _RANK_FACTORS["nnodes"]))
 
 
 def threads_bind(ranks: int, cpus: list[int]) -> str:
@@ -63,12 +68,12 @@ def _cpu_list(cpus: list[int]) -> str:
 
 
 def with_threads_bind(env: dict[str, str], argv: list[str]) -> dict[str, str]:
-    """At more than one local rank, SGLang on CPU asserts unless each rank has a NUMA node or an explicit CPU list:
-    give it one over the CPUs this process may use, unless the user set it."""
-    ranks = ranks_on_this_node(argv)
-    if ranks == 1 or env.get(THREADS_BIND_ENV):
+    """At more than one rank in all (even one per node), SGLang on CPU asserts unless there are as many NUMA nodes or
+    an explicit CPU list with one entry per local rank: give it one over the CPUs this process may use, unless the
+    user set it."""
+    if total_ranks(argv) == 1 or env.get(THREADS_BIND_ENV):
         return env
-    return dict(env, **{THREADS_BIND_ENV: threads_bind(ranks, list(os.sched_getaffinity(0)))})
+    return dict(env, **{THREADS_BIND_ENV: threads_bind(ranks_on_this_node(argv), list(os.sched_getaffinity(0)))})
 
 
 def _int_flag(argv: list[str], spellings: tuple[str, ...]) -> int:

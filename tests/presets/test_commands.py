@@ -164,4 +164,4 @@ def test_presets_table_lists_every_preset_with_its_features(capsys):
     rows = {line.split()[0]: line.split() for line in capsys.readouterr().out.splitlines()[1:] if line.strip() and not line.startswith("files:")}
     assert set(rows) == set(CATALOG.presets)
     assert rows["h200-fp8"][:6] == ["h200-fp8", "h200", "fp8", "8", "zai-org/GLM-5-FP8", "eagle,dp-attention,indexcache"]
-    assert rows["mi355x-bf16"][5] == "dp-attention" and rows["cpu-tiny"][4:7] == ["--model-path", "DIR", "eagle"]
+    assert rows["mi355x-bf16"][5] == "dp-attention" and rows["cpu-tiny"][4:7] == ["--model-path", "DIR", "eagle,dp-attention"]

@@ -42,15 +42,21 @@ def test_tp_that_does_not_divide_the_heads(tp, instead):
         compose(CATALOG, "h200-fp8", tp=tp)
 
 
+def test_dp_attention_needs_tp_above_1_and_is_offered_on_cpu():
+    with pytest.raises(Refusal, match="^preset cpu-tiny cannot use dp-attention at tp 1: .* use --tp 2 or more$"):
+        compose(CATALOG, "cpu-tiny", ["dp-attention"], model_path="/ckpt")
+    spec = compose(CATALOG, "cpu-tiny", ["dp-attention"], tp=2, model_path="/ckpt")
+    assert spec.options["attention_dp_size"] == 2 and spec.nnodes == 1
+
+
 @pytest.mark.parametrize(
     "preset,feature,message",
     [
         ("h200-bf16", "indexcache", ("the released IndexCache pattern was searched for GLM-5-FP8 (cookbook): launch without "
          f"indexcache, or use {INDEXCACHE_PRESETS} instead")),
         ("mi355x-bf16", "indexcache", "the released IndexCache pattern was searched for GLM-5-FP8"),
-        ("cpu-tiny", "dp-attention", "DP attention needs several GPUs"),
     ],
-    ids=["indexcache-on-bf16", "indexcache-on-amd", "dp-attention-on-cpu"],
+    ids=["indexcache-on-bf16", "indexcache-on-amd"],
 )
 def test_feature_not_offered(preset, feature, message):
     with pytest.raises(Refusal, match=f"^preset {preset} cannot use {feature}: "):

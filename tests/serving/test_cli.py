@@ -58,6 +58,9 @@ def test_serve_binds_threads_for_tp_on_cpu_unless_given():
     assert env[THREADS_BIND_ENV] == "0|0"
     _, env = launch_command(["--model-path", "M", "--device", "cpu"], {})
     assert THREADS_BIND_ENV not in env
+    # one rank on this node of two: SGLang still counts all ranks against the NUMA nodes, so one entry is set
+    _, env = launch_command(["--model-path", "M", "--device", "cpu", "--tp-size", "2", "--nnodes", "2"], {})
+    assert THREADS_BIND_ENV in env and "|" not in env[THREADS_BIND_ENV]
 
 
 def test_bad_tp_value_is_named():

@@ -2,10 +2,12 @@
 
 Same oracle and tolerance as TP 1 (tests/models/test_hf_parity.py): float32, next-token logprobs at every prompt
 position within 1e-4 and greedy continuations token for token. The tiny model has 4 attention heads: tp 4 gives each
-rank one head (and its own slice of q_b/kv_b/o_proj and of the MoE), tp 2 two. One server alive at a time (2 cores).
+rank one head (and its own slice of q_b/kv_b/o_proj and of the MoE), tp 2 two. Attention DP (tp 2, 2 DP groups)
+gives each DP group its own requests and all heads. One server alive at a time (2 cores).
 """
 
 import json
+import re
 from dataclasses import dataclass
 
 import pytest
@@ -18,7 +20,8 @@ from tests.serving.test_eagle import EAGLE_FLAGS
 
 LOGPROB_ATOL = 1e-4  # as at TP 1
 GREEDY_TOKENS = 16
-PROMPT_LENGTHS = (41, 130)  # > index_topk (16): DSA selects
+LOGPROB_LENGTH = 77  # > index_topk (16): DSA selects
+BATCH_LENGTHS = (41, 130, 23)  # one ragged batch; under attention DP the ranks get 2 and 1 requests
 PATTERN = "FSSF"  # IndexCache: layers 1 and 2 reuse the top-k of layer 0
 REQUEST_TIMEOUT_S = 300
 
@@ -40,6 +43,8 @@ SETUPS = {
         "bf16", ("--tp-size", "4", "--json-model-override-args", json.dumps({"index_topk_pattern": PATTERN})), PATTERN
     ),
     "fp8-tp2-eagle": Setup("fp8", ("--tp-size", "2", *EAGLE_FLAGS)),
+    # Attention DP: two DP groups of one rank each (all 4 heads), the MoE tensor parallel over both.
+    "bf16-tp2-dp-attention": Setup("bf16", ("--tp-size", "2", "--attn-dp-size", "2")),
 }
 
 
@@ -57,11 +62,11 @@ def served(request, tiny_checkpoint, server_log_dir, tmp_path_factory):
         yield server, oracle, setup
 
 
-@pytest.mark.parametrize("length", PROMPT_LENGTHS, ids=lambda n: f"L{n}")
-def test_prefill_logprobs_match_hf(served, length):
+def test_prefill_logprobs_match_hf(served):
+    """One request: under attention DP the other DP rank is idle (no request) yet joins every MoE step."""
     server, oracle, setup = served
     vocab = vocab_size(oracle)
-    ids = prompt_ids(length, vocab)
+    ids = prompt_ids(LOGPROB_LENGTH, vocab)
     ours = server_logprobs(server.url, ids, vocab)
     theirs = hf_logprobs(oracle, ids, setup.indexer_types()).double()
     assert not ours.isnan().any(), "the server returned fewer than vocab_size logprobs for some position"
@@ -70,9 +75,9 @@ def test_prefill_logprobs_match_hf(served, length):
 
 
 def test_greedy_batch_matches_hf(served):
-    """Both prompts in one batch: the ranks split the heads of a ragged two-request batch."""
+    """One ragged batch: TP ranks split its heads; attention-DP ranks split its requests unevenly."""
     server, oracle, setup = served
-    batch = [prompt_ids(n, vocab_size(oracle)) for n in PROMPT_LENGTHS]
+    batch = [prompt_ids(n, vocab_size(oracle)) for n in BATCH_LENGTHS]
     outputs = load_client.generate(server.url, batch, GREEDY_TOKENS, timeout_s=REQUEST_TIMEOUT_S)
     expected = [hf_greedy(oracle, ids, GREEDY_TOKENS, setup.indexer_types()) for ids in batch]
     assert [o["output_ids"] for o in outputs] == expected
@@ -86,3 +91,6 @@ def test_every_rank_ran(served):
     tp = int(setup.flags[setup.flags.index("--tp-size") + 1])
     log = server.log_path.read_text()
     assert all(f"TP{r}]" in log for r in range(tp)) and f"TP{tp}]" not in log, f"expected ranks TP0..TP{tp - 1}"
+    if "--attn-dp-size" in setup.flags:
+        # both DP groups scheduled prefills of their own (the batch test gave each at least one request)
+        assert all(re.search(rf"DP{r} TP{r}\] Prefill batch", log) for r in range(tp)), "an attention-DP rank never prefilled"
