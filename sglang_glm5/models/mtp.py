@@ -10,6 +10,7 @@ embedding and LM head are the target's (the EAGLE worker hands them over through
 """
 
 import torch
+from sglang.srt.layers.dp_attention import is_dp_attention_enabled
 from sglang.srt.layers.layernorm import RMSNorm
 from sglang.srt.layers.linear import ReplicatedLinear
 from sglang.srt.layers.vocab_parallel_embedding import VocabParallelEmbedding, get_embedding_tp_kwargs
@@ -62,6 +63,13 @@ class GlmMoeDsaForCausalLMNextN(GlmMoeDsaForCausalLM):
         return Glm5MTPModel(self.glm5_config, config, quant_config, prefix=add_prefix("model", prefix))
 
     def __init__(self, config, quant_config=None, prefix: str = ""):
+        if is_dp_attention_enabled():
+            # An idle DP rank's draft returns before the MoE (Glm5MTPModel.forward) and would leave the other ranks'
+            # collectives waiting: refused at start-up until the draft joins them (untested combination).
+            raise ValueError(
+                "EAGLE with attention DP (--attn-dp-size > 1) is not supported for GLM-5 yet: "
+                "drop --attn-dp-size (tensor parallel EAGLE works) or drop --speculative-algorithm"
+            )
         super().__init__(config, quant_config, prefix)
         assert self.glm5_config.has_mtp, (
             "EAGLE with GLM-5 needs the checkpoint's MTP layer: config.json has num_nextn_predict_layers = 0"
