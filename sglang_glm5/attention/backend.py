@@ -26,7 +26,6 @@ from sglang_glm5.attention.metadata import DraftStep, DSAMetadata
 logger = logging.getLogger(__name__)
 
 TRACE_INDEXER_ENV = "SGLANG_GLM5_TRACE_INDEXER"  # "1": log every indexer call (layer, phase, tokens)
-PADDED_REQUEST_SEQ_LEN = 1  # seq_len of the requests SGLang pads a DP-attention batch with
 
 
 def indexer_layers_of(model) -> set[int]:
@@ -138,11 +137,6 @@ class Glm5DSABackend(DSAGraphHooks, AttentionBackend):  # CUDA graph hooks: grap
 
     def support_triton(self):
         return False
-
-    def get_cpu_graph_seq_len_fill_value(self):
-        """seq_len of the requests SGLang pads a batch with (attention DP pads every DP rank's decode batch to one
-        size): 1, so a padded row attends one cached token instead of an empty set; its output is discarded."""
-        return PADDED_REQUEST_SEQ_LEN
 
 
 def create_backend(model_runner):

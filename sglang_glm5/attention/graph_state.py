@@ -123,6 +123,11 @@ class DSAGraphHooks:
     def get_cuda_graph_seq_len_fill_value(self):
         return SEQ_LEN_FILL
 
+    def get_cpu_graph_seq_len_fill_value(self):
+        """The same for the requests SGLang pads a batch with outside CUDA graphs (attention DP pads every DP rank's
+        decode batch to one size): one cached token, so a padded row attends a non-empty set; its output is dropped."""
+        return SEQ_LEN_FILL
+
     def init_forward_metadata_out_graph(self, forward_batch, in_capture: bool = False):
         if self.graph_state is None:
             raise DSAGraphError("GLM-5 DSA: graph metadata requested before init_cuda_graph_state")
