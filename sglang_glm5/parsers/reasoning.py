@@ -2,15 +2,18 @@
 
 GLM-5's template opens `<think>` itself when thinking is on (SGLang then passes force_reasoning), so the output
 carries only `</think>`. Reasoning is what precedes `</think>` (or a `<tool_call>` written before it); a model may
-also open its own `<think>` at the start. Thinking the template opened but the model never closed means the model
-skipped thinking: that output is content (SGLang's glm45 returns it as reasoning with empty content). Only a
-`<think>` the model wrote itself and never closed is reasoning cut short. Since which case holds is known only once
-`</think>` or the end arrives, reasoning is held back until then, and any chunking gives the non-streamed result.
-Everything after the reasoning is content, verbatim. `stream_reasoning` changes nothing (reasoning is held anyway);
-`force_nonempty_content` is accepted but not applied: reasoning already sent cannot become content afterwards.
+also open its own `<think>` at the start. Everything after the reasoning is content, verbatim.
+
+Reasoning is sent as it is generated (`stream_reasoning`, SGLang's default), holding back only a tail that may still
+become `</think>` or `<tool_call>`. Thinking that never closes is reasoning, streamed or not: a max_tokens cut inside
+thinking returns what was generated as reasoning. A model that skipped thinking without writing `</think>` cannot be
+told apart from that cut while its reasoning streams (the detector never sees the finish reason), so its answer is
+reasoning too, unless the request sets SGLang's `chat_template_kwargs.force_nonempty_content`: then an output that
+ends with no content returns its reasoning as content, and a stream holds the reasoning until content starts (or the
+end), so that streamed output still equals non-streamed. With thinking off, output is content unless the model opens
+`<think>` itself. `stream_reasoning: false` holds the reasoning until thinking ends and sends it in one delta.
 """
 
-import logging
 from enum import Enum
 
 from sglang.srt.parser.reasoning_parser import (
@@ -23,18 +26,15 @@ from sglang_glm5.parsers.markup import (
     THINK_END,
     THINK_START,
     find_first,
-    rescan_from,
+    partial_tag_len,
 )
-
-logger = logging.getLogger(__name__)
 
 THINKING_ENDS = (THINK_END, CALL_START)
 
 
 class Phase(Enum):
     START = "start"  # has the model opened its own <think>?
-    TEMPLATE_THINKING = "template_thinking"  # the template opened <think>
-    MODEL_THINKING = "model_thinking"  # the model wrote <think>
+    THINKING = "thinking"  # the template or the model opened <think>
     CONTENT = "content"
 
 
@@ -60,11 +60,12 @@ class Glm5ReasoningDetector(BaseReasoningFormatDetector):
             force_nonempty_content=force_nonempty_content,
         )
         self._phase = Phase.START
-        self._scanned = 0  # characters of held reasoning already searched for its end
+        self._held = ""  # reasoning not sent yet (stream_reasoning off, or force_nonempty_content)
+        self._content_sent = False
         if continue_final_message and THINK_END in previous_content:
             self._phase = Phase.CONTENT
         elif continue_final_message and THINK_START in previous_content:
-            self._phase = Phase.MODEL_THINKING
+            self._phase = Phase.THINKING
 
     def detect_and_parse(self, text: str) -> StreamingParseResult:
         head, tail = self.parse_streaming_increment(text), self.finish()
@@ -76,38 +77,59 @@ class Glm5ReasoningDetector(BaseReasoningFormatDetector):
         self._buffer += new_text
         if self._phase == Phase.START:
             self._decide_opening()
-        if self._phase in (Phase.TEMPLATE_THINKING, Phase.MODEL_THINKING):
-            return self._close_thinking()
+        if self._phase == Phase.THINKING:
+            return self._release(*self._read_thinking(), final=False)
         if self._phase == Phase.CONTENT:
             content, self._buffer = self._buffer, ""
-            return StreamingParseResult(normal_text=content)
+            return self._release("", content, final=False)
         return StreamingParseResult()
 
     def finish(self) -> StreamingParseResult:
         rest, self._buffer = self._buffer, ""
-        if self._phase == Phase.MODEL_THINKING:
-            return StreamingParseResult(reasoning_text=rest)
-        if self._phase == Phase.TEMPLATE_THINKING:
-            logger.info("GLM-5 output ended without %s: the model skipped thinking; returned as content", THINK_END)
+        thinking = self._phase == Phase.THINKING or (self._phase == Phase.START and self._in_reasoning)
         self._phase = Phase.CONTENT
-        return StreamingParseResult(normal_text=rest)
+        return self._release(rest, "", final=True) if thinking else self._release("", rest, final=True)
 
     def _decide_opening(self) -> None:
         lead = self._buffer.lstrip()
         if lead.startswith(THINK_START):
             self._buffer = lead[len(THINK_START):]
-            self._phase = Phase.MODEL_THINKING
+            self._phase = Phase.THINKING
         elif not THINK_START.startswith(lead):
-            self._phase = Phase.TEMPLATE_THINKING if self._in_reasoning else Phase.CONTENT
+            self._phase = Phase.THINKING if self._in_reasoning else Phase.CONTENT
 
-    def _close_thinking(self) -> StreamingParseResult:
-        end = find_first(self._buffer, THINKING_ENDS, rescan_from(self._scanned, THINKING_ENDS))
+    def _read_thinking(self) -> tuple[str, str]:
+        """(reasoning, content) decided by the buffer; a tail that may still become a tag stays buffered."""
+        end = find_first(self._buffer, THINKING_ENDS)
         if end is None:
-            self._scanned = len(self._buffer)
-            return StreamingParseResult()
+            decided = len(self._buffer) - partial_tag_len(self._buffer, THINKING_ENDS)
+            reasoning, self._buffer = self._buffer[:decided], self._buffer[decided:]
+            return reasoning, ""
         i, tag = end
         reasoning = self._buffer[:i]
         content = self._buffer[i + len(THINK_END):] if tag == THINK_END else self._buffer[i:]
         self._buffer = ""
         self._phase = Phase.CONTENT
-        return StreamingParseResult(normal_text=content, reasoning_text=reasoning)
+        return reasoning, content
+
+    def _release(self, reasoning: str, content: str, final: bool) -> StreamingParseResult:
+        """What to send now of the reasoning and content just decided, as stream_reasoning and
+        force_nonempty_content ask."""
+        self._content_sent = self._content_sent or bool(content)
+        if self.stream_reasoning and not self._force_nonempty_content:
+            return StreamingParseResult(normal_text=content, reasoning_text=reasoning)
+        self._held += reasoning
+        if self._force_nonempty_content:
+            if self._content_sent:
+                return self._flush_held(content)
+            if final:
+                held, self._held = self._held, ""
+                return StreamingParseResult(normal_text=held)
+            return StreamingParseResult()
+        if self._phase == Phase.CONTENT or final:
+            return self._flush_held(content)
+        return StreamingParseResult()
+
+    def _flush_held(self, content: str) -> StreamingParseResult:
+        held, self._held = self._held, ""
+        return StreamingParseResult(normal_text=content, reasoning_text=held)

@@ -121,9 +121,11 @@ class ReasoningCase:
 
 REASONING_CASES = [
     ReasoningCase("thinking", "Two plus two.</think>The answer is 4.", True, "Two plus two.", "The answer is 4."),
-    ReasoningCase("thinking-skipped", "The answer is 4.", True, "", "The answer is 4."),
-    ReasoningCase("thinking-skipped-multiline", "\n\nLine one.\nLine <b>two</b>.", True, "",
-                  "\n\nLine one.\nLine <b>two</b>."),
+    # never closed: thinking cut short by max_tokens, or skipped (only force_nonempty_content tells them apart)
+    ReasoningCase("thinking-unclosed", "The answer is 4.", True, "The answer is 4.", ""),
+    ReasoningCase("thinking-unclosed-multiline", "\n\nLine one.\nLine <b>two</b>.", True,
+                  "\n\nLine one.\nLine <b>two</b>.", ""),
+    ReasoningCase("thinking-cut-inside-end-tag", "Let me see</thi", True, "Let me see</thi", ""),
     ReasoningCase("empty-thinking", "</think>Hi!", True, "", "Hi!"),
     ReasoningCase("thinking-off", "The answer is 4.", False, "", "The answer is 4."),
     ReasoningCase("thinking-off-model-thinks-anyway", "<think>hmm</think>4", False, "hmm", "4"),

@@ -9,6 +9,7 @@ import json
 from dataclasses import dataclass
 from itertools import pairwise
 
+from sglang.srt.entrypoints.openai.protocol import ChatCompletionRequest
 from sglang.srt.function_call.function_call_parser import FunctionCallParser
 from sglang.srt.parser.reasoning_parser import ReasoningParser
 
@@ -67,12 +68,26 @@ def _json_or_text(text: str):
         return text
 
 
-def reasoning_non_streamed(text: str, thinking: bool) -> ReasoningResult:
-    reasoning, content = ReasoningParser(PARSER_NAME, force_reasoning=thinking).parse_non_stream(text)
+def reasoning_parser(thinking: bool, stream_reasoning: bool = True, force_nonempty_content: bool = False):
+    """SGLang's `ReasoningParser` front-end as serving builds it, `force_nonempty_content` through the request."""
+    request = ChatCompletionRequest(model="default", messages=[{"role": "user", "content": "hi"}],
+                                    chat_template_kwargs={"force_nonempty_content": force_nonempty_content})
+    return ReasoningParser(PARSER_NAME, stream_reasoning=stream_reasoning, force_reasoning=thinking, request=request)
+
+
+def reasoning_non_streamed(text: str, thinking: bool, force_nonempty_content: bool = False) -> ReasoningResult:
+    parser = reasoning_parser(thinking, stream_reasoning=False, force_nonempty_content=force_nonempty_content)
+    reasoning, content = parser.parse_non_stream(text)
     return ReasoningResult(reasoning or "", content or "")
 
 
-def reasoning_streamed(chunks: list[str], thinking: bool) -> ReasoningResult:
-    parser = ReasoningParser(PARSER_NAME, stream_reasoning=True, force_reasoning=thinking)
+def reasoning_steps(chunks: list[str], thinking: bool, **options) -> list[ReasoningResult]:
+    """What each chunk (and the end of the stream, last) releases, as serving sends it."""
+    parser = reasoning_parser(thinking, **options)
     steps = [parser.parse_stream_chunk(c) for c in chunks] + [parser.parse_stream_end()]
-    return ReasoningResult("".join(r or "" for r, _ in steps), "".join(c or "" for _, c in steps))
+    return [ReasoningResult(r or "", c or "") for r, c in steps]
+
+
+def reasoning_streamed(chunks: list[str], thinking: bool, **options) -> ReasoningResult:
+    steps = reasoning_steps(chunks, thinking, **options)
+    return ReasoningResult("".join(s.reasoning for s in steps), "".join(s.content for s in steps))
