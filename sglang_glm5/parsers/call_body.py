@@ -1,9 +1,14 @@
-"""One GLM-5 tool call, `<tool_call>NAME(<arg_key>K</arg_key><arg_value>V</arg_value>)*</tool_call>`, read from its body.
+"""One GLM-5 tool call, `<tool_call>NAME(<arg_key>K</arg_key><arg_value>V</arg_value>)*</tool_call>`, read from its
+body as it arrives (`CallReader`), so a call can be streamed argument by argument.
 
-A malformed body is repaired only where one reading is possible: a missing `<arg_key>` after a value (or after a name
-it is separated from by whitespace or, failing that, a declared tool name plus one of its declared properties), a
-missing `</arg_key>`, `<arg_value>` or `</arg_value>` next to a tag that still fixes the boundary, and a missing
-`</tool_call>` at the end of the output once the last argument is closed. Anything else raises `MalformedCall`.
+The name is accepted once the first tag after it (or the end of the call) fixes it and it names a declared tool;
+each argument is final, typed by the tool's schema, once the tag after its value fixes the value's end. A malformed
+body is repaired only where one reading is possible: a missing `<arg_key>` after a value (or after a name it is
+separated from by whitespace or, failing that, a declared tool name plus one of its declared properties), a missing
+`</arg_key>`, `<arg_value>` or `</arg_value>` next to a tag that still fixes the boundary, and a missing
+`</tool_call>` at the end of the output once the last argument is closed. Anything else is `MalformedCall`: before
+the name is accepted the whole call is unreadable; after it, the call keeps the arguments already final (they may
+have been streamed) and the rest of its markup is unreadable.
 """
 
 import re
@@ -25,13 +30,6 @@ _TAG_RE = re.compile("(" + "|".join(map(re.escape, ARGUMENT_TAGS)) + ")")
 
 class MalformedCall(ValueError):
     pass
-
-
-@dataclass(frozen=True)
-class ParsedCall:
-    name: str
-    arguments: dict[str, Any]
-    repairs: tuple[str, ...]
 
 
 @dataclass
@@ -120,18 +118,76 @@ def _end(r: _Reading, text: str, closed: bool, tools: dict[str, Any]) -> None:
         r.repairs.append(f"missing {CALL_END} at the end of the output")
 
 
-def parse_call(body: str, closed: bool, tools: dict[str, Any], allow_unknown: bool = False) -> ParsedCall:
-    """`body` follows `<tool_call>`; `closed` says whether a tag ended it (else the output did); `tools`: name -> schema."""
-    pieces = _TAG_RE.split(body)
-    reading = _Reading()
-    for i in range(1, len(pieces), 2):
-        _step(reading, pieces[i], pieces[i - 1], tools)
-    _end(reading, pieces[-1], closed, tools)
-    name = reading.name
-    if not name or len(name.split()) != 1:
-        raise MalformedCall(f"bad function name {name!r}")
-    if name not in tools and not allow_unknown:
-        raise MalformedCall(f"unknown function {name!r} (tools: {sorted(tools)})")
-    parameters = tools.get(name)
-    arguments = {key: typed_value(raw, parameters, key) for key, raw in reading.pairs}
-    return ParsedCall(name, arguments, tuple(reading.repairs))
+_LONGEST_TAG = max(map(len, ARGUMENT_TAGS))
+
+
+class CallReader:
+    """Reads one call's body fed in pieces of any size; what it reports never depends on the pieces."""
+
+    def __init__(self, tools: dict[str, Any], allow_unknown: bool = False):
+        self.tools, self.allow_unknown = tools, allow_unknown
+        self.body = ""
+        self.name: str | None = None  # set once accepted
+        self.arguments: dict[str, Any] = {}
+        self.error: MalformedCall | None = None
+        self.kept = 0  # the body up to here is the accepted name and arguments; the rest is unread or unreadable
+        self._reading = _Reading()
+        self._consumed = 0  # the body up to here went through `_step`
+        self._searched = 0  # no tag starts in body[_consumed:_searched]
+        self._kept_pairs = 0
+
+    @property
+    def repairs(self) -> tuple[str, ...]:
+        return tuple(self._reading.repairs)
+
+    def feed(self, text: str) -> list[tuple[str, Any]]:
+        """New final arguments as (key, typed value) pairs; `name` is set before the first is returned."""
+        self.body += text
+        if self.error is not None:
+            return []
+        before = len(self._reading.pairs)
+        try:
+            while (match := _TAG_RE.search(self.body, self._searched)) is not None:
+                _step(self._reading, match.group(), self.body[self._consumed:match.start()], self.tools)
+                self._consumed = self._searched = match.end()
+                self._accept(match.end(), match.start())
+            self._searched = max(self._consumed, len(self.body) - _LONGEST_TAG + 1)
+        except MalformedCall as e:
+            self.error = e
+        return self._new_arguments(before)
+
+    def end(self, closed: bool) -> list[tuple[str, Any]]:
+        """The call's markup ended (`closed`: at a tag, else at the end of the output): its last arguments."""
+        if self.error is not None:
+            return []
+        before = len(self._reading.pairs)
+        try:
+            _end(self._reading, self.body[self._consumed:], closed, self.tools)
+            self._accept(len(self.body), len(self.body))
+            if self.name is None:
+                raise MalformedCall("no function name")
+        except MalformedCall as e:
+            self.error = e
+        return self._new_arguments(before)
+
+    def _accept(self, after_tag: int, tag_start: int) -> None:
+        """Accept the name once it is known; the body up to `after_tag` is kept once it closed an argument."""
+        name = self._reading.name
+        if self.name is None and name is not None:
+            if not name or len(name.split()) != 1:
+                raise MalformedCall(f"bad function name {name!r}")
+            if name not in self.tools and not self.allow_unknown:
+                raise MalformedCall(f"unknown function {name!r} (tools: {sorted(self.tools)})")
+            self.name = name
+            self.kept = tag_start if self._reading.state == "key" else 0
+        if self.name is not None and len(self._reading.pairs) > self._kept_pairs:
+            self._kept_pairs = len(self._reading.pairs)
+            self.kept = after_tag if self._reading.state == "after_value" else tag_start
+
+    def _new_arguments(self, before: int) -> list[tuple[str, Any]]:
+        if self.name is None:
+            return []
+        parameters = self.tools.get(self.name)
+        new = [(key, typed_value(raw, parameters, key)) for key, raw in self._reading.pairs[before:]]
+        self.arguments.update(new)
+        return new

@@ -1,8 +1,9 @@
-"""Splits GLM-5 output, fed in chunks of any size, into plain content and tool-call markup.
+"""Splits GLM-5 output, fed in chunks of any size, into plain content and tool-call markup, as it arrives.
 
 Chunking never changes the result: a tag cut by a chunk boundary is held back until it is whole. Content between,
 before or after calls is kept verbatim, except that a run of only whitespace next to a call is layout and dropped
-(so it is held back until it is known to be neither). A call ends at `</tool_call>`, at the next `<tool_call>` (its
+(so it is held back until it is known to be neither). A call's body is passed on as it arrives (`CallText`, less a
+tail that may still become its end tag); the call ends (`CallEnd`) at `</tool_call>`, at the next `<tool_call>` (its
 closing tag is missing) or at the end of the output.
 """
 
@@ -14,7 +15,6 @@ from sglang_glm5.parsers.markup import (
     TOOL_TAGS,
     find_first,
     partial_tag_len,
-    rescan_from,
 )
 
 CALL_ENDINGS = (CALL_END, CALL_START)
@@ -28,8 +28,14 @@ class Content:
 
 
 @dataclass(frozen=True)
-class CallMarkup:
-    body: str
+class CallText:
+    """More of the body of the open call (after its `<tool_call>`)."""
+
+    text: str
+
+
+@dataclass(frozen=True)
+class CallEnd:
     ended_by: str  # CALL_END, CALL_START (closing tag missing) or END_OF_OUTPUT
 
     @property
@@ -37,29 +43,34 @@ class CallMarkup:
         return self.ended_by != END_OF_OUTPUT
 
     @property
-    def raw(self) -> str:
-        return CALL_START + self.body + (CALL_END if self.ended_by == CALL_END else "")
+    def closing_tag(self) -> str:
+        """The markup that ended the call and belongs to it."""
+        return CALL_END if self.ended_by == CALL_END else ""
+
+
+Event = Content | CallText | CallEnd
 
 
 class ToolMarkupScanner:
     def __init__(self):
         self._buffer = ""
         self._in_call = False
-        self._scanned = 0  # characters of a call's body already searched for its end
         self._seen_call = False
         self._run_has_text = False  # the current content run has more than whitespace
 
-    def feed(self, text: str) -> list[Content | CallMarkup]:
+    def feed(self, text: str) -> list[Event]:
         self._buffer += text
-        events: list[Content | CallMarkup] = []
+        events: list[Event] = []
         while self._step(events):
             pass
         return events
 
-    def finish(self) -> list[Content | CallMarkup]:
+    def finish(self) -> list[Event]:
         events = self.feed("")
         if self._in_call:
-            events.append(CallMarkup(self._buffer, END_OF_OUTPUT))
+            if self._buffer:
+                events.append(CallText(self._buffer))
+            events.append(CallEnd(END_OF_OUTPUT))
         elif self._buffer and (self._run_has_text or self._buffer.strip() or not self._seen_call):
             events.append(Content(self._buffer))
         self._buffer, self._in_call = "", False
@@ -68,13 +79,17 @@ class ToolMarkupScanner:
     def _step(self, events: list) -> bool:
         """Consume what can be decided now; True while progress is possible."""
         if self._in_call:
-            end = find_first(self._buffer, CALL_ENDINGS, rescan_from(self._scanned, CALL_ENDINGS))
+            end = find_first(self._buffer, CALL_ENDINGS)
             if end is None:
-                self._scanned = len(self._buffer)
+                decided = len(self._buffer) - partial_tag_len(self._buffer, CALL_ENDINGS)
+                if decided:
+                    events.append(CallText(self._buffer[:decided]))
+                    self._buffer = self._buffer[decided:]
                 return False
             i, tag = end
-            self._scanned = 0
-            events.append(CallMarkup(self._buffer[:i], tag))
+            if i:
+                events.append(CallText(self._buffer[:i]))
+            events.append(CallEnd(tag))
             self._buffer = self._buffer[i + len(CALL_END):] if tag == CALL_END else self._buffer[i:]
             self._in_call, self._run_has_text = False, False
             return True

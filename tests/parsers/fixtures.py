@@ -87,9 +87,13 @@ TOOL_CASES = [
     ToolCase("unclosed-zero-argument-at-eos", "<tool_call>now", "", [("now", {})], ("missing </tool_call>",)),
     ToolCase("unclosed-call-before-next-call", call("now", close=False) + WEATHER, "", [("now", {}), PARIS_3],
              ("missing </tool_call>",)),
-    # malformed and ambiguous: returned as content, with a warning
+    # malformed and ambiguous: returned as content, with a warning; a call whose name was accepted keeps the
+    # arguments final before the fault (they may have been streamed) and the rest of its markup is content
     ToolCase("truncated-inside-value", "<tool_call>get_weather<arg_key>city</arg_key><arg_value>Par",
-             "<tool_call>get_weather<arg_key>city</arg_key><arg_value>Par", [], ("ends inside the value",)),
+             "<arg_key>city</arg_key><arg_value>Par", [("get_weather", {})], ("ends inside the value",)),
+    ToolCase("truncated-inside-second-value", call("get_weather", ("city", "Paris"), close=False) +
+             "<arg_key>days</arg_key><arg_value>1", "<arg_key>days</arg_key><arg_value>1",
+             [("get_weather", {"city": "Paris"})], ("ends inside the value",)),
     ToolCase("truncated-inside-name", "Let me see<tool_call>get_wea", "Let me see<tool_call>get_wea", [],
              ("ends inside the call",)),
     ToolCase("unknown-function", "<tool_call>rm_rf<arg_key>path</arg_key><arg_value>/</arg_value></tool_call>",
@@ -99,10 +103,12 @@ TOOL_CASES = [
              "<tool_call>get_weatherzone</arg_key><arg_value>x</arg_value></tool_call>", [],
              ("cannot tell the function name from the key",)),
     ToolCase("text-after-last-argument", call("lookup", ("id", "1"), close=False) + "oops</tool_call>" + call("now"),
-             call("lookup", ("id", "1")).removesuffix("</tool_call>") + "oops</tool_call>", [("now", {})],
-             ("after the last argument",)),
-    ToolCase("duplicate-key", call("lookup", ("id", "1"), ("id", "2")), call("lookup", ("id", "1"), ("id", "2")), [],
+             "oops</tool_call>", [("lookup", {"id": "1"}), ("now", {})], ("after the last argument",)),
+    ToolCase("duplicate-key", call("lookup", ("id", "1"), ("id", "2")),
+             "<arg_key>id</arg_key><arg_value>2</arg_value></tool_call>", [("lookup", {"id": "1"})],
              ("given twice",)),
+    ToolCase("unexpected-tag-after-value", call("lookup", ("id", "1"), close=False) + "<arg_value>x</tool_call>",
+             "<arg_value>x</tool_call>", [("lookup", {"id": "1"})], ("unexpected <arg_value>",)),
     ToolCase("missing-tool_call-opener", "get_weather<arg_key>city</arg_key><arg_value>Paris</arg_value></tool_call>",
              "get_weather<arg_key>city</arg_key><arg_value>Paris</arg_value></tool_call>", [],
              ("outside a <tool_call>",)),
