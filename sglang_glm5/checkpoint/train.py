@@ -1,5 +1,8 @@
 """Train a tiny GLM-5 checkpoint (main model and MTP layer together) on a built-in synthetic corpus, on CPU.
 
+Any other corpus with `training_batch(batch, seq_len) -> (ids, labels)` trains the same way (labels -100 are not
+learned: padding); the demo's chats (`checkpoint/chat_corpus.py`) are one.
+
 A random tiny checkpoint's MTP layer drafts noise (EAGLE accept length ~1). A few hundred AdamW steps on a corpus
 with a learnable rule give both heads something to agree on, so acceptance means something. The corpus is a
 fixed random cycle over ordinary token ids: every sequence follows `next = cycle[token]` from a random start.
@@ -72,6 +75,10 @@ class SyntheticCorpus:
     def batch(self, batch: int, length: int) -> torch.Tensor:  # [B, S]
         starts = self.tokens[torch.randint(len(self.tokens), (batch,), generator=self.generator)]
         return torch.tensor([self.sequence(int(s), length) for s in starts])
+
+    def training_batch(self, batch: int, length: int) -> tuple[torch.Tensor, torch.Tensor]:  # ids, labels [B, S]
+        ids = self.batch(batch, length)
+        return ids, ids
 
 
 class MTPHead(nn.Module):
@@ -201,8 +208,12 @@ def corpus_for(path: Path, cfg: TrainConfig) -> SyntheticCorpus:
     return SyntheticCorpus(config["vocab_size"], special, cfg.cycle_tokens, cfg.seed)
 
 
-def train_checkpoint(path: str | Path, cfg: TrainConfig = TrainConfig()) -> dict[str, float]:
-    """Trains the checkpoint at `path` in place; returns the first and last losses of both heads."""
+IGNORED_LABEL = -100  # F.cross_entropy's default ignore_index
+
+
+def train_checkpoint(path: str | Path, cfg: TrainConfig = TrainConfig(), corpus=None) -> dict[str, float]:
+    """Trains the checkpoint at `path` in place (on `corpus`, default the synthetic cycle); returns the first and
+    last losses of both heads."""
     from transformers import GlmMoeDsaForCausalLM
     from transformers.masking_utils import create_causal_mask
 
@@ -215,7 +226,7 @@ def train_checkpoint(path: str | Path, cfg: TrainConfig = TrainConfig()) -> dict
         raise ValueError(f"{path}: no MTP layer (model.layers.{mtp_layer}.*) to train")
     mtp = MTPHead(model.config)
     _load_mtp(mtp, tensors, mtp_layer)
-    corpus = corpus_for(path, cfg)
+    corpus = corpus_for(path, cfg) if corpus is None else corpus
     params = [p for p in [*model.parameters(), *mtp.parameters()] if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=0.0)
     model.train()
@@ -223,11 +234,11 @@ def train_checkpoint(path: str | Path, cfg: TrainConfig = TrainConfig()) -> dict
     losses: dict[str, list[float]] = {"main": [], "mtp": []}
     bar = tqdm(range(cfg.steps), desc=f"training {path.name}", unit="step")
     for _ in bar:
-        ids = corpus.batch(cfg.batch, cfg.seq_len)  # [B, S]
+        ids, labels = corpus.training_batch(cfg.batch, cfg.seq_len)  # [B, S] each
         out = model.model(input_ids=ids)
         hidden = out.last_hidden_state  # [B, S, H] after the final norm
         main_logits = model.lm_head(hidden[:, :-1])  # predicts x_{t+1}
-        loss_main = F.cross_entropy(main_logits.flatten(0, 1), ids[:, 1:].flatten())
+        loss_main = F.cross_entropy(main_logits.flatten(0, 1), labels[:, 1:].flatten(), ignore_index=IGNORED_LABEL)
         next_embeds = model.model.embed_tokens(ids[:, 1:-1])  # [B, S-2, H] x_{t+1}
         pos = torch.arange(cfg.seq_len - 2).unsqueeze(0)
         mask = create_causal_mask(
@@ -236,7 +247,8 @@ def train_checkpoint(path: str | Path, cfg: TrainConfig = TrainConfig()) -> dict
         )
         rope = model.model.rotary_emb(next_embeds, position_ids=pos)
         mtp_hidden = mtp(next_embeds, hidden[:, :-2], rope, mask)
-        loss_mtp = F.cross_entropy(model.lm_head(mtp_hidden).flatten(0, 1), ids[:, 2:].flatten())
+        loss_mtp = F.cross_entropy(model.lm_head(mtp_hidden).flatten(0, 1), labels[:, 2:].flatten(),
+                                   ignore_index=IGNORED_LABEL)
         optimizer.zero_grad()
         (loss_main + loss_mtp).backward()
         optimizer.step()

@@ -10,7 +10,6 @@ import json
 import pytest
 import requests
 
-from sglang_glm5.serving.process import ServerProcess
 from tests.oracle import tokenizer
 from tests.parsers.fixtures import TOOLS as PARSER_TOOLS
 from tests.parsers.streaming import reasoning_non_streamed, tools_non_streamed
@@ -41,18 +40,6 @@ FORCED_CALLS = [  # (tool, the JSON type of each argument the grammar makes the 
     pytest.param("now", {}, id="named-zero-argument"),
     pytest.param("toggle", {"on": bool}, id="named-boolean-argument"),
 ]
-
-
-@pytest.fixture(scope="module")
-def checkpoint(tiny_checkpoint):
-    return tiny_checkpoint("bf16")
-
-
-@pytest.fixture(scope="module")
-def server(checkpoint, server_log_dir):
-    flags = ["--dtype", "float32", "--reasoning-parser", "glm5", "--tool-call-parser", "glm5"]
-    with ServerProcess(checkpoint, server_log_dir / "parsers-e2e.log", flags) as server:
-        yield server
 
 
 def body(messages, thinking: bool, **extra) -> dict:
