@@ -1,4 +1,4 @@
-"""GLM-5's reasoning and tool-call markup, and the two helpers the streaming scanners here share."""
+"""GLM-5's reasoning and tool-call markup, and the helpers the streaming scanners here share."""
 
 THINK_START = "<think>"
 THINK_END = "</think>"
@@ -29,7 +29,3 @@ def find_first(text: str, tags: tuple[str, ...], start: int = 0) -> tuple[int, s
     found = [(i, tag) for tag in tags if (i := text.find(tag, start)) >= 0]
     return min(found) if found else None
 
-
-def rescan_from(scanned: int, tags: tuple[str, ...]) -> int:
-    """Where to resume a search after `scanned` characters held no tag: a tag may have begun just before."""
-    return max(0, scanned - max(map(len, tags)) + 1)
