@@ -2,7 +2,8 @@
 
 The tiny model's text is random; what is checked is the request path, the chat template and the response structure,
 and that the server's reasoning/content/tool-call split of its greedy output is exactly our parsers' split
-of it (the same prompt's greedy /generate text), streamed and not.
+of it (the same prompt's greedy /generate text), streamed and not. Forced tool choices, through the official
+client: test_openai_client.py.
 """
 
 import json
@@ -17,7 +18,6 @@ from tests.parsers.streaming import reasoning_non_streamed, tools_non_streamed
 pytestmark = pytest.mark.slow
 
 MAX_TOKENS = 24
-FORCED_MAX_TOKENS = 64
 REQUEST_TIMEOUT_S = 300
 CLIENT_ERROR = range(400, 500)
 TOOLS = [t.model_dump(exclude_none=True) for t in PARSER_TOOLS]
@@ -34,12 +34,6 @@ THIRD_TURN = FIRST_TURN + [
 ]
 CONVERSATIONS = [pytest.param(FIRST_TURN, id="first-turn"), pytest.param(THIRD_TURN, id="third-turn-after-tools")]
 THINKING = [pytest.param(True, id="thinking"), pytest.param(False, id="no-thinking")]
-TOGGLE = {"type": "function", "function": {"name": "toggle", "parameters": {
-    "type": "object", "properties": {"on": {"type": "boolean"}}, "required": ["on"]}}}
-FORCED_CALLS = [  # (tool, the JSON type of each argument the grammar makes the model write)
-    pytest.param("now", {}, id="named-zero-argument"),
-    pytest.param("toggle", {"on": bool}, id="named-boolean-argument"),
-]
 
 
 def body(messages, thinking: bool, **extra) -> dict:
@@ -140,14 +134,3 @@ def test_malformed_tools_are_a_client_error_and_the_server_keeps_serving(server,
     response = post(server.url, {**body(FIRST_TURN, True), "tools": tools})
     assert response.status_code in CLIENT_ERROR, (response.status_code, response.text)
     assert non_streamed(server.url, body(FIRST_TURN, True, tools=TOOLS))["content"] is not None
-
-
-@pytest.mark.parametrize("name,argument_types", FORCED_CALLS)
-def test_forced_call_comes_back_as_a_tool_call(server, name, argument_types):
-    """xgrammar's GLM call grammar forces real markup out of the random model; it must come back as a typed call."""
-    tool_choice = {"type": "function", "function": {"name": name}}
-    payload = body(FIRST_TURN, False, tools=TOOLS + [TOGGLE], tool_choice=tool_choice, max_tokens=FORCED_MAX_TOKENS)
-    served = non_streamed(server.url, payload)
-    assert streamed(server.url, payload) == served
-    [(called, arguments)] = served["calls"]
-    assert called == name and {k: type(v) for k, v in arguments.items()} == argument_types
