@@ -53,6 +53,9 @@ def trained_checkpoint(work: Path, dtype: str, steps: int, chats: list[Chat]) ->
         print(f"using the cached checkpoint {checkpoint}", flush=True)
         return checkpoint
     stamp.unlink(missing_ok=True)
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.set_verbosity_error()  # its load report lists the MTP layer, trained separately, as "unexpected"
     write_tiny_checkpoint(checkpoint, dtype=dtype, index_topk=DENSE_INDEX_TOPK)
     corpus = ChatCorpus(checkpoint, chats)
     cfg = TrainConfig(steps=steps, batch=len(chats), seq_len=corpus.longest, lr=TRAIN_LR)
