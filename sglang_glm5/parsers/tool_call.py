@@ -46,7 +46,8 @@ def merged(items: list[ToolCallItem]) -> list[ToolCallItem]:
         if item.tool_index in calls:
             calls[item.tool_index].parameters += item.parameters
         else:
-            calls[item.tool_index] = ToolCallItem(tool_index=item.tool_index, name=item.name, parameters=item.parameters)
+            calls[item.tool_index] = ToolCallItem(tool_index=item.tool_index, name=item.name,
+                                                  parameters=item.parameters)
     return list(calls.values())
 
 
@@ -123,8 +124,9 @@ class Glm5ToolDetector(BaseFormatDetector):
         reader, raw_end = self._reader, end.closing_tag
         self._reader = None
         if reader.name is None:
-            logger.warning("GLM-5 tool call returned as content (%s): %r", reader.error, CALL_START + reader.body + raw_end)
-            return CALL_START + reader.body + raw_end
+            raw = CALL_START + reader.body + raw_end
+            logger.warning("GLM-5 tool call returned as content (%s): %r", reader.error, raw)
+            return raw
         if not self._args_closed:
             self._close_arguments(calls)
         repairs = reader.repairs + ((f"missing {CALL_END} before the next {CALL_START}",)

@@ -77,12 +77,14 @@ def test_streamed_argument_by_argument():
         fed += len(chunk.encode())
         deltas += [(fed, item.name, item.parameters) for item in parser.parse_stream_chunk(chunk)[1]]
     assert [(name, fragment) for _, name, fragment in deltas] == [
-        ("search", ""), (None, '{"query": "北京 rain"'), (None, ', "limit": 10'), (None, ', "exact": true'), (None, "}")]
+        ("search", ""), (None, '{"query": "北京 rain"'), (None, ', "limit": 10'), (None, ', "exact": true'),
+        (None, "}")]
     position = [len(text[:text.index(marker) + len(marker)].encode()) for marker in (
         "search<arg_key>", "rain</arg_value>", "10</arg_value>", "true</arg_value>", "</tool_call>")]
     assert [fed for fed, _, _ in deltas] == position
     detector = parser.detector  # what SGLang's serving compares at the end to send arguments not streamed yet
-    assert detector.streamed_args_for_tool == [json.dumps(detector.prev_tool_call_arr[0]["arguments"], ensure_ascii=False)]
+    arguments = detector.prev_tool_call_arr[0]["arguments"]
+    assert detector.streamed_args_for_tool == [json.dumps(arguments, ensure_ascii=False)]
 
 
 def test_long_argument_value_does_not_delay_the_name():
