@@ -24,6 +24,7 @@ from sglang_glm5.serving.startup_check import (
     StartupRequest,
     decide,
     heads_per_gpu,
+    refuse_speculation_with_attention_dp,
 )
 
 MULTI_NODE_NOTE = "tp {tp} spans {nnodes} nodes ({ranks} ranks each): run node R's command on node R, the head (node 0) first"
@@ -89,6 +90,8 @@ def check_startup(catalog: Catalog, parsed: dict[str, Any], env: dict[str, str])
         flags={phase: parsed.get(f"dsa_{phase}_backend") for phase in PHASES},
         heads_per_gpu=heads_per_gpu(heads, parsed["tp"], parsed.get("attention_dp_size") or 1),
         strict=strict_from_env(env),
+        speculative_algorithm=parsed.get("speculative_algorithm"),
+        attn_dp_size=parsed.get("attention_dp_size") or 1,
     )
     return decide(request, env=env, warn=lambda message: print(f"warning: {message}", file=sys.stderr))
 
@@ -103,6 +106,8 @@ def run(args: argparse.Namespace) -> int:
         nodes = node_commands(catalog, spec, extra, env, head_address(args.head_address))
         for _, _, parsed in nodes:
             check_extra(catalog, spec, parsed)
+            # also with --print-only, which skips the start-up check below
+            refuse_speculation_with_attention_dp(parsed.get("speculative_algorithm"), parsed.get("attention_dp_size") or 1)
         chosen = check_node_choice(spec, args)
         if not args.print_only:
             check_startup(catalog, nodes[chosen][2], nodes[chosen][1])

@@ -46,6 +46,8 @@ class StartupRequest:
     strict: bool
     disaggregation_mode: str | None = None  # --disaggregation-mode
     hierarchical_cache: bool = False  # --enable-hierarchical-cache
+    speculative_algorithm: str | None = None  # --speculative-algorithm
+    attn_dp_size: int = 1  # --attn-dp-size (attention DP groups)
 
 
 @dataclass(frozen=True)
@@ -70,6 +72,7 @@ def decide(
     """The KV dtype and both DSA implementations, or DSACapabilityError (KVDtypeError, IndexKPolicyError) naming what
     does not work."""
     refuse_unverified_pool_features(request.disaggregation_mode, request.hierarchical_cache)
+    refuse_speculation_with_attention_dp(request.speculative_algorithm, request.attn_dp_size)
     table = table or load_capabilities()
     device = detect_device(request.device_type, env)
     unavailable = {}
@@ -88,6 +91,21 @@ def decide(
     target = Target(device, kv, request.heads_per_gpu)
     choice = table.choose(request.flags, target, available, env, unavailable)
     return StartupDecision(target, choice, (warning,) if warning else (), table.why_not_graph(choice.backends))
+
+
+class ParallelChoiceError(DSACapabilityError):
+    pass
+
+
+def refuse_speculation_with_attention_dp(speculative_algorithm: str | None, attn_dp_size: int) -> None:
+    """EAGLE's MTP draft on an idle attention-DP rank returns before the MoE and would leave the other ranks'
+    collectives waiting (models/mtp.py refuses it too, at model construction): refused before anything loads."""
+    if speculative_algorithm not in (None, "NONE") and attn_dp_size > 1:
+        raise ParallelChoiceError(
+            f"--speculative-algorithm {speculative_algorithm} with --attn-dp-size {attn_dp_size}: EAGLE with attention "
+            "DP is not supported for GLM-5 yet; drop --attn-dp-size (tensor-parallel EAGLE works) or drop the "
+            "speculative flags (launch: --with eagle or --with dp-attention, not both)"
+        )
 
 
 def _runs(table, request, target, available, env) -> bool:
@@ -119,6 +137,8 @@ def request_from_view(view) -> StartupRequest:
         strict=strict_from_env(),
         disaggregation_mode=getattr(view, "disaggregation_mode", None),
         hierarchical_cache=bool(getattr(view, "enable_hierarchical_cache", False)),
+        speculative_algorithm=getattr(view, "speculative_algorithm", None),
+        attn_dp_size=getattr(view, "attn_dp_size", 1) or 1,
     )  # fmt: skip
 
 

@@ -200,3 +200,16 @@ def test_flags_after_dashes_are_checked_too(capsys, extra, message):
 def test_a_larger_mem_fraction_after_dashes_is_accepted(capsys):
     assert main(["launch", "--preset", "h200-fp8", "--print-only", "--", "--mem-fraction-static", "0.9"]) == 0
     assert capsys.readouterr().out.rstrip().endswith("--mem-fraction-static 0.9")
+
+
+@pytest.mark.parametrize("preset", ["h200-fp8", "cpu-tiny"])
+def test_eagle_with_dp_attention_is_refused_before_anything_runs(capsys, preset):
+    """The MTP draft of an idle attention-DP rank would leave the MoE's collectives waiting: refused by name, also
+    with --print-only (which skips the start-up check)."""
+    argv = ["launch", "--preset", preset, "--with", "eagle,dp-attention", "--print-only"]
+    if preset == "cpu-tiny":
+        argv += ["--tp", "2", "--model-path", "M"]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert "--speculative-algorithm EAGLE with --attn-dp-size" in err
+    assert "EAGLE with attention DP is not supported for GLM-5 yet" in err

@@ -70,3 +70,15 @@ def test_launch_strict_refuses_fp8_kv_without_scales(fp8_checkpoint, monkeypatch
     err = capsys.readouterr().err
     assert "--kv-cache-dtype fp8_e4m3: the checkpoint has no calibrated k/v scales" in err
     assert err.rstrip().endswith("(refused: --strict / SGLANG_GLM5_STRICT=1)")
+
+
+@pytest.mark.parametrize("algorithm,dp,refused", [("EAGLE", 2, True), ("EAGLE", 1, False), (None, 2, False)],
+                         ids=["eagle-dp2", "eagle-dp1", "no-spec-dp2"])
+def test_speculation_with_attention_dp_refused_by_the_decision(algorithm, dp, refused):
+    from sglang_glm5.serving.startup_check import ParallelChoiceError, refuse_speculation_with_attention_dp
+
+    if refused:
+        with pytest.raises(ParallelChoiceError, match=f"--speculative-algorithm {algorithm} with --attn-dp-size {dp}"):
+            refuse_speculation_with_attention_dp(algorithm, dp)
+    else:
+        refuse_speculation_with_attention_dp(algorithm, dp)
