@@ -38,6 +38,9 @@ class Glm5DecoderLayer(nn.Module):
             )
         self.input_layernorm = RMSNorm(cfg.hidden_size, eps=cfg.rms_norm_eps)
         self.post_attention_layernorm = RMSNorm(cfg.hidden_size, eps=cfg.rms_norm_eps)
+        # Built once (the parallel groups exist before the model): a Layout constructed inside the forward would be
+        # a graph break under torch.compile / CUDA-graph capture (tests/attention/test_graph_capture.py).
+        self.attn_rows, self.ffn_rows = attention_rows(), Layout(frozenset())
 
     def forward(self, positions, hidden, residual, forward_batch, prev_topk):
         if residual is None:
@@ -47,7 +50,7 @@ class Glm5DecoderLayer(nn.Module):
             hidden, residual = self.input_layernorm(hidden, residual)
         hidden, topk = self.self_attn(positions, hidden, forward_batch, prev_topk)
         hidden, residual = self.post_attention_layernorm(hidden, residual)
-        attn_rows, ffn_rows = attention_rows(), Layout(frozenset())
+        attn_rows, ffn_rows = self.attn_rows, self.ffn_rows
         hidden = move_rows(hidden, attn_rows, ffn_rows, forward_batch)  # [T_all_dp, H]: every DP group's rows
         hidden = self.mlp(hidden, forward_batch)  # summed over TP inside the MLP/MoE
         hidden = move_rows(hidden, ffn_rows, attn_rows, forward_batch)  # [T, H]: this DP group's rows
