@@ -70,13 +70,7 @@ def server_logprobs(url: str, ids: list[int], vocab: int) -> torch.Tensor:
 @pytest.mark.parametrize("length", PROMPT_LENGTHS, ids=lambda n: f"L{n}-topk{PARITY_INDEX_TOPK}")
 def test_prefill_logprobs_match_hf(served, length):
     server, oracle_dir = served
-    vocab = vocab_size(oracle_dir)
-    ids = prompt_ids(length, vocab)
-    ours = server_logprobs(server.url, ids, vocab)
-    theirs = hf_logprobs(oracle_dir, ids).double()
-    assert not ours.isnan().any(), "the server returned fewer than vocab_size logprobs for some position"
-    diff = (ours - theirs).abs().max().item()
-    assert diff <= LOGPROB_ATOL, f"max |logprob diff| {diff:.3g} > {LOGPROB_ATOL}"
+    assert_prompt_logprobs_match_hf(server.url, oracle_dir, length)
 
 
 @pytest.mark.slow
@@ -86,3 +80,14 @@ def test_greedy_continuation_matches_hf(served, length):
     ids = prompt_ids(length, vocab_size(oracle_dir))
     out = load_client.generate(server.url, ids, GREEDY_TOKENS, timeout_s=REQUEST_TIMEOUT_S)
     assert out["output_ids"] == hf_greedy(oracle_dir, ids, GREEDY_TOKENS)
+
+
+def assert_prompt_logprobs_match_hf(url: str, oracle_dir, length: int, indexer_types=None) -> None:
+    """The server's fp32 next-token logprobs at every position of a `length`-token prompt equal HF's within LOGPROB_ATOL."""
+    vocab = vocab_size(oracle_dir)
+    ids = prompt_ids(length, vocab)
+    ours = server_logprobs(url, ids, vocab)
+    theirs = hf_logprobs(oracle_dir, ids, indexer_types).double()
+    assert not ours.isnan().any(), "the server returned fewer than vocab_size logprobs for some position"
+    diff = (ours - theirs).abs().max().item()
+    assert diff <= LOGPROB_ATOL, f"max |logprob diff| {diff:.3g} > {LOGPROB_ATOL}"

@@ -21,8 +21,8 @@ from sglang_glm5.checkpoint.validate import read_headers
 from sglang_glm5.config import Glm5Config
 from sglang_glm5.serving import load_client
 from sglang_glm5.serving.process import ServerProcess, ServerStartError
-from tests.models.test_hf_parity import LOGPROB_ATOL, prompt_ids, server_logprobs, vocab_size
-from tests.oracle import dequantized_copy, hf_greedy, hf_logprobs
+from tests.models.test_hf_parity import assert_prompt_logprobs_match_hf, prompt_ids, vocab_size
+from tests.oracle import dequantized_copy, hf_greedy
 
 ARCH = get_arch("real-attn")
 PROMPT_LENGTHS = (ARCH.index_topk + 45,)  # > index_topk: DSA selects a strict subset (one length: ~1 min each at real dims)
@@ -75,13 +75,7 @@ def test_hf_saved_checkpoint_has_real_dims_and_no_mtp(hf_checkpoint):
 @pytest.mark.parametrize("length", PROMPT_LENGTHS, ids=lambda n: f"L{n}-topk{ARCH.index_topk}")
 def test_prefill_logprobs_match_hf(served, length):
     _, server, oracle_dir = served
-    vocab = vocab_size(oracle_dir)
-    ids = prompt_ids(length, vocab)
-    ours = server_logprobs(server.url, ids, vocab)
-    theirs = hf_logprobs(oracle_dir, ids).double()
-    assert not ours.isnan().any(), "the server returned fewer than vocab_size logprobs for some position"
-    diff = (ours - theirs).abs().max().item()
-    assert diff <= LOGPROB_ATOL, f"max |logprob diff| {diff:.3g} > {LOGPROB_ATOL}"
+    assert_prompt_logprobs_match_hf(server.url, oracle_dir, length)
 
 
 @pytest.mark.parametrize("length", PROMPT_LENGTHS, ids=lambda n: f"L{n}-greedy{GREEDY_TOKENS}")

@@ -14,11 +14,10 @@ import pytest
 
 from sglang_glm5.serving import load_client
 from sglang_glm5.serving.process import ServerProcess
-from tests.models.test_hf_parity import prompt_ids, server_logprobs, vocab_size
-from tests.oracle import dequantized_copy, hf_greedy, hf_logprobs
+from tests.models.test_hf_parity import assert_prompt_logprobs_match_hf, prompt_ids, vocab_size
+from tests.oracle import dequantized_copy, hf_greedy
 from tests.serving.test_eagle import EAGLE_FLAGS
 
-LOGPROB_ATOL = 1e-4  # as at TP 1
 GREEDY_TOKENS = 16
 LOGPROB_LENGTH = 77  # > index_topk (16): DSA selects
 BATCH_LENGTHS = (41, 130, 23)  # one ragged batch; under attention DP the ranks get 2 and 1 requests
@@ -65,13 +64,7 @@ def served(request, tiny_checkpoint, server_log_dir, tmp_path_factory):
 def test_prefill_logprobs_match_hf(served):
     """One request: under attention DP the other DP rank is idle (no request) yet joins every MoE step."""
     server, oracle, setup = served
-    vocab = vocab_size(oracle)
-    ids = prompt_ids(LOGPROB_LENGTH, vocab)
-    ours = server_logprobs(server.url, ids, vocab)
-    theirs = hf_logprobs(oracle, ids, setup.indexer_types()).double()
-    assert not ours.isnan().any(), "the server returned fewer than vocab_size logprobs for some position"
-    diff = (ours - theirs).abs().max().item()
-    assert diff <= LOGPROB_ATOL, f"max |logprob diff| {diff:.3g} > {LOGPROB_ATOL}"
+    assert_prompt_logprobs_match_hf(server.url, oracle, LOGPROB_LENGTH, setup.indexer_types())
 
 
 def test_greedy_batch_matches_hf(served):
