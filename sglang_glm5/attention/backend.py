@@ -113,7 +113,8 @@ class Glm5DSABackend(DSAGraphHooks, AttentionBackend):  # CUDA graph hooks: grap
         if self.trace_indexer:
             logger.info("GLM-5 DSA indexer call: layer %d %s %d tokens (%s keys)", layer_id, meta.phase, q.shape[0], store.name)
         store.write(layer_id, meta.out_cache_loc, k)
-        keys = store.read(layer_id, meta.page_table)
+        key_rows = self.graph_state.index_key_rows(meta.page_table) if meta.static else None
+        keys = store.read(layer_id, meta.page_table, key_rows)
         return chunked_topk(impl, self.indexer_workspace, q, weights, keys, meta.q_seq, meta.q_pos, self.index_topk)
 
     def _forward(self, q, k, v, layer, forward_batch, save_kv_cache=True, k_rope=None, topk=None, **kwargs):

@@ -56,7 +56,9 @@ class GraphLayout:
 class DSAGraphState:
     """Static buffers sized once from SGLang's largest capture (max_bs requests, max_num_tokens query tokens)."""
 
-    def __init__(self, max_bs: int, max_num_tokens: int, req_to_token: torch.Tensor, draft_step: DraftStep | None):
+    def __init__(
+        self, max_bs: int, max_num_tokens: int, req_to_token: torch.Tensor, draft_step: DraftStep | None, index_k_store=None
+    ):
         device = req_to_token.device
         self.max_bs, self.max_num_tokens = max_bs, max_num_tokens
         self.req_to_token = req_to_token  # [R, W] SGLang's pool: a graph gathers from it in place
@@ -67,13 +69,27 @@ class DSAGraphState:
         self.q_pos = torch.zeros(max_num_tokens, dtype=torch.int64, device=device)  # [T]
         self.out_cache_loc = torch.zeros(max_num_tokens, dtype=torch.int64, device=device)  # [T]
         self.token_index = torch.arange(max_num_tokens, dtype=torch.int64, device=device)  # [T] constant
+        # a store that reads keys at translated rows (pool-fp8): the page table translated once per forward, in fill
+        self.index_k_store = index_k_store if getattr(index_k_store, "translates_slots", False) else None
+        self.key_rows = (
+            torch.zeros(max_bs, req_to_token.shape[1], dtype=torch.int64, device=device)  # [B, W]
+            if self.index_k_store is not None
+            else None
+        )
         self._metadata: dict[GraphLayout, DSAMetadata] = {}
 
     def buffers(self) -> dict[str, torch.Tensor]:
-        return {
+        buffers = {
             "page_table": self.page_table, "seq_lens": self.seq_lens, "q_seq": self.q_seq, "q_pos": self.q_pos,
             "out_cache_loc": self.out_cache_loc, "token_index": self.token_index,
         }  # fmt: skip
+        if self.key_rows is not None:
+            buffers["key_rows"] = self.key_rows
+        return buffers
+
+    def index_key_rows(self, page_table: torch.Tensor) -> torch.Tensor | None:
+        """The translated page table of the store for a graph forward with `page_table` (a view of ours), or None."""
+        return None if self.key_rows is None else self.key_rows[: page_table.shape[0]]
 
     def metadata(self, layout: GraphLayout) -> DSAMetadata:
         """Host side: the metadata over buffer views for this layout (made once per layout, then reused)."""
@@ -95,6 +111,8 @@ class DSAGraphState:
         (except the draft-step slot column, SGLang's per_step_draft_out_cache_loc)."""
         b, t = layout.batch, layout.tokens
         torch.index_select(self.req_to_token, 0, forward_batch.req_pool_indices[:b], out=self.page_table[:b])
+        if self.key_rows is not None:
+            self.index_k_store.key_rows(self.page_table[:b], out=self.key_rows[:b])
         self.seq_lens[:b].copy_(forward_batch.seq_lens[:b])
         torch.div(self.token_index[:t], layout.per_request, rounding_mode="floor", out=self.q_seq[:t])
         step = self.draft_step
@@ -117,7 +135,9 @@ class DSAGraphHooks:
     graph_impls: dict[str, DSAPhaseImpl] | None = None
 
     def init_cuda_graph_state(self, max_bs: int, max_num_tokens: int):
-        self.graph_state = DSAGraphState(max_bs, max_num_tokens, self.req_to_token_pool.req_to_token, self.draft_step)
+        self.graph_state = DSAGraphState(
+            max_bs, max_num_tokens, self.req_to_token_pool.req_to_token, self.draft_step, self.index_k_store
+        )
         self.graph_impls = {phase: resolve_graph_impl(impl.name, phase) for phase, impl in self.impls.items()}
 
     def get_cuda_graph_seq_len_fill_value(self):

@@ -66,7 +66,7 @@ class FP8PoolKeys:
 
     A page of P slots is P*(D+4) bytes = P + 4P/D rows of D bytes: key rows first, then the scale rows. So the keys
     are a zero-copy [pages * (P + 4P/D), D] view and slot s is row (s // P) * (P + 4P/D) + s % P; the scales are
-    copied into a table indexed by the same rows (4 B per slot, 3% of the buffer).
+    copied into a table indexed by the same rows (4 B per slot, 3% of the buffer), the store's preallocated one.
     """
 
     pool_pages: torch.Tensor  # [pages, P * (D + 4)] uint8, SGLang's buffer for the layer
@@ -92,7 +92,8 @@ class IndexKStore(Protocol):
     def write(self, layer_id: int, loc: torch.Tensor, k: torch.Tensor) -> None:  # loc [T], k [T, D]
         ...
 
-    def read(self, layer_id: int, page_table: torch.Tensor) -> IndexKeys:
+    def read(self, layer_id: int, page_table: torch.Tensor, key_rows: torch.Tensor | None = None) -> IndexKeys:
+        """key_rows: `page_table` already translated by `key_rows` (CUDA graphs: once per forward, not per layer)."""
         ...
 
     def private_bytes(self) -> int:  # bytes held beside SGLang's pool
@@ -101,6 +102,7 @@ class IndexKStore(Protocol):
 
 class ModelDtypeIndexKStore:
     name = "model"
+    translates_slots = False  # reads the keys at the page table's slots as they are
 
     def __init__(self, layers, slots: int, index_head_dim: int, dtype: torch.dtype, device):
         self.layers = tuple(sorted(layers))
@@ -117,7 +119,7 @@ class ModelDtypeIndexKStore:
         cache = self._layer(layer_id)
         cache[loc] = k.to(cache.dtype)
 
-    def read(self, layer_id, page_table):
+    def read(self, layer_id, page_table, key_rows=None):
         return ModelDtypeKeys(self._layer(layer_id), page_table)
 
     def private_bytes(self) -> int:
@@ -126,6 +128,7 @@ class ModelDtypeIndexKStore:
 
 class PoolFP8IndexKStore:
     name = "pool-fp8"
+    translates_slots = True  # reads keys at key_rows(slots): a graph state translates its page table once per forward
 
     def __init__(self, pool, layers):
         self.pool = pool
@@ -147,6 +150,10 @@ class PoolFP8IndexKStore:
                 f"(hf_config.indexer_types disagrees with the model's IndexCache plan)"
             )
         self.rotation = hadamard_matrix(self.dim, pool.device)
+        # the per-row scale table `read` hands the indexer, allocated once (a read inside a CUDA graph allocates
+        # nothing): 1 on the scale rows (never selected by a key row), the layer's scales copied in per read
+        pages = max(self._buffer(layer).shape[0] for layer in self.layers)
+        self.row_scale = torch.ones(pages, self.rows_per_page, dtype=torch.float32, device=pool.device)
 
     def _buffer(self, layer_id: int) -> torch.Tensor:
         return self.pool.index_k_with_scale_buffer[layer_id - self.pool.start_layer]  # [pages, P * (D + 4)] uint8
@@ -156,9 +163,13 @@ class PoolFP8IndexKStore:
             raise IndexKStoreError(f"layer {layer_id} holds no indexer keys (an IndexCache S layer runs no indexer)")
         return self.pool.get_index_k_with_scale_buffer(layer_id)  # waits for a layer-wise transfer (HiCache, PD)
 
-    def key_rows(self, slots: torch.Tensor) -> torch.Tensor:
-        """Slot -> row of the [pages * rows_per_page, D] key view."""
-        return slots + (slots // self.page) * (self.rows_per_page - self.page)
+    def key_rows(self, slots: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
+        """Slot -> row of the [pages * rows_per_page, D] key view; written into `out` (int64, slots' shape) if given,
+        allocating nothing."""
+        if out is None:
+            return slots + (slots // self.page) * (self.rows_per_page - self.page)
+        torch.div(slots, self.page, rounding_mode="floor", out=out)
+        return out.mul_(self.rows_per_page - self.page).add_(slots)
 
     def _views(self, buf: torch.Tensor):
         pages = buf.shape[0]
@@ -174,16 +185,16 @@ class PoolFP8IndexKStore:
         keys[self.key_rows(loc)] = k_fp8.view(torch.uint8)
         scales[loc // self.page, loc % self.page] = k_scale
 
-    def read(self, layer_id, page_table):
+    def read(self, layer_id, page_table, key_rows=None):
         buf = self._checked_buffer(layer_id)
         keys, scales = self._views(buf)
-        row_scale = scales.new_ones(buf.shape[0], self.rows_per_page)  # [pages, P + 4P/D]
-        row_scale[:, : self.page] = scales
+        row_scale = self.row_scale[: buf.shape[0]]  # [pages, P + 4P/D], valid until the next read
+        row_scale[:, : self.page].copy_(scales)
         return FP8PoolKeys(
             pool_pages=buf,
             keys=keys.view(FP8_DTYPE),
             scale=row_scale.view(-1),
-            page_table=self.key_rows(page_table.long()),
+            page_table=self.key_rows(page_table.long()) if key_rows is None else key_rows,
             rotation=self.rotation,
             slots=page_table,
         )

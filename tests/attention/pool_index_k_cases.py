@@ -20,6 +20,7 @@ from sglang_glm5.attention.index_k_store import (
     hadamard_matrix,
 )
 from sglang_glm5.ops.dsa_reference import quantize_fp8_rows
+from tests.attention.cpu_graph import count_allocations
 from tests.kernels.cases import make_batch
 
 PAGE, DIM, HEADS = 64, 128, 32  # SGLang's DSA page, GLM-5's index head dim and indexer heads
@@ -131,6 +132,26 @@ def flashmla_vs_reference(store, batch, q, weights, gen) -> dict:
     return out
 
 
+def graph_read_vs_eager(store, batch, q, weights, eager_logits) -> dict:
+    width = batch.page_table.shape[1]
+    garbage = torch.full((batch.page_table.shape[0], 29), 10**9, dtype=batch.page_table.dtype)
+    wide = torch.cat([batch.page_table, garbage], dim=1)  # [B, W]: SGLang's req_to_token width in a graph state
+    key_rows = torch.zeros(wide.shape, dtype=torch.int64)
+    translate_allocs = count_allocations(lambda: store.key_rows(wide, out=key_rows))
+    read_allocs = count_allocations(lambda: store.read(0, wide, key_rows))
+    static = DSA_IMPLS["reference"].load("reference", "decode", graph=True)
+    logits = store.read(0, wide, key_rows).logits(static, q, weights, batch.q_seq, batch.q_pos)  # [T, W]
+    part = logits[:, :width]
+    return {
+        "translate_allocations": translate_allocs,
+        "read_allocations": read_allocs,
+        "key_rows_equal": torch.equal(key_rows, store.key_rows(wide.long())),
+        "past_width_masked": bool(torch.isneginf(logits[:, width:]).all()),
+        "inf_same": torch.equal(torch.isinf(part), torch.isinf(eager_logits)),
+        "max_abs": float((part - eager_logits).nan_to_num(posinf=0, neginf=0).abs().max()),
+    }
+
+
 def main() -> dict:
     gen = torch.Generator().manual_seed(7)
     batch = make_batch(list(LENGTHS), list(NEW), gen, page_size=PAGE)
@@ -217,7 +238,12 @@ def main() -> dict:
     #    the torch references of their documented semantics, == the reference FP8 indexer on the same pool bytes
     facts["flashmla_vs_reference_max_abs"] = flashmla_vs_reference(store, batch, q, weights, gen)
 
-    # 9. the planner's KV bytes per token == what SGLang's pools (and the model-dtype store) allocate per slot
+    # 9. under CUDA graphs (reference's graph-safe ops, dsa_static): the graph state's page table is wider than any
+    #    request (garbage past it), translated once into key rows (out=); the read allocates nothing; the logits
+    #    equal the eager FP8 indexer's on the request's columns, -inf past them
+    facts["graph"] = graph_read_vs_eager(store, batch, q, weights, fp8)
+
+    # 10. the planner's KV bytes per token == what SGLang's pools (and the model-dtype store) allocate per slot
     facts["plan"] = {name: allocated_bytes_per_slot(*case) for name, case in PLAN_CASES.items()}
     return facts
 

@@ -64,6 +64,15 @@ def test_flashmla_reads_the_pool_pages_as_the_reference_reads_the_store(facts, p
     assert figures["max_abs"] <= 1e-4 * max(1.0, figures["scale"])  # flashmla's own tolerance vs the reference
 
 
+def test_graph_read_allocates_nothing_and_equals_eager(facts):
+    """Under CUDA graphs: key rows translated once into a static buffer, the read allocates nothing (the scale table
+    is the store's own), and the graph-safe FP8 indexer (dsa_static) on a wider page table == the eager one."""
+    g = facts["graph"]
+    assert g["translate_allocations"] == [] and g["read_allocations"] == []
+    assert g["key_rows_equal"] and g["past_width_masked"] and g["inf_same"]
+    assert g["max_abs"] <= HAND_ATOL
+
+
 def test_pool_is_what_is_read(facts):
     assert facts["poisoned_pool_changes_logits"]
     assert facts["moved_slots"] > 0 and facts["move_kv_cache_keeps_logits"]

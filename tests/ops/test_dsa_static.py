@@ -97,3 +97,27 @@ def test_static_ops_compile_without_graph_breaks():
         torch.compile(lambda lg: ref.topk_positions(lg, batch.q_pos, 16), fullgraph=True, backend="eager")(
             torch.randn(batch.num_tokens, page_table.shape[1])
         )
+
+
+@pytest.mark.parametrize("key_chunk", [4096, 50], ids=["one-chunk", "chunk50"])
+@pytest.mark.parametrize("name", [b[0] for b in BATCHES])
+def test_indexer_logits_fp8_equal_reference_on_a_wider_table(name, key_chunk, monkeypatch):
+    """The FP8 index-K store's op (pool-fp8 under graphs): same logits and top-k as dsa_reference's FP8 indexer;
+    NaN keys and NaN scales off the table (never read)."""
+    monkeypatch.setattr(static, "KEY_CHUNK", key_chunk)
+    gen = torch.Generator().manual_seed(13)
+    batch, q, weights, k_cache = indexer_case(name, gen)
+    q_fp8, q_scale = ref.quantize_fp8_rows(q)
+    k_fp8, k_scale = ref.quantize_fp8_rows(k_cache.nan_to_num(0.0))
+    k_scale[k_cache.isnan().any(-1)] = float("nan")  # slots no request refers to: a NaN scale leaks if read
+    args = (q_fp8, q_scale, weights, k_fp8, k_scale)
+    want = ref.indexer_logits_fp8(*args, batch.page_table, batch.q_seq, batch.q_pos)  # [T, L]
+    got = static.indexer_logits_fp8(*args, widened(batch, STATIC_WIDTH_EXTRA), batch.q_seq, batch.q_pos)
+    width = batch.page_table.shape[1]
+    assert torch.isneginf(got[:, width:]).all()
+    torch.testing.assert_close(got[:, :width], want, atol=2e-5, rtol=2e-5)
+    assert torch.equal(torch.isneginf(got[:, :width]), torch.isneginf(want))
+    for k in (16, 300):
+        assert torch.equal(static.topk_positions(got, batch.q_pos, k), ref.topk_positions(want, batch.q_pos, k))
+    with pytest.raises(TypeError, match="k_fp8"):
+        static.indexer_logits_fp8(q_fp8, q_scale, weights, k_cache, k_scale, batch.page_table, batch.q_seq, batch.q_pos)
