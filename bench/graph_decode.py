@@ -4,9 +4,13 @@ One layer's DSA decode core, as the backend runs it under a captured forward (at
 implementation's graph-safe ops (impls.resolve_graph_impl) over the static page-table width, indexer logits ->
 top-k -> sparse MLA decode, batch `--batch` at context `--context`. The layer's projections are SGLang modules and
 SGLang is not on the lent GPU machines, so they are left out; the whole decoder layer is captured on CPU by
-tests/attention/test_graph_capture.py. Each graph's replay is checked equal (bit for bit) to the eager call first.
+tests/attention/test_graph_capture.py. Correctness first: the graph is captured on one set of input values, new
+values are written into the same (static) input tensors, and the replay must equal, bit for bit, the eager call on
+the new values (a host value frozen at capture, or an output buffer the eager call shares with the graph, shows).
 Implementations the capability table marks graph-unsafe, or that do not import here, are skipped with the reason.
-Usage: python bench/graph_decode.py [--batch 1 8 32] [--context 4096] [--no-write]
+`--device cpu` runs the same correctness check with tests/attention/cpu_graph.py's recorder standing in for the CUDA
+graph (it replays recorded aten ops, so only the torch `reference` can be captured there) and times nothing.
+Usage: python bench/graph_decode.py [--batch 1 8 32] [--context 4096] [--device cuda|cpu] [--no-write]
 """
 
 from __future__ import annotations
@@ -28,8 +32,8 @@ SM_SCALE = (192 + 64) ** -0.5
 WARMUP, REPEATS = 3, 20
 
 
-def inputs(batch: int, context: int, device):
-    gen = torch.Generator(device="cpu").manual_seed(batch)
+def inputs(batch: int, context: int, device, seed: int = 0):
+    gen = torch.Generator(device="cpu").manual_seed(batch * 1000 + seed)
     slots = batch * context + 64
     return {
         "q": torch.randn(batch, INDEX_HEADS, INDEX_DIM, generator=gen).to(device, torch.bfloat16),
@@ -62,7 +66,37 @@ def timed_us(fn) -> float:
     return start.elapsed_time(end) * 1000 / REPEATS
 
 
-def measure(name: str, batch: int, context: int) -> dict:
+def capture_cuda(fn):
+    """(replay, output) of a CUDA graph of fn, warmed up on a side stream as SGLang's runner does."""
+    graph = torch.cuda.CUDAGraph()
+    stream = torch.cuda.Stream()
+    stream.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(stream):
+        fn()
+    torch.cuda.current_stream().wait_stream(stream)
+    with torch.cuda.graph(graph):
+        out = fn()
+
+    def replay():
+        graph.replay()
+        torch.cuda.synchronize()
+        return out
+
+    return replay, out
+
+
+def capture_cpu(fn):
+    """The CPU stand-in (tests/attention/cpu_graph.py): replay reruns the recorded aten ops on the same tensors."""
+    from tests.attention.cpu_graph import CpuGraph
+
+    fn()
+    graph = CpuGraph()
+    out = graph.capture(fn)
+    return graph.replay, out
+
+
+def measure(name: str, batch: int, context: int, device: str = "cuda", impl=None) -> dict:
+    """impl: the ops to capture (default: resolve_graph_impl(name), the graph-safe ones; tests pass others)."""
     from sglang_glm5.attention.capabilities import load_capabilities
     from sglang_glm5.attention.impls import resolve_graph_impl
 
@@ -70,24 +104,23 @@ def measure(name: str, batch: int, context: int) -> dict:
     if unsafe:
         return {"skipped": "; ".join(unsafe)}
     try:
-        impl = resolve_graph_impl(name, "decode")
-        t = inputs(batch, context, torch.device("cuda"))
-        want = decode(impl, t)  # eager, also the JIT compile / autotune outside capture
+        impl = impl or resolve_graph_impl(name, "decode")
+        t = inputs(batch, context, torch.device(device), seed=0)
+        decode(impl, t)  # eager: the JIT compile / autotune and the ops' plans, outside capture
     except Exception as error:  # not importable or not runnable on this device
         return {"skipped": f"{type(error).__name__}: {str(error).strip().splitlines()[0][:200]}"}
-    graph = torch.cuda.CUDAGraph()
-    stream = torch.cuda.Stream()
-    stream.wait_stream(torch.cuda.current_stream())
-    with torch.cuda.stream(stream):
-        decode(impl, t)
-    torch.cuda.current_stream().wait_stream(stream)
-    with torch.cuda.graph(graph):
-        out = decode(impl, t)
-    graph.replay()
-    torch.cuda.synchronize()
-    equal = bool(torch.equal(out, want))
-    eager_us, graph_us = timed_us(lambda: decode(impl, t)), timed_us(graph.replay)
-    return {"equal": equal, "eager_us": eager_us, "graph_us": graph_us, "speedup": eager_us / graph_us}
+    replay, _ = (capture_cuda if device == "cuda" else capture_cpu)(lambda: decode(impl, t))
+    before = decode(impl, t).clone()  # eager on the capture's values (cloned: a planned op reuses its output buffer)
+    for key, value in inputs(batch, context, torch.device(device), seed=1).items():
+        t[key].copy_(value)  # new values in the captured (static) tensors: lengths, slots, queries, caches
+    want = decode(impl, t).clone()  # eager on the new values
+    got = replay()
+    # the second check keeps the first honest: a replay equal to the eager call only because nothing changed
+    row = {"equal": bool(torch.equal(got, want)), "inputs_change_output": not torch.equal(want, before)}
+    if device != "cuda":
+        return row  # a CPU replay of recorded ops says nothing about GPU launch overhead
+    eager_us, graph_us = timed_us(lambda: decode(impl, t)), timed_us(replay)
+    return {**row, "eager_us": eager_us, "graph_us": graph_us, "speedup": eager_us / graph_us}
 
 
 def main(argv=None) -> int:
@@ -95,19 +128,17 @@ def main(argv=None) -> int:
     parser.add_argument("--batch", type=int, nargs="+", default=[1, 8, 32])
     parser.add_argument("--context", type=int, default=4096)
     parser.add_argument("--impls", nargs="+", default=list(IMPLS), choices=IMPLS)
+    parser.add_argument("--device", choices=("cuda", "cpu"), default="cuda",
+                        help="cpu: the correctness check only, with the CPU stand-in graph (reference captures)")
     parser.add_argument("--no-write", action="store_true")
     args = parser.parse_args(argv)
-    if not torch.cuda.is_available():
-        print("graph_decode: skipped: no CUDA/ROCm device visible to torch (CUDA graphs need one)")
+    rows = run(args)
+    if rows is None:
         return 0
+    failed = any(r.get("equal") is False for r in rows)
+    if args.device != "cuda":
+        return 1 if failed else 0  # no timings: nothing to publish
     card = torch.cuda.get_device_name(0)
-    rows, failed = [], False
-    for name in args.impls:
-        for batch in args.batch:
-            r = {"impl": name, "batch": batch, "context": args.context, **measure(name, batch, args.context)}
-            failed |= r.get("equal") is False
-            rows.append(r)
-            print(r, flush=True)
     lines = [
         f"DSA decode core of one GLM-5 layer (indexer {INDEX_HEADS}x{INDEX_DIM}, top-k {INDEX_TOPK}, sparse MLA "
         f"{HEADS} heads), context {args.context}, on {card}: eager vs CUDA graph replay, us per layer "
@@ -123,6 +154,22 @@ def main(argv=None) -> int:
             lines.append(f"| {r['impl']} | {r['batch']} | {r['eager_us']:.1f} | {r['graph_us']:.1f} | {r['speedup']:.2f}x | {r['equal']} |")
     publish({"card": card, "rows": rows}, "graph-decode", "\n".join(lines), write=not args.no_write)
     return 1 if failed else 0
+
+
+def run(args) -> list[dict] | None:
+    """One row per (implementation, batch); None when CUDA graphs were asked for and no GPU is visible."""
+    if args.device == "cuda" and not torch.cuda.is_available():
+        print("graph_decode: skipped: no CUDA/ROCm device visible to torch (CUDA graphs need one; --device cpu runs "
+              "the correctness check only)")  # fmt: skip
+        return None
+    rows = []
+    for name in args.impls:
+        for batch in args.batch:
+            r = {"impl": name, "batch": batch, "context": args.context,
+                 **measure(name, batch, args.context, args.device)}  # fmt: skip
+            rows.append(r)
+            print(r, flush=True)
+    return rows
 
 
 if __name__ == "__main__":

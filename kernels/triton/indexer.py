@@ -76,10 +76,10 @@ def _indexer_logits_kernel(
     tl.store(out_ptr + token.to(tl.int64) * stride_ot + pos, logits, mask=pos < length)
 
 
-def _launch(q, q_scale, weights, k_cache, k_scale, page_table, q_seq, q_pos, out):
+def _launch(q, q_scale, weights, k_cache, k_scale, page_table, q_seq, q_pos, out, checked=False):
     num_tokens, num_heads, head_dim = q.shape
     length = page_table.shape[1]
-    out = check_out(out, (num_tokens, length), torch.float32, q.device)
+    out = out if checked else check_out(out, (num_tokens, length), torch.float32, q.device)
     if num_tokens == 0 or length == 0:
         return out
     has_scales = q_scale is not None
@@ -108,7 +108,7 @@ def _check_common(q, weights, k_cache, page_table, q_seq, q_pos, q_dtypes, k_dty
     check_batch(page_table, q_seq, q_pos, num_tokens, q.device)
 
 
-def indexer_logits(q, weights, k_cache, page_table, q_seq, q_pos, *, out=None):
+def indexer_logits(q, weights, k_cache, page_table, q_seq, q_pos, *, out=None, checked=False):
     """Indexer logits, same contract as dsa_reference.indexer_logits; `out` [T, L] fp32 is written if given.
 
     q [T, H, D] (RoPE applied), weights [T, H] (already * H**-0.5), k_cache [S, D] -> logits [T, L] fp32.
@@ -119,22 +119,29 @@ def indexer_logits(q, weights, k_cache, page_table, q_seq, q_pos, *, out=None):
     4. logits = sum_h weights[t, h] * relu(s[h]); -inf where p > q_pos[t]  # [BL]
     Heads are padded to a 16-row tile (tl.dot's minimum), not to 64.
     Index values (q_seq, q_pos) are trusted, not checked: that would sync the device; the reference checks them.
+    checked=True: the arguments (and `out`) were checked by a plan for these shapes (plans.py); no check here.
     """
-    _check_common(q, weights, k_cache, page_table, q_seq, q_pos, FLOAT_DTYPES, FLOAT_DTYPES)
-    return _launch(q, None, weights, k_cache, None, page_table, q_seq, q_pos, out)
+    if not checked:
+        _check_common(q, weights, k_cache, page_table, q_seq, q_pos, FLOAT_DTYPES, FLOAT_DTYPES)
+    return _launch(q, None, weights, k_cache, None, page_table, q_seq, q_pos, out, checked)
 
 
-def indexer_logits_fp8(q_fp8, q_scale, weights, k_fp8, k_scale, page_table, q_seq, q_pos, *, out=None):
+def indexer_logits_fp8(q_fp8, q_scale, weights, k_fp8, k_scale, page_table, q_seq, q_pos, *, out=None, checked=False):
     """FP8 indexer logits, same contract as dsa_reference.indexer_logits_fp8.
 
     q_fp8 [T, H, D] e4m3 + q_scale [T, H], k_fp8 [S, D] e4m3 + k_scale [S] -> logits [T, L] fp32.
     Dataflow of indexer_logits, with step 3 as s = (q_fp8[t] @ k_fp8^T) * q_scale[t, h] * k_scale[slot] * D**-0.5:
     an e4m3 x e4m3 tensor-core dot (wgmma with e4m3 operands on sm_90a, asserted in tests/kernels/test_resources.py)
-    into fp32, and scaling after the dot keeps one multiply per score.
+    into fp32, and scaling after the dot keeps one multiply per score. checked: see indexer_logits.
     """
+    if not checked:
+        check_fp8_args(q_fp8, q_scale, weights, k_fp8, k_scale, page_table, q_seq, q_pos)
+    return _launch(q_fp8, q_scale, weights, k_fp8, k_scale, page_table, q_seq, q_pos, out, checked)
+
+
+def check_fp8_args(q_fp8, q_scale, weights, k_fp8, k_scale, page_table, q_seq, q_pos):
     _check_common(q_fp8, weights, k_fp8, page_table, q_seq, q_pos, (FP8_DTYPE,), (FP8_DTYPE,))
     check_tensor("q_scale", q_scale, 2, FLOAT_DTYPES, q_fp8.device)
     check_size("q_scale", tuple(q_scale.shape), tuple(q_fp8.shape[:2]), "shape")
     check_tensor("k_scale", k_scale, 1, FLOAT_DTYPES, q_fp8.device)
     check_size("k_scale", k_scale.shape[0], k_fp8.shape[0], "number of cache slots")
-    return _launch(q_fp8, q_scale, weights, k_fp8, k_scale, page_table, q_seq, q_pos, out)

@@ -108,9 +108,32 @@ def default_num_splits(num_tokens: int, head_tiles: int, topk_width: int, num_sm
     return max(1, min(MAX_SPLITS, by_columns, wanted))
 
 
+def check_decode_args(q, kv_cache, page_table, q_seq, topk, sm_scale, v_dim, return_lse, out, lse, num_splits):
+    """-> (out, lse, num_splits): checked or allocated / default_num_splits' for the device."""
+    check_sparse_mla_args(q, kv_cache, page_table, q_seq, topk, sm_scale, v_dim)
+    num_tokens, num_heads, _ = q.shape
+    if num_splits is None:
+        head_tiles = triton.cdiv(num_heads, tile_config(num_heads, q.shape[2], v_dim)["BLOCK_H"])
+        num_splits = default_num_splits(num_tokens, head_tiles, topk.shape[1], multiprocessor_count(q.device))
+    if not isinstance(num_splits, int) or not 1 <= num_splits <= MAX_SPLITS:
+        raise ValueError(f"num_splits must be an int in [1, {MAX_SPLITS}], got {num_splits!r}")
+    out = check_out(out, (num_tokens, num_heads, v_dim), q.dtype, q.device)
+    lse = check_out(lse, (num_tokens, num_heads), torch.float32, q.device) if return_lse else None
+    return out, lse, num_splits
+
+
+def split_workspace(num_tokens, num_heads, num_splits, v_dim, device) -> tuple[torch.Tensor, torch.Tensor]:
+    """(part_out [T, H, NS, v_dim], part_lse [T, H, NS]) fp32: each split's normalised output and lse."""
+    return (
+        torch.empty((num_tokens, num_heads, num_splits, v_dim), dtype=torch.float32, device=device),
+        torch.empty((num_tokens, num_heads, num_splits), dtype=torch.float32, device=device),
+    )
+
+
 def sparse_mla_decode(
-    q, kv_cache, page_table, q_seq, topk, sm_scale, v_dim, return_lse=False, *, out=None, lse=None, num_splits=None
-):
+    q, kv_cache, page_table, q_seq, topk, sm_scale, v_dim, return_lse=False, *, out=None, lse=None, num_splits=None,
+    workspace=None, checked=False,
+):  # fmt: skip
     """Sparse MLA for decode, same contract as dsa_reference.sparse_mla_decode; `out` / `lse` written if given.
 
     q [T, H, Dqk], kv_cache [S, Dqk] float or [S, 656] uint8 FP8 rows (kv_layout.py), topk [T, K]
@@ -124,24 +147,22 @@ def sparse_mla_decode(
     merge is a second launch queued right behind the first (no host round trip); the partial buffers are
     allocated per call, which under CUDA-graph capture means once, from the graph's pool, reused by every replay.
     The kernel does not need one token per request.
+    workspace: (part_out, part_lse) of split_workspace, else allocated per call. checked=True: a plan for these
+    shapes (plans.py) checked the arguments and passes out, lse, num_splits and the workspace; nothing is checked,
+    looked up or allocated here.
     """
-    check_sparse_mla_args(q, kv_cache, page_table, q_seq, topk, sm_scale, v_dim)
+    if not checked:
+        out, lse, num_splits = check_decode_args(q, kv_cache, page_table, q_seq, topk, sm_scale, v_dim, return_lse,
+                                                 out, lse, num_splits)  # fmt: skip
     num_tokens, num_heads, _ = q.shape
     topk_width = topk.shape[1]
     config = tile_config(num_heads, q.shape[2], v_dim)
     head_tiles = triton.cdiv(num_heads, config["BLOCK_H"])
-    if num_splits is None:
-        num_splits = default_num_splits(num_tokens, head_tiles, topk_width, multiprocessor_count(q.device))
-    if not isinstance(num_splits, int) or not 1 <= num_splits <= MAX_SPLITS:
-        raise ValueError(f"num_splits must be an int in [1, {MAX_SPLITS}], got {num_splits!r}")
-    out = check_out(out, (num_tokens, num_heads, v_dim), q.dtype, q.device)
-    lse = check_out(lse, (num_tokens, num_heads), torch.float32, q.device) if return_lse else None
     if num_tokens == 0:
         return (out, lse) if return_lse else out
     # whole BLOCK_N steps per split, so no split starts mid-block
     columns_per_split = triton.cdiv(triton.cdiv(max(topk_width, 1), num_splits), BLOCK_N) * BLOCK_N
-    part_out = torch.empty((num_tokens, num_heads, num_splits, v_dim), dtype=torch.float32, device=q.device)
-    part_lse = torch.empty((num_tokens, num_heads, num_splits), dtype=torch.float32, device=q.device)
+    part_out, part_lse = workspace or split_workspace(num_tokens, num_heads, num_splits, v_dim, q.device)
     (kv, scale, rope), (stride_kv, stride_scale, stride_rope), layout = kv_views(kv_cache, v_dim)
     grid = (num_tokens, head_tiles, num_splits)
     _sparse_mla_split_kernel[grid](

@@ -176,7 +176,9 @@ def tile_config(num_heads: int, qk_dim: int, v_dim: int) -> dict:
     )  # fmt: skip
 
 
-def sparse_mla_prefill(q, kv_cache, page_table, q_seq, topk, sm_scale, v_dim, return_lse=False, *, out=None, lse=None):
+def sparse_mla_prefill(
+    q, kv_cache, page_table, q_seq, topk, sm_scale, v_dim, return_lse=False, *, out=None, lse=None, checked=False
+):
     """Sparse MLA, same contract as dsa_reference.sparse_mla_prefill; `out` / `lse` are written if given.
 
     q [T, H, Dqk], kv_cache [S, Dqk] (latent | rope key) or [S, 656] uint8 in FlashMLA's FP8 layout
@@ -192,11 +194,14 @@ def sparse_mla_prefill(q, kv_cache, page_table, q_seq, topk, sm_scale, v_dim, re
     3. online softmax in base 2: m, l, acc += exp2(s - m) in q.dtype @ kv_latent            # [BH, v_dim]
     4. out = acc / l (0 for an all -1 row); lse = (m + log2 l) * ln 2 (-inf for an all -1 row)
     Index values (q_seq, topk) are trusted, not checked: that would sync the device; the reference checks them.
+    checked=True: a plan for these shapes (plans.py) checked the arguments and passes out (and lse); no check here.
     """
-    check_sparse_mla_args(q, kv_cache, page_table, q_seq, topk, sm_scale, v_dim)
+    if not checked:
+        check_sparse_mla_args(q, kv_cache, page_table, q_seq, topk, sm_scale, v_dim)
     num_tokens, num_heads, _ = q.shape
-    out = check_out(out, (num_tokens, num_heads, v_dim), q.dtype, q.device)
-    lse = check_out(lse, (num_tokens, num_heads), torch.float32, q.device) if return_lse else None
+    if not checked:
+        out = check_out(out, (num_tokens, num_heads, v_dim), q.dtype, q.device)
+        lse = check_out(lse, (num_tokens, num_heads), torch.float32, q.device) if return_lse else None
     config = tile_config(num_heads, q.shape[2], v_dim)
     (kv, scale, rope), (stride_kv, stride_scale, stride_rope), layout = kv_views(kv_cache, v_dim)
     if num_tokens:

@@ -237,6 +237,22 @@ def _split_write_kernel(
             tl.store(out_row + pad_cols, tl.full([BLOCK_K], PAD, tl.int32), mask=(pad_cols >= num_sel) & (pad_cols < k))
 
 
+def check_topk_args(logits, q_pos, k, out, num_chunks):
+    """-> (out, num_chunks): `out` checked or allocated, num_chunks checked or default_num_chunks' for the device."""
+    check_tensor("logits", logits, 2, FLOAT_DTYPES)
+    check_tensor("q_pos", q_pos, 1, INDEX_DTYPES, logits.device)
+    num_tokens, length = logits.shape
+    check_size("q_pos", q_pos.shape[0], num_tokens, "number of query tokens")
+    if not isinstance(k, int) or k < 1:
+        raise ValueError(f"k must be an int >= 1, got {k!r}")
+    out = check_out(out, (num_tokens, k), torch.int32, logits.device)
+    if num_chunks is None:
+        num_chunks = default_num_chunks(num_tokens, length, multiprocessor_count(logits.device))
+    if not isinstance(num_chunks, int) or num_chunks < 1:
+        raise ValueError(f"num_chunks must be an int >= 1, got {num_chunks!r}")
+    return out, num_chunks
+
+
 def default_num_chunks(num_tokens: int, length: int, num_sms: int | None) -> int:
     """Chunks per row so that few rows still fill the GPU's SMs (batch 1 at 64k keys on 132 SMs: 16 chunks of 4096);
     one (the single-program kernel) from as many rows as SMs up, for short rows, and without an SM count (CPU)."""
@@ -245,15 +261,28 @@ def default_num_chunks(num_tokens: int, length: int, num_sms: int | None) -> int
     return max(1, min(triton.cdiv(num_sms, max(num_tokens, 1)), triton.cdiv(length, MIN_CHUNK)))
 
 
-def _split_topk(logits, q_pos, k, out, num_chunks):
-    num_tokens, length = logits.shape
-    # chunks of whole BLOCK_L steps; short rows (tests) get a smaller step so every chunk is used
+def split_layout(length: int, num_chunks: int) -> tuple[int, int, int]:
+    """(step, chunk length, chunks) of a split row: chunks of whole steps; short rows (tests) get a smaller step so
+    every chunk is used."""
     block = max(16, min(BLOCK_L, triton.next_power_of_2(triton.cdiv(length, num_chunks))))
     chunk_len = triton.cdiv(triton.cdiv(length, num_chunks), block) * block
-    num_chunks = triton.cdiv(length, chunk_len)
-    state = torch.empty((num_tokens, 2), dtype=torch.int32, device=logits.device)
-    hist = torch.zeros((num_tokens, RADIX_PASSES.value, 1 << RADIX_BITS), dtype=torch.int32, device=logits.device)
-    counts = torch.empty((num_tokens, num_chunks, 2), dtype=torch.int32, device=logits.device)
+    return block, chunk_len, triton.cdiv(length, chunk_len)
+
+
+def split_workspace(num_tokens: int, num_chunks: int, device) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(state [T, 2], hist [T, passes, bins], counts [T, chunks, 2]) int32 of _split_topk (num_chunks: split_layout's)."""
+    return (
+        torch.empty((num_tokens, 2), dtype=torch.int32, device=device),
+        torch.empty((num_tokens, RADIX_PASSES.value, 1 << RADIX_BITS), dtype=torch.int32, device=device),
+        torch.empty((num_tokens, num_chunks, 2), dtype=torch.int32, device=device),
+    )
+
+
+def _split_topk(logits, q_pos, k, out, num_chunks, workspace=None):
+    num_tokens, length = logits.shape
+    block, chunk_len, num_chunks = split_layout(length, num_chunks)
+    state, hist, counts = workspace or split_workspace(num_tokens, num_chunks, logits.device)
+    hist.zero_()  # histograms are summed atomically
     grid = (num_tokens, num_chunks)
     radix = dict(RADIX_BITS=RADIX_BITS, NUM_BINS=1 << RADIX_BITS)
     for radix_pass in range(RADIX_PASSES.value):
@@ -269,7 +298,7 @@ def _split_topk(logits, q_pos, k, out, num_chunks):
     return out
 
 
-def topk_positions(logits, q_pos, k, *, out=None, num_chunks=None):
+def topk_positions(logits, q_pos, k, *, out=None, num_chunks=None, workspace=None, checked=False):
     """Top-k positions, same contract as dsa_reference.topk_positions; `out` [T, k] int32 is written if given.
 
     logits [T, L], q_pos [T] -> [T, k] int32: the min(k, q_pos[t] + 1) best of positions 0..q_pos[t], ascending,
@@ -284,20 +313,17 @@ def topk_positions(logits, q_pos, k, *, out=None, num_chunks=None):
     num_chunks: programs per row (default_num_chunks: few long rows are split to fill the SMs); above 1 the same
     steps run as launches over (row, chunk) programs (_split_topk), same result.
     q_pos values are trusted (< L), not checked: that would sync the device; the reference checks them.
+    workspace: split_workspace's buffers for num_chunks > 1 (else allocated per call). checked=True: a plan for these
+    shapes (plans.py) checked the arguments and passes num_chunks and the workspace; `out` is then allocated here
+    unless given, nothing else is checked or looked up.
     """
-    check_tensor("logits", logits, 2, FLOAT_DTYPES)
-    check_tensor("q_pos", q_pos, 1, INDEX_DTYPES, logits.device)
+    if checked:
+        out = torch.empty((logits.shape[0], k), dtype=torch.int32, device=logits.device) if out is None else out
+    else:
+        out, num_chunks = check_topk_args(logits, q_pos, k, out, num_chunks)
     num_tokens, length = logits.shape
-    check_size("q_pos", q_pos.shape[0], num_tokens, "number of query tokens")
-    if not isinstance(k, int) or k < 1:
-        raise ValueError(f"k must be an int >= 1, got {k!r}")
-    out = check_out(out, (num_tokens, k), torch.int32, logits.device)
-    if num_chunks is None:
-        num_chunks = default_num_chunks(num_tokens, length, multiprocessor_count(logits.device))
-    if not isinstance(num_chunks, int) or num_chunks < 1:
-        raise ValueError(f"num_chunks must be an int >= 1, got {num_chunks!r}")
     if num_tokens and length and num_chunks > 1:
-        return _split_topk(logits, q_pos, k, out, num_chunks)
+        return _split_topk(logits, q_pos, k, out, num_chunks, workspace)
     if num_tokens:
         _topk_kernel[(num_tokens,)](
             logits, q_pos, out, k, logits.stride(0), out.stride(0),

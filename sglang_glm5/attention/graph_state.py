@@ -23,6 +23,7 @@ from dataclasses import dataclass
 
 import torch
 
+from sglang_glm5.attention.graph_plan import GraphArena
 from sglang_glm5.attention.impls import DSAPhaseImpl, resolve_graph_impl
 from sglang_glm5.attention.metadata import DraftStep, DSAMetadata
 
@@ -133,12 +134,16 @@ class DSAGraphHooks:
 
     graph_state: DSAGraphState | None = None
     graph_impls: dict[str, DSAPhaseImpl] | None = None
+    graph_arena: GraphArena | None = None
 
     def init_cuda_graph_state(self, max_bs: int, max_num_tokens: int):
         self.graph_state = DSAGraphState(
             max_bs, max_num_tokens, self.req_to_token_pool.req_to_token, self.draft_step, self.index_k_store
         )
-        self.graph_impls = {phase: resolve_graph_impl(impl.name, phase) for phase, impl in self.impls.items()}
+        self.graph_arena = GraphArena()  # planned ops' outputs and workspaces (graph_plan.py), owned here
+        self.graph_impls = {
+            phase: resolve_graph_impl(impl.name, phase, self.graph_arena) for phase, impl in self.impls.items()
+        }
 
     def get_cuda_graph_seq_len_fill_value(self):
         return SEQ_LEN_FILL

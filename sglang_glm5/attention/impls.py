@@ -40,22 +40,34 @@ class _ImplSource:
     indexer_logits_decode: str | None = None
     requires: tuple[str, ...] = ()  # vendor modules that must import on the device (checked at start-up)
     index_k_pages: bool = False  # its indexer_logits reads SGLang's paged FP8 index-K pool (DSAPhaseImpl)
+    # plan functions of its ops under graphs (same names and signatures; attention/graph_plan.py), e.g.
+    # kernels/triton/plans.py: checks, tuning and buffers once per shape key instead of per call
+    plans: str | None = None
 
-    def load(self, name: str, phase: str, graph: bool = False) -> DSAPhaseImpl:
+    def load(self, name: str, phase: str, graph: bool = False, arena=None) -> DSAPhaseImpl:
+        """arena: the graph state's GraphArena; with `graph` and a plans module, each op is a PlannedOp over it."""
         module = importlib.import_module(self.graph_module if graph and self.graph_module else self.module)
-        return DSAPhaseImpl(
-            name=name,
-            indexer_logits=getattr(module, getattr(self, f"indexer_logits_{phase}") or self.indexer_logits),
-            topk_positions=getattr(module, self.topk_positions),
-            sparse_mla=getattr(module, getattr(self, f"sparse_mla_{phase}")),
-            indexer_logits_fp8=getattr(module, self.indexer_logits_fp8, None),
-            index_k_pages=self.index_k_pages,
-        )
+        names = {
+            "indexer_logits": getattr(self, f"indexer_logits_{phase}") or self.indexer_logits,
+            "topk_positions": self.topk_positions,
+            "sparse_mla": getattr(self, f"sparse_mla_{phase}"),
+            "indexer_logits_fp8": self.indexer_logits_fp8,
+        }
+        ops = {field: getattr(module, fn, None) for field, fn in names.items()}
+        if graph and self.plans is not None:
+            from sglang_glm5.attention.graph_plan import GraphArena, PlannedOp
+
+            plans, arena = importlib.import_module(self.plans), arena if arena is not None else GraphArena()
+            ops = {
+                field: op if op is None else PlannedOp(op, getattr(plans, names[field]), arena)
+                for field, op in ops.items()
+            }
+        return DSAPhaseImpl(name=name, index_k_pages=self.index_k_pages, **ops)
 
 
 DSA_IMPLS: Mapping[str, _ImplSource] = {
     "reference": _ImplSource("sglang_glm5.ops.dsa_reference", graph_module="sglang_glm5.ops.dsa_static"),
-    "triton": _ImplSource("sglang_glm5.kernels.triton"),
+    "triton": _ImplSource("sglang_glm5.kernels.triton", plans="sglang_glm5.kernels.triton.plans"),
     "tilelang": _ImplSource("sglang_glm5.kernels.tilelang"),
     "trtllm": _ImplSource("sglang_glm5.attention.trtllm"),
     "flashmla": _ImplSource(
@@ -109,10 +121,11 @@ def resolve_impl(flag_value: str | None, phase: str, device_type: str | None = N
     return DSA_IMPLS[flag_value].load(flag_value, phase)
 
 
-def resolve_graph_impl(name: str, phase: str) -> DSAPhaseImpl:
-    """The ops a captured forward of implementation `name` runs: static shapes, no host reads. Whether `name` may be
+def resolve_graph_impl(name: str, phase: str, arena=None) -> DSAPhaseImpl:
+    """The ops a captured forward of implementation `name` runs: static shapes, no host reads, planned once per
+    shape key where the implementation has plans (buffers from `arena`, the graph state's). Whether `name` may be
     captured at all is the capability table's (`cuda_graph_unsafe`), checked at start-up."""
     assert phase in PHASES, phase
     if name not in DSA_IMPLS:
         raise DSABackendChoiceError(f"--dsa-{phase}-backend {name}: not implemented by sglang_glm5 for GLM-5")
-    return DSA_IMPLS[name].load(name, phase, graph=True)
+    return DSA_IMPLS[name].load(name, phase, graph=True, arena=arena)

@@ -25,6 +25,7 @@ KERNEL_MODULES = [
     "sglang_glm5.kernels.triton.mla_prefill",
     "sglang_glm5.kernels.triton.mla_decode",
     "sglang_glm5.kernels.triton",
+    "sglang_glm5.kernels.triton.plans",  # binds the interpreted modules' checks
 ]
 
 
