@@ -270,7 +270,7 @@ def split_layout(length: int, num_chunks: int) -> tuple[int, int, int]:
 
 
 def split_workspace(num_tokens: int, num_chunks: int, device) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """(state [T, 2], hist [T, passes, bins], counts [T, chunks, 2]) int32 of _split_topk (num_chunks: split_layout's)."""
+    """(state [T, 2], hist [T, passes, bins], counts [T, chunks, 2]) int32 of _split_topk (chunks: split_layout's)."""
     return (
         torch.empty((num_tokens, 2), dtype=torch.int32, device=device),
         torch.empty((num_tokens, RADIX_PASSES.value, 1 << RADIX_BITS), dtype=torch.int32, device=device),

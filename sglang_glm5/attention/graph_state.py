@@ -58,7 +58,12 @@ class DSAGraphState:
     """Static buffers sized once from SGLang's largest capture (max_bs requests, max_num_tokens query tokens)."""
 
     def __init__(
-        self, max_bs: int, max_num_tokens: int, req_to_token: torch.Tensor, draft_step: DraftStep | None, index_k_store=None
+        self,
+        max_bs: int,
+        max_num_tokens: int,
+        req_to_token: torch.Tensor,
+        draft_step: DraftStep | None,
+        index_k_store=None,  # IndexKStore: one that translates slots (pool-fp8) gets its key rows filled here
     ):
         device = req_to_token.device
         self.max_bs, self.max_num_tokens = max_bs, max_num_tokens

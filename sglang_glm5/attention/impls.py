@@ -53,7 +53,8 @@ class _ImplSource:
             "sparse_mla": getattr(self, f"sparse_mla_{phase}"),
             "indexer_logits_fp8": self.indexer_logits_fp8,
         }
-        ops = {field: getattr(module, fn, None) for field, fn in names.items()}
+        ops = {field: getattr(module, fn) for field, fn in names.items() if field != "indexer_logits_fp8"}
+        ops["indexer_logits_fp8"] = getattr(module, self.indexer_logits_fp8, None)  # optional
         if graph and self.plans is not None:
             from sglang_glm5.attention.graph_plan import GraphArena, PlannedOp
 
