@@ -145,7 +145,7 @@ def sparse_mla_decode(
        (splits without a valid column weigh 0; an all -1 row gives out 0 and lse -inf)
     num_splits: default_num_splits (enough programs to fill the device's SMs once, at least 64 columns each). The
     merge is a second launch queued right behind the first (no host round trip); the partial buffers are
-    allocated per call, which under CUDA-graph capture means once, from the graph's pool, reused by every replay.
+    allocated per call unless `workspace` is given (under CUDA graphs, plans.py gives it once per shape).
     The kernel does not need one token per request.
     workspace: (part_out, part_lse) of split_workspace, else allocated per call. checked=True: a plan for these
     shapes (plans.py) checked the arguments and passes out, lse, num_splits and the workspace; nothing is checked,
