@@ -328,6 +328,7 @@ def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("checkpoint", type=Path)
     parser.add_argument("out", type=Path)
+    parser.add_argument("--modes", nargs="+", default=["decode", "verify", "draft"])
     args = parser.parse_args()
     import torch
 
@@ -343,9 +344,10 @@ def main():
         verifies.append((name, spec_batch(fb, "verify", VERIFY_TOKENS, runner)))
         drafts.append((name, spec_batch(fb, "draft", DRAFT_STEPS, runner)))
     eager_metadata_control(runner, decodes[0][1], report)
-    run_mode(runner, "decode", decodes, report)
-    run_mode(runner, "verify", verifies, report)
-    run_mode(runner, "draft", drafts, report)
+    report["index_k_store"] = runner.attn_backend.index_k_store.name
+    groups = {"decode": decodes, "verify": verifies, "draft": drafts}
+    for mode in args.modes:
+        run_mode(runner, mode, groups[mode], report)
     args.out.write_text(json.dumps(report, indent=1))
 
 

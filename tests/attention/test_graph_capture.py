@@ -6,11 +6,13 @@ Capture sizes 1, 2, 4, 8; real batches of 3 (padded to 4), 5 (padded to 8), 1 an
 """
 
 import json
+import os
 import subprocess
 import sys
 
 import pytest
 
+from sglang_glm5.attention.index_k_policy import POOL_FP8, STORE_ENV
 from tests.conftest import PARITY_INDEX_TOPK
 
 MODES = ("decode", "verify", "draft")
@@ -19,13 +21,33 @@ ROUNDING_ATOL = 1e-5  # eager on the unpadded batch: CPU GEMMs round differently
 WORKER_TIMEOUT_S = 900
 
 
-@pytest.fixture(scope="module")
-def report(tiny_checkpoint, tmp_path_factory):
-    out = tmp_path_factory.mktemp("graph") / "report.json"
-    cmd = [sys.executable, "-m", "tests.attention.graph_worker", str(tiny_checkpoint("bf16")), str(out)]
-    done = subprocess.run(cmd, capture_output=True, text=True, timeout=WORKER_TIMEOUT_S)
+def run_worker(checkpoint, out, *extra, env=None):
+    cmd = [sys.executable, "-m", "tests.attention.graph_worker", str(checkpoint), str(out), *extra]
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=WORKER_TIMEOUT_S, env=env)
     assert done.returncode == 0, done.stderr[-4000:]
     return json.loads(out.read_text())
+
+
+@pytest.fixture(scope="module")
+def report(tiny_checkpoint, tmp_path_factory):
+    return run_worker(tiny_checkpoint("bf16"), tmp_path_factory.mktemp("graph") / "report.json")
+
+
+def test_decode_graphs_with_the_fp8_index_k_store(tiny_checkpoint, tmp_path_factory):
+    """The GPU default store (keys FP8 in SGLang's pool): the graph-safe FP8 indexer (dsa_static), key rows
+    translated once per forward into the graph state; replay == padded eager bit for bit, nothing allocated in the
+    prep, no host sync, and the layer still compiles fullgraph."""
+    out = tmp_path_factory.mktemp("graph-fp8") / "report.json"
+    r = run_worker(tiny_checkpoint("bf16"), out, "--modes", "decode", env=dict(os.environ, **{STORE_ENV: POOL_FP8}))
+    assert r["index_k_store"] == POOL_FP8
+    d = r["decode"]
+    assert d["capture_host_syncs"] == {"8": [], "4": [], "2": [], "1": []} and d["static_ptrs_unchanged"]
+    assert d["in_graph_allocations"] == [] and all(x["out_graph_allocations"] == [] for x in d["replays"])
+    for x in d["replays"]:
+        assert x["bitwise_equal_padded_eager"] and x["topk_equal_eager"], x["batch"]
+        assert x["finite"] and x["max_abs_diff_eager"] <= ROUNDING_ATOL, x["batch"]
+    assert d["frozen_eager_control_equal"] is False
+    assert r["compile_fullgraph"] == {"error": "", "equal": True}
 
 
 def replay(report, mode, batch):
