@@ -6,9 +6,8 @@ import torch
 import triton
 import triton.language as tl
 
-from sglang_glm5.kernels.triton.common import block_size, check_out, multiprocessor_count, tile_max, tile_sum
+from sglang_glm5.kernels.triton.common import check_out, multiprocessor_count, tile_max, tile_sum
 from sglang_glm5.kernels.triton.mla_prefill import (
-    BLOCK_N,
     LN2,
     attend_topk,
     check_sparse_mla_args,
@@ -16,11 +15,15 @@ from sglang_glm5.kernels.triton.mla_prefill import (
     tile_config,
 )
 
-MIN_COLUMNS_PER_SPLIT = 2 * BLOCK_N  # a split shorter than two steps costs more in its merge than it saves
+# Batch-1 decode is latency bound (topk -> page table -> KV gather, three dependent loads per step), so programs
+# are worth more than columns per program: splits as short as half a step, e.g. 2048 / 16 = 128 programs at batch 1
+# on a 132-SM GPU. A split may start mid-step (attend_topk masks its columns), so splits need not be BLOCK_N wide.
+MIN_COLUMNS_PER_SPLIT = 16
 CPU_COLUMNS_PER_SPLIT = 256  # no SM count to fill (the interpreter): GLM-5's 2048 -> 8 splits
-MAX_SPLITS = 64
+MAX_SPLITS = 128
 NUM_WARPS = 8  # as prefill: no spills at a 16/32-head tile on sm_90a (tests/kernels/test_resources.py)
 COMBINE_NUM_WARPS = 4
+MERGE_BLOCK_V = 64  # value columns per merge program: (T, H, 512 / 64) programs share the merge, [128, 64] fp32 each
 
 
 @triton.jit
@@ -74,10 +77,11 @@ def _merge_splits_kernel(
     HEADS: tl.constexpr, V_DIM: tl.constexpr, NUM_SPLITS: tl.constexpr,
     BLOCK_S: tl.constexpr, BLOCK_V: tl.constexpr, WRITE_LSE: tl.constexpr,
 ):  # fmt: skip
+    """One program per (token, head, BLOCK_V value columns); the first column block also writes the lse."""
     token = tl.program_id(0)
     head = tl.program_id(1)
     splits = tl.arange(0, BLOCK_S)
-    v_dims = tl.arange(0, BLOCK_V)
+    v_dims = tl.program_id(2) * BLOCK_V + tl.arange(0, BLOCK_V)
     part = (token.to(tl.int64) * HEADS + head) * NUM_SPLITS + splits  # [BS]
     part_lse = tl.load(part_lse_ptr + part, mask=splits < NUM_SPLITS, other=float("-inf"))  # [BS]
     part_out = tl.load(
@@ -91,15 +95,16 @@ def _merge_splits_kernel(
     out = tile_sum(weight[:, None] * part_out, 0) / tl.where(total > 0, total, 1.0)  # [BV]
     tl.store(out_ptr + token.to(tl.int64) * stride_ot + head * stride_oh + v_dims, out.to(out_ptr.dtype.element_ty),
              mask=v_dims < V_DIM)  # fmt: skip
-    if WRITE_LSE:
+    if WRITE_LSE and tl.program_id(2) == 0:
         lse = tl.where(total > 0, (top_safe + tl.log2(tl.where(total > 0, total, 1.0))) * LN2, float("-inf"))
         tl.store(lse_ptr + token.to(tl.int64) * stride_lt + head, lse)
 
 
 def default_num_splits(num_tokens: int, head_tiles: int, topk_width: int, num_sms: int | None) -> int:
     """Splits per (token, head tile) so that the grid fills the GPU's SMs once, e.g. 132 SMs at batch 1 with one
-    8-head tile and K 2048: min(132, 2048 / 64) = 32 splits; at batch >= 132 one split. Splits never shorter
-    than MIN_COLUMNS_PER_SPLIT columns; without an SM count (CPU) one split per CPU_COLUMNS_PER_SPLIT columns."""
+    8-head tile and K 2048: min(132, 2048 / 16) = 128 splits; at batch >= 132 one split. Splits never shorter
+    than MIN_COLUMNS_PER_SPLIT columns; without an SM count (CPU) one split per CPU_COLUMNS_PER_SPLIT columns.
+    The launch may use fewer (split_columns: equal splits of whole MIN_COLUMNS_PER_SPLIT columns, none empty)."""
     by_columns = triton.cdiv(max(topk_width, 1), MIN_COLUMNS_PER_SPLIT)
     if num_sms is None:
         wanted = triton.cdiv(max(topk_width, 1), CPU_COLUMNS_PER_SPLIT)
@@ -108,8 +113,17 @@ def default_num_splits(num_tokens: int, head_tiles: int, topk_width: int, num_sm
     return max(1, min(MAX_SPLITS, by_columns, wanted))
 
 
+def split_columns(topk_width: int, num_splits: int) -> tuple[int, int]:
+    """(columns per split, splits launched): num_splits equal splits rounded up to MIN_COLUMNS_PER_SPLIT columns,
+    then only as many as hold a column (K 2048 in 132 wanted -> 16 columns x 128 splits). Applied to its own
+    launched count it gives the same split."""
+    columns = triton.cdiv(triton.cdiv(max(topk_width, 1), num_splits), MIN_COLUMNS_PER_SPLIT) * MIN_COLUMNS_PER_SPLIT
+    return columns, triton.cdiv(max(topk_width, 1), columns)
+
+
 def check_decode_args(q, kv_cache, page_table, q_seq, topk, sm_scale, v_dim, return_lse, out, lse, num_splits):
-    """-> (out, lse, num_splits): checked or allocated / default_num_splits' for the device."""
+    """-> (out, lse, num_splits): checked or allocated / the splits launched (split_columns) for num_splits or
+    default_num_splits' for the device."""
     check_sparse_mla_args(q, kv_cache, page_table, q_seq, topk, sm_scale, v_dim)
     num_tokens, num_heads, _ = q.shape
     if num_splits is None:
@@ -117,6 +131,7 @@ def check_decode_args(q, kv_cache, page_table, q_seq, topk, sm_scale, v_dim, ret
         num_splits = default_num_splits(num_tokens, head_tiles, topk.shape[1], multiprocessor_count(q.device))
     if not isinstance(num_splits, int) or not 1 <= num_splits <= MAX_SPLITS:
         raise ValueError(f"num_splits must be an int in [1, {MAX_SPLITS}], got {num_splits!r}")
+    num_splits = split_columns(topk.shape[1], num_splits)[1]
     out = check_out(out, (num_tokens, num_heads, v_dim), q.dtype, q.device)
     lse = check_out(lse, (num_tokens, num_heads), torch.float32, q.device) if return_lse else None
     return out, lse, num_splits
@@ -141,11 +156,12 @@ def sparse_mla_decode(
     Decode has few tokens, so each token's K columns are split over NS programs to fill the GPU:
     1. grid (T, head tiles, NS): each program runs sparse_mla_prefill's attend_topk over its
        ceil(K / NS) columns -> normalised partial out [BH, v_dim] and lse in log2 units     # [T, H, NS, v_dim]
-    2. merge, one program per (t, h): w_s = exp2(lse_s - max lse); out = sum_s w_s out_s / sum_s w_s
+    2. merge, one program per (t, h, 64 value columns): w_s = exp2(lse_s - max lse); out = sum_s w_s out_s / sum_s w_s
        (splits without a valid column weigh 0; an all -1 row gives out 0 and lse -inf)
-    num_splits: default_num_splits (enough programs to fill the device's SMs once, at least 64 columns each). The
-    merge is a second launch queued right behind the first (no host round trip); the partial buffers are
-    allocated per call unless `workspace` is given (under CUDA graphs, plans.py gives it once per shape).
+    num_splits: default_num_splits (enough programs to fill the device's SMs once, at least 16 columns each). The
+    merge is a second launch queued right behind the first: nothing is read on the host between them, as FlashMLA
+    queues its combine kernel. The partial buffers are allocated per call unless `workspace` is given (under CUDA
+    graphs, plans.py gives it once per shape).
     The kernel does not need one token per request.
     workspace: (part_out, part_lse) of split_workspace, else allocated per call. checked=True: a plan for these
     shapes (plans.py) checked the arguments and passes out, lse, num_splits and the workspace; nothing is checked,
@@ -160,8 +176,7 @@ def sparse_mla_decode(
     head_tiles = triton.cdiv(num_heads, config["BLOCK_H"])
     if num_tokens == 0:
         return (out, lse) if return_lse else out
-    # whole BLOCK_N steps per split, so no split starts mid-block
-    columns_per_split = triton.cdiv(triton.cdiv(max(topk_width, 1), num_splits), BLOCK_N) * BLOCK_N
+    columns_per_split = split_columns(topk_width, num_splits)[0]
     part_out, part_lse = workspace or split_workspace(num_tokens, num_heads, num_splits, v_dim, q.device)
     (kv, scale, rope), (stride_kv, stride_scale, stride_rope), layout = kv_views(kv_cache, v_dim)
     grid = (num_tokens, head_tiles, num_splits)
@@ -170,10 +185,10 @@ def sparse_mla_decode(
         q.stride(0), q.stride(1), stride_kv, stride_scale, stride_rope, page_table.stride(0), topk.stride(0),
         sm_scale * math.log2(math.e), NUM_SPLITS=num_splits, num_warps=NUM_WARPS, **config, **layout,
     )  # fmt: skip
-    _merge_splits_kernel[(num_tokens, num_heads)](
+    _merge_splits_kernel[(num_tokens, num_heads, triton.cdiv(v_dim, MERGE_BLOCK_V))](
         part_out, part_lse, out, lse if return_lse else out, out.stride(0), out.stride(1),
         lse.stride(0) if return_lse else 0,
         HEADS=num_heads, V_DIM=v_dim, NUM_SPLITS=num_splits, BLOCK_S=triton.next_power_of_2(num_splits),
-        BLOCK_V=block_size(v_dim), WRITE_LSE=return_lse, num_warps=COMBINE_NUM_WARPS,
+        BLOCK_V=MERGE_BLOCK_V, WRITE_LSE=return_lse, num_warps=COMBINE_NUM_WARPS,
     )  # fmt: skip
     return (out, lse) if return_lse else out

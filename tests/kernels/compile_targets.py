@@ -89,13 +89,14 @@ def kernel_specs():
                 (f"sparse_mla_prefill-H{heads}{kv}", prefill_mod._sparse_mla_prefill_kernel,
                  dict(ptrs, out_ptr="bf16", lse_ptr="fp32"), dict(tiles, WRITE_LSE=True), prefill_mod.NUM_WARPS, heads),
                 (f"sparse_mla_decode-H{heads}{kv}", decode_mod._sparse_mla_split_kernel,
-                 dict(ptrs, part_out_ptr="fp32", part_lse_ptr="fp32"), dict(tiles, NUM_SPLITS=32), decode_mod.NUM_WARPS,
+                 dict(ptrs, part_out_ptr="fp32", part_lse_ptr="fp32"), dict(tiles, NUM_SPLITS=128), decode_mod.NUM_WARPS,
                  heads),
             ]  # fmt: skip
     specs.append(
         ("sparse_mla_decode_merge-H8", decode_mod._merge_splits_kernel,
          dict(part_out_ptr="fp32", part_lse_ptr="fp32", out_ptr="bf16", lse_ptr="fp32"),
-         dict(HEADS=8, V_DIM=KV_LORA_RANK, NUM_SPLITS=32, BLOCK_S=32, BLOCK_V=KV_LORA_RANK, WRITE_LSE=True),
+         dict(HEADS=8, V_DIM=KV_LORA_RANK, NUM_SPLITS=decode_mod.MAX_SPLITS, BLOCK_S=decode_mod.MAX_SPLITS,
+              BLOCK_V=decode_mod.MERGE_BLOCK_V, WRITE_LSE=True),
          decode_mod.COMBINE_NUM_WARPS, None),
     )  # fmt: skip
     return specs

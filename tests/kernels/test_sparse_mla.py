@@ -18,6 +18,7 @@ from tests.kernels.cases import (
     random_topk,
     sparse_mla_inputs,
 )
+from tests.kernels.launches import trace_host
 
 PREFILL = ([1, 63, 500], [1, 6, 5])  # odd lengths, ragged, a chunk at the end of a 500-token request
 DECODE = ([1, 64, 65, 500], [1, 1, 1, 1])  # one token per request, either side of a 64-slot page boundary
@@ -156,12 +157,12 @@ def test_fp8_kv_needs_whole_latent_tiles():
 # ---- decode splits: enough programs to fill the GPU once ----
 
 SPLIT_CASES = [  # (tokens, head tiles, K, SMs) -> splits
-    ((1, 1, 2048, 132), 32),  # batch 1, 8 heads on an H100/H200: 32 splits of 64 columns
-    ((1, 2, 2048, 132), 32),  # 64 heads (two 32-head tiles): 66 wanted, 32 by the 64-column floor
-    ((4, 1, 2048, 132), 32),  # 33 wanted, 32 by the floor
+    ((1, 1, 2048, 132), 128),  # batch 1, 8 heads on an H100/H200: 128 splits of 16 columns (132 wanted)
+    ((1, 2, 2048, 132), 66),  # 64 heads (two 32-head tiles): 132 programs
+    ((4, 1, 2048, 132), 33),  # 132 programs
     ((16, 1, 2048, 132), 9),  # ceil(132 / 16)
     ((132, 1, 2048, 132), 1),  # the batch alone fills the SMs
-    ((1, 1, 100, 132), 2),  # short rows: at least 64 columns per split
+    ((1, 1, 100, 132), 7),  # short rows: at least 16 columns per split
     ((1, 1, 2048, None), 8),  # no SM count (CPU): 256 columns per split
 ]
 
@@ -170,5 +171,25 @@ SPLIT_CASES = [  # (tokens, head tiles, K, SMs) -> splits
 def test_default_num_splits_fill_the_sms(case, splits):
     tokens, tiles, width, sms = case
     assert mla_decode.default_num_splits(tokens, tiles, width, sms) == splits
+    columns, launched = mla_decode.split_columns(width, splits)
+    assert (launched - 1) * columns < width <= launched * columns  # every launched split holds a column
     if sms is not None and splits > 1:  # the grid covers the SMs unless the column floor stops it
-        assert tokens * tiles * splits >= sms or splits == -(-width // mla_decode.MIN_COLUMNS_PER_SPLIT)
+        assert tokens * tiles * launched >= 0.95 * sms or launched == -(-width // mla_decode.MIN_COLUMNS_PER_SPLIT)
+
+
+def test_decode_is_two_queued_launches_without_host_sync(monkeypatch):
+    """Split kernel then merge kernel, nothing read back on the host between them (no .item() / .tolist()), and
+    with out / lse / workspace given nothing allocated: the call is CUDA-graph capturable as is."""
+    batch, q, kv_cache, sel = sparse_mla_inputs(*DECODE, 8, torch.float32, 2048, seed=0)
+    tokens = batch.num_tokens
+    out, lse = torch.empty(tokens, 8, V_DIM), torch.empty(tokens, 8)
+    splits = mla_decode.split_columns(2048, 128)[1]
+    workspace = mla_decode.split_workspace(tokens, 8, splits, V_DIM, q.device)
+    args = (q, kv_cache, batch.page_table, batch.q_seq, sel, SM_SCALE, V_DIM)
+    trace = trace_host(monkeypatch, mla_decode, ["_sparse_mla_split_kernel", "_merge_splits_kernel"],
+                       lambda: sparse_mla_decode(*args, return_lse=True, out=out, lse=lse, num_splits=128,
+                                                 workspace=workspace))  # fmt: skip
+    assert trace.launches == [("_sparse_mla_split_kernel", (tokens, 1, splits)),
+                              ("_merge_splits_kernel", (tokens, 8, V_DIM // mla_decode.MERGE_BLOCK_V))]  # fmt: skip
+    assert not trace.syncs(), trace.ops
+    assert not trace.allocations(), trace.ops
