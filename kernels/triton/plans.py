@@ -10,7 +10,7 @@ import torch
 
 from sglang_glm5.kernels.triton import mla_decode, topk
 from sglang_glm5.kernels.triton.indexer import _check_common, check_fp8_args
-from sglang_glm5.kernels.triton.common import FLOAT_DTYPES
+from sglang_glm5.kernels.triton.common import FLOAT_DTYPES, multiprocessor_count
 from sglang_glm5.kernels.triton.mla_prefill import check_sparse_mla_args
 
 
@@ -34,12 +34,10 @@ def topk_positions(logits, q_pos, k, *, num_chunks=None, empty=_empty):
     _, num_chunks = topk.check_topk_args(logits, q_pos, k, None, num_chunks)  # its output: plan time only
     num_tokens, length = logits.shape
     workspace = None
-    if num_tokens and length and num_chunks > 1:
-        chunks = topk.split_layout(length, num_chunks)[2]
-        shapes = {"state": (2,), "hist": (topk.RADIX_PASSES.value, 1 << topk.RADIX_BITS), "counts": (chunks, 2)}
+    if num_tokens and length:  # the candidate lists (and split rows' chunk histograms): topk.workspace_shapes
+        shapes = topk.workspace_shapes(num_tokens, length, num_chunks, multiprocessor_count(logits.device))
         workspace = tuple(
-            empty(f"topk_positions.{part}", (num_tokens, *shape), torch.int32, logits.device)
-            for part, shape in shapes.items()
+            empty(f"topk_positions.{part}", shape, dtype, logits.device) for part, (shape, dtype) in shapes.items()
         )  # split_workspace's buffers
     return {"num_chunks": num_chunks, "workspace": workspace, "checked": True}
 

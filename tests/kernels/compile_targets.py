@@ -60,8 +60,8 @@ def kernel_specs():
     mla_ptrs = dict(q_ptr="bf16", kv_ptr="bf16", scale_ptr="bf16", rope_ptr="bf16", topk_ptr="i32",
                     page_table_ptr="i32", q_seq_ptr="i64")  # fmt: skip
     fp8_kv_ptrs = dict(mla_ptrs, kv_ptr="fp8e4nv", scale_ptr="fp32", rope_ptr="bf16")
-    split_ptrs = dict(q_pos_ptr="i64", state_ptr="i32", hist_ptr="i32")
-    radix = dict(RADIX_BITS=topk_mod.RADIX_BITS, NUM_BINS=1 << topk_mod.RADIX_BITS)
+    split_ptrs = dict(q_pos_ptr="i64", hist_ptr="i32", list_pos_ptr="i32", list_val_ptr="fp32")
+    topk_blocks = dict(BLOCK_K=topk_mod.BLOCK_K, NUM_BINS=topk_mod.NUM_BINS, CAPACITY=topk_mod.CAPACITY)
     specs = [
         ("indexer_logits-bf16", indexer_mod._indexer_logits_kernel,
          dict(q_ptr="bf16", q_scale_ptr="bf16", weights_ptr="fp32", k_ptr="bf16", k_scale_ptr="bf16", out_ptr="fp32",
@@ -69,18 +69,17 @@ def kernel_specs():
         ("indexer_logits-fp8", indexer_mod._indexer_logits_kernel,
          dict(q_ptr="fp8e4nv", q_scale_ptr="fp32", weights_ptr="fp32", k_ptr="fp8e4nv", k_scale_ptr="fp32",
               out_ptr="fp32", **index_ptrs), dict(indexer, HAS_SCALES=True), indexer_mod.NUM_WARPS, None),
-        ("topk", topk_mod._topk_kernel, dict(logits_ptr="fp32", q_pos_ptr="i64", out_ptr="i32"),
-         dict(BLOCK_L=topk_mod.BLOCK_L, BLOCK_K=topk_mod.BLOCK_K, RADIX_BITS=topk_mod.RADIX_BITS,
-              NUM_BINS=1 << topk_mod.RADIX_BITS), topk_mod.NUM_WARPS, None),
-        # rows split across programs (batch-1 decode): 16 chunks, the first / last radix pass
-        ("topk_split_hist", topk_mod._split_hist_kernel, dict(split_ptrs, logits_ptr="fp32"),
-         dict(radix, RADIX_PASS=1, BLOCK_L=topk_mod.BLOCK_L), topk_mod.NUM_WARPS, None),
-        ("topk_split_digit", topk_mod._split_digit_kernel, split_ptrs, dict(radix, RADIX_PASS=3), 1, None),
-        ("topk_split_count", topk_mod._split_count_kernel, dict(split_ptrs, logits_ptr="fp32", counts_ptr="i32"),
-         dict(NUM_CHUNKS=16, BLOCK_L=topk_mod.BLOCK_L), topk_mod.NUM_WARPS, None),
-        ("topk_split_write", topk_mod._split_write_kernel,
-         dict(split_ptrs, logits_ptr="fp32", counts_ptr="i32", out_ptr="i32"),
-         dict(NUM_CHUNKS=16, BLOCK_C=16, BLOCK_L=topk_mod.BLOCK_L, BLOCK_K=topk_mod.BLOCK_K), topk_mod.NUM_WARPS, None),
+        ("topk", topk_mod._topk_kernel,
+         dict(logits_ptr="fp32", q_pos_ptr="i64", out_ptr="i32", list_pos_ptr="i32", list_val_ptr="fp32"),
+         dict(topk_blocks, BLOCK_L=topk_mod.BLOCK_L), topk_mod.NUM_WARPS, None),
+        # rows split across programs (batch-1 decode)
+        ("topk_split_hist", topk_mod._split_hist_kernel, dict(logits_ptr="fp32", q_pos_ptr="i64", hist_ptr="i32"),
+         dict(NUM_BINS=topk_mod.NUM_BINS, BLOCK_L=topk_mod.BLOCK_L), topk_mod.NUM_WARPS, None),
+        ("topk_split_compact", topk_mod._split_compact_kernel, dict(split_ptrs, logits_ptr="fp32"),
+         dict(NUM_BINS=topk_mod.NUM_BINS, CAPACITY=topk_mod.CAPACITY, BLOCK_L=topk_mod.BLOCK_L), topk_mod.NUM_WARPS,
+         None),
+        ("topk_split_select", topk_mod._split_select_kernel, dict(split_ptrs, logits_ptr="fp32", out_ptr="i32"),
+         dict(topk_blocks, BLOCK_L=topk_mod.BLOCK_L), topk_mod.NUM_WARPS, None),
     ]  # fmt: skip
     for heads in HEADS_PER_GPU:
         for kv, ptrs in (("", mla_ptrs), ("-fp8kv", fp8_kv_ptrs)):

@@ -26,7 +26,7 @@ LIMITS = {
 }
 TABLE_ARCH = {"sm90": "sm_90", "sm100": "sm_100", "gfx942": "gfx942", "gfx950": "gfx950"}
 KV_VARIANT = {"": "bfloat16", "-fp8kv": "fp8_e4m3"}  # kernel id suffix -> --kv-cache-dtype
-TOPK = ("topk", "topk_split_hist", "topk_split_digit", "topk_split_count", "topk_split_write")
+TOPK = ("topk", "topk_split_hist", "topk_split_compact", "topk_split_select")
 PHASE_KERNELS = {  # what one phase of the triton implementation launches
     "prefill": ("indexer_logits-bf16", "indexer_logits-fp8", *TOPK, "sparse_mla_prefill-H{heads}{kv}"),
     "decode": ("indexer_logits-bf16", "indexer_logits-fp8", *TOPK, "sparse_mla_decode-H{heads}{kv}",

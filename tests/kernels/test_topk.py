@@ -3,9 +3,10 @@
 import pytest
 import torch
 
-from sglang_glm5.kernels.triton import topk_positions
-from sglang_glm5.kernels.triton.topk import default_num_chunks
+from sglang_glm5.kernels.triton import topk, topk_positions
+from sglang_glm5.kernels.triton.topk import default_num_chunks, default_num_programs
 from sglang_glm5.ops.dsa_reference import topk_positions as ref_topk_positions
+from tests.kernels.launches import trace_host
 
 SENTINEL = -7  # pre-filled into the output: an unwritten element shows
 
@@ -65,6 +66,19 @@ def test_ties_go_to_lower_positions(run, length, k, levels):
     assert torch.equal(run(logits, q_pos, k), ref_topk_positions(logits, q_pos, k))
 
 
+@pytest.mark.parametrize("levels", [None, 2], ids=["random", "2-levels"])
+def test_rows_whose_candidates_overflow_the_list_are_refined_over_the_row(run, monkeypatch, levels):
+    """A 48-entry list: the coarse pass leaves more entries at or above the threshold bin for most rows, so they
+    are refined over the whole row (rows with few enough still use the list): same positions either way."""
+    monkeypatch.setattr(topk, "CAPACITY", 48)
+    gen = torch.Generator().manual_seed(5)
+    q_pos = _q_pos(300, 32, 3, gen)
+    logits = torch.randn(q_pos.shape[0], 300, generator=gen)
+    if levels:
+        logits = torch.randint(0, levels, logits.shape, generator=gen).float()
+    assert torch.equal(run(logits, q_pos, 32), ref_topk_positions(logits, q_pos, 32))
+
+
 @pytest.mark.parametrize("step_exponent", [-20, -10], ids=["T11-S500-topk64-low-bits", "T11-S500-topk64-mid-bits"])
 def test_keys_differing_only_in_later_radix_digits(run, step_exponent):
     """Scores 1 + n * 2**e share their high bytes, so the threshold is decided in the second to fourth pass."""
@@ -119,3 +133,26 @@ CHUNK_CASES = [((1, 65536, 132), 16), ((1, 200_000, 132), 49), ((4, 65536, 132),
 def test_default_num_chunks_split_few_long_rows(case, chunks):
     """Batch-1 decode at 64k keys on 132 SMs: 16 programs of 4096 logits instead of one; a full batch: one each."""
     assert default_num_chunks(*case) == chunks
+
+
+PROGRAM_CASES = [((1, 132), 1), ((8192, 132), 528), ((300, 132), 300), ((11, None), 4), ((2, None), 2)]
+
+
+@pytest.mark.parametrize("case,programs", PROGRAM_CASES, ids=[f"T{c[0]}-SM{c[1]}" for c, _ in PROGRAM_CASES])
+def test_default_num_programs_bound_the_scratch(case, programs):
+    """Persistent programs: a prefill of 8192 rows keeps 528 candidate lists (17 MB), not one per row."""
+    assert default_num_programs(*case) == programs
+
+
+LAUNCH_CASES = [(1, ["_topk_kernel"]), (4, ["_split_hist_kernel", "_split_compact_kernel", "_split_select_kernel"])]
+
+
+@pytest.mark.parametrize("chunks,kernels", LAUNCH_CASES, ids=["one-program-per-row", "rows-in-4-chunks"])
+def test_topk_launches_queue_without_host_sync(monkeypatch, chunks, kernels):
+    """One launch, or three back to back for split rows; nothing read back on the host (q_pos stays on the device)."""
+    logits, q_pos = torch.randn(3, 5000), torch.tensor([4999, 10, 2000])
+    out = torch.empty(3, 64, dtype=torch.int32)
+    trace = trace_host(monkeypatch, topk, kernels,
+                       lambda: topk_positions(logits, q_pos, 64, out=out, num_chunks=chunks))  # fmt: skip
+    assert [name for name, _ in trace.launches] == kernels
+    assert not trace.syncs(), trace.ops
