@@ -56,7 +56,8 @@ def _mla_tiles(heads, kv_fp8=False):
 def kernel_specs():
     """(id, jit function, pointer dtypes by argument, constexprs, num_warps, head count or None): each variant."""
     index_ptrs = dict(page_table_ptr="i32", q_seq_ptr="i64", q_pos_ptr="i64")
-    indexer = dict(HEADS=INDEX_HEADS, HEAD_DIM=INDEX_DIM, BLOCK_H=INDEX_HEADS, BLOCK_L=indexer_mod.BLOCK_L)
+    indexer = dict(HEADS=INDEX_HEADS, HEAD_DIM=INDEX_DIM, BLOCK_H=INDEX_HEADS, BLOCK_Q=indexer_mod.query_block(INDEX_HEADS),
+                   BLOCK_L=indexer_mod.BLOCK_L)  # NUM_STAGES: per backend, target_constexprs
     mla_ptrs = dict(q_ptr="bf16", kv_ptr="bf16", scale_ptr="bf16", rope_ptr="bf16", topk_ptr="i32",
                     page_table_ptr="i32", q_seq_ptr="i64")  # fmt: skip
     fp8_kv_ptrs = dict(mla_ptrs, kv_ptr="fp8e4nv", scale_ptr="fp32", rope_ptr="bf16")
@@ -101,6 +102,11 @@ def kernel_specs():
     return specs
 
 
+def target_constexprs(fn, target):
+    """Constexprs the wrapper chooses by GPU backend: the indexer's pipeline depth (indexer.NUM_STAGES)."""
+    return dict(NUM_STAGES=indexer_mod.NUM_STAGES[target.backend]) if fn is indexer_mod._indexer_logits_kernel else {}
+
+
 def wanted(target_id, heads):
     return heads is None or heads in HEADS_BY_TARGET[target_id]
 
@@ -117,7 +123,8 @@ def resources(binary):
                                    text=True, check=True).stdout  # fmt: skip
         regs, stack, local = re.search(r"REG:(\d+) STACK:(\d+) SHARED:\d+ LOCAL:(\d+)", usage).groups()
         mma = sorted(set(MMA_PATTERN.findall(binary.asm["ptx"])))
-        facts.update(regs=int(regs), spill_bytes=int(stack) + int(local), mma=mma)
+        facts.update(regs=int(regs), spill_bytes=int(stack) + int(local), mma=mma,
+                     cp_async="cp.async.commit_group" in binary.asm["ptx"])  # a software-pipelined gather
     else:
         fields = {k: int(v) for k, v in AMD_FIELDS.findall(binary.asm["amdgcn"])}
         facts.update(regs=fields["vgpr_count"] + fields.get("agpr_count", 0),
@@ -147,8 +154,9 @@ def main():
             if (only and target_id not in only) or not wanted(target_id, heads):
                 continue
             record = dict(kernel=kernel_id, target=target_id)
+            constexprs_here = dict(constexprs, **target_constexprs(fn, target))
             try:
-                src = ASTSource(fn, signature(fn, pointers, constexprs), constexprs)
+                src = ASTSource(fn, signature(fn, pointers, constexprs_here), constexprs_here)
                 binary = triton_compile(src, target=target, options=dict(num_warps=num_warps))
                 record.update(status="ok", bytes=len(binary.asm.get("cubin", binary.asm.get("hsaco", b""))),
                               num_warps=num_warps, **resources(binary))

@@ -3,11 +3,12 @@
 import pytest
 import torch
 
-from sglang_glm5.kernels.triton import indexer_logits, indexer_logits_fp8
+from sglang_glm5.kernels.triton import indexer, indexer_logits, indexer_logits_fp8
 from sglang_glm5.ops.dsa_reference import indexer_logits as ref_indexer_logits
 from sglang_glm5.ops.dsa_reference import indexer_logits_fp8 as ref_indexer_logits_fp8
 from sglang_glm5.ops.dsa_reference import quantize_fp8_rows
 from tests.kernels.cases import DTYPE_ID, INDEX_DIM, TOL, batch_id, make_batch, nan_except
+from tests.kernels.launches import trace_host
 
 # (lengths, new tokens per request, page size): odd lengths, ragged, across 64-slot page boundaries
 BATCHES = [
@@ -80,3 +81,27 @@ def test_bad_arguments_are_named(argument, change):
     args = dict(q=q, weights=weights, k_cache=k_cache, page_table=batch.page_table, q_seq=batch.q_seq, q_pos=batch.q_pos)
     with pytest.raises((TypeError, ValueError), match=argument):
         indexer_logits(**change(args))
+
+
+CHUNK_CASES = [((1, 65536, 132), 4), ((2048, 8192, 132), 128), ((64, 8192, 132), 26), ((1, 100, 132), 1),
+               ((3, 500, None), 2)]  # fmt: skip
+
+
+@pytest.mark.parametrize("case,blocks", CHUNK_CASES, ids=[f"TB{c[0]}-S{c[1]}-SM{c[2]}" for c, _ in CHUNK_CASES])
+def test_key_chunks_fill_the_sms(case, blocks):
+    """Batch-1 decode at 64k keys: 256 programs of 4 key blocks (each a 64-key step) instead of one long loop;
+    a prefill's token blocks fill the GPU alone, so each program loops over all its keys (reusing its q tile)."""
+    token_blocks, length, sms = case
+    assert indexer.default_chunk_blocks(token_blocks, length, sms) == blocks
+
+
+def test_indexer_is_one_launch_over_token_blocks_without_host_sync(monkeypatch):
+    """4 query tokens per program at 32 heads (128 dot columns), one launch, nothing read back on the host."""
+    gen = torch.Generator().manual_seed(4)
+    batch, q, weights, k_cache = _inputs([63, 500], [9, 2], 64, 32, torch.float32, gen)
+    out = torch.empty(batch.num_tokens, 500)
+    trace = trace_host(monkeypatch, indexer, ["_indexer_logits_kernel"],
+                       lambda: indexer_logits(q, weights, k_cache, batch.page_table, batch.q_seq, batch.q_pos, out=out))
+    assert indexer.query_block(32) == 4
+    assert trace.launches == [("_indexer_logits_kernel", (3, 4))]  # 11 tokens / 4, 500 keys / (2 x 64)
+    assert not trace.syncs() and not trace.allocations(), trace.ops

@@ -128,3 +128,11 @@ def test_sm90_dots_take_bf16_and_e4m3_operands(triton_compiled):
 def test_fp8_indexer_uses_fp8_mma(triton_compiled, target, instruction):
     """Blackwell and CDNA4 multiply e4m3 natively (CDNA3 takes only the fnuz variant: there e4m3fn widens to f16)."""
     assert instruction in triton_compiled[("indexer_logits-fp8", target)]["mma"]
+
+
+@pytest.mark.parametrize("target", ["sm90", "sm100"])
+def test_indexer_key_loop_is_pipelined(triton_compiled, target):
+    """The indexer gathers the next key block with cp.async while the current one is multiplied (NUM_STAGES 2 on
+    NVIDIA; one stage, no cp.async, is what a plain loop compiles to)."""
+    for kernel in ("indexer_logits-bf16", "indexer_logits-fp8"):
+        assert triton_compiled[(kernel, target)]["cp_async"], kernel
