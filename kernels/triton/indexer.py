@@ -25,7 +25,7 @@ NUM_WARPS = 8  # two warpgroups: a [64, 128] fp32 score tile plus the FP8 q tile
 # current one is multiplied; on CDNA the pipelined loop spills scalar registers (gfx942: 105), so one stage there
 NUM_STAGES = {"cuda": 2, "hip": 1}
 PROGRAMS_PER_SM = 2  # key chunks: enough (token block, key chunk) programs for two per SM
-CPU_BLOCKS_PER_CHUNK = 2  # no SM count (the interpreter): chunks of 2 key blocks, so tests cross chunk ends
+CPU_BLOCKS_PER_CHUNK = 4  # no SM count (the interpreter): chunks of 4 key blocks, so 500-key tests cross chunk ends
 
 
 @triton.jit

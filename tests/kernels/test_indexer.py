@@ -84,7 +84,7 @@ def test_bad_arguments_are_named(argument, change):
 
 
 CHUNK_CASES = [((1, 65536, 132), 4), ((2048, 8192, 132), 128), ((64, 8192, 132), 26), ((1, 100, 132), 1),
-               ((3, 500, None), 2)]  # fmt: skip
+               ((3, 500, None), 4)]  # fmt: skip
 
 
 @pytest.mark.parametrize("case,blocks", CHUNK_CASES, ids=[f"TB{c[0]}-S{c[1]}-SM{c[2]}" for c, _ in CHUNK_CASES])
@@ -103,5 +103,5 @@ def test_indexer_is_one_launch_over_token_blocks_without_host_sync(monkeypatch):
     trace = trace_host(monkeypatch, indexer, ["_indexer_logits_kernel"],
                        lambda: indexer_logits(q, weights, k_cache, batch.page_table, batch.q_seq, batch.q_pos, out=out))
     assert indexer.query_block(32) == 4
-    assert trace.launches == [("_indexer_logits_kernel", (3, 4))]  # 11 tokens / 4, 500 keys / (2 x 64)
+    assert trace.launches == [("_indexer_logits_kernel", (3, 2))]  # 11 tokens / 4, 500 keys / (4 x 64)
     assert not trace.syncs() and not trace.allocations(), trace.ops
