@@ -1,4 +1,9 @@
-"""Sparse MLA over per-token top-k positions in the absorbed latent space, one program per (token, head tile)."""
+"""Sparse MLA over per-token top-k positions in the absorbed latent space, one program per (token, head tile).
+
+Two schedules of the same computation, picked per architecture by the tuning file's `schedule` (PREFILL_SCHEDULES):
+`pipelined`, this module's kernel, for every target; `warp_specialized` (mla_prefill_ws) for sm_90a, where a
+producer warpgroup gathers with cp.async into two stages and two consumer warpgroups split the value columns.
+"""
 
 import tilelang
 import tilelang.language as T
@@ -18,7 +23,8 @@ from sglang_glm5.kernels.tilelang.common import (
     head_tile,
     require_gpu,
 )
-from sglang_glm5.kernels.tilelang.tuning import tuning
+from sglang_glm5.kernels.tilelang.mla_prefill_ws import sparse_mla_prefill_ws_kernel
+from sglang_glm5.kernels.tilelang.tuning import TuningError, tuning
 
 PASS_CONFIGS = {
     # the rows are gathered through page_table, so there is no box for TMA to load and nothing to warp-specialize
@@ -159,6 +165,21 @@ def sparse_mla_prefill_kernel(
     return main
 
 
+PREFILL_SCHEDULES = {  # tuning knob `schedule` -> kernel factory; the other knobs are its keyword arguments
+    "pipelined": sparse_mla_prefill_kernel,  # any target: one thread block does gather, scores and P @ V in turn
+    "warp_specialized": sparse_mla_prefill_ws_kernel,  # sm_90a: cp.async + mbarrier stages, setmaxnreg per warpgroup
+}
+
+
+def prefill_factory(knobs: dict):
+    """(kernel factory, its keyword knobs) for the tuning knobs of sparse_mla_prefill."""
+    knobs = dict(knobs)
+    schedule = knobs.pop("schedule", "pipelined")
+    if schedule not in PREFILL_SCHEDULES:
+        raise TuningError(f"sparse_mla_prefill schedule '{schedule}' is unknown; known: {', '.join(PREFILL_SCHEDULES)}")
+    return PREFILL_SCHEDULES[schedule], knobs
+
+
 def check_sparse_mla_args(q, kv_cache, page_table, q_seq, topk, sm_scale, v_dim, out, lse):
     """The prefill and decode wrappers' checks; returns the out [T, H, V] and lse [T, H] buffers to write."""
     check_tensor("q", q, 3, FLOAT_DTYPES)
@@ -209,7 +230,8 @@ def sparse_mla_prefill(
     """Sparse MLA for prefill, same contract as dsa_reference.sparse_mla_prefill; `out` / `lse` written if given.
 
     q [T, H, Dqk] fp16/bf16, kv_cache [S, Dqk] (latent | rope key), topk [T, K] int32 positions (-1 = none)
-    -> out [T, H, v_dim] in q.dtype (and lse [T, H] fp32, natural log). One program per (token, head tile):
+    -> out [T, H, v_dim] in q.dtype (and lse [T, H] fp32, natural log). One program per (token, head tile), in
+    the device's schedule (PREFILL_SCHEDULES; the warp-specialized one splits the steps over warpgroups):
     1. q rows of the tile to shared, split latent | rope                          # [BH, V], [BH, R]
     2. per block of BN top-k columns: slots = page_table[q_seq[t], pos]; rows gathered to shared, zero where
        pos = -1                                                                     # [BN, V], [BN, R]
@@ -221,7 +243,8 @@ def sparse_mla_prefill(
     out, lse_buf = check_sparse_mla_args(q, kv_cache, page_table, q_seq, topk, sm_scale, v_dim, out, lse)
     if q.shape[0]:
         q, kv_cache, page_table, q_seq, topk = dense_operands(q, kv_cache, page_table, q_seq, topk)
-        kernel = sparse_mla_prefill_kernel(**kernel_args(q, kv_cache, page_table, q_seq, topk, sm_scale, v_dim,
-                                                         "prefill"))  # fmt: skip
+        args = kernel_args(q, kv_cache, page_table, q_seq, topk, sm_scale, v_dim, "prefill")
+        factory, knobs = prefill_factory(args)
+        kernel = factory(**knobs)
         kernel(q, kv_cache, page_table, q_seq, topk, out, lse_buf)
     return (out, lse_buf) if return_lse else out

@@ -1,6 +1,7 @@
 """The TileLang wrappers' argument checks (run on CPU: they fire before any kernel is compiled), head tiling, and the
 per-architecture tuning table."""
 
+import inspect
 import json
 
 import pytest
@@ -14,7 +15,8 @@ from sglang_glm5.kernels.tilelang import (
     topk_positions,
 )
 from sglang_glm5.kernels.tilelang.common import head_tile
-from sglang_glm5.kernels.tilelang.indexer import check_fp8_variant
+from sglang_glm5.kernels.tilelang.indexer import check_fp8_variant, indexer_logits_fp8_kernel, indexer_logits_kernel
+from sglang_glm5.kernels.tilelang.mla_prefill import PREFILL_SCHEDULES, prefill_factory
 from sglang_glm5.kernels.tilelang.tuning import OPS, TuningError, knobs_for, table
 from sglang_glm5.presets.files import configs_dir
 from tests.kernels.cases import QK_DIM, SM_SCALE, V_DIM
@@ -149,3 +151,26 @@ def test_tuning_file_errors_name_the_field(tmp_path):
     path.write_text(json.dumps(data))
     with pytest.raises(TuningError, match="arch 'gfx942' has no knobs for topk_positions"):
         table(path)
+
+
+@pytest.mark.parametrize("arch,schedule", [("sm_90a", "warp_specialized"), ("gfx942", "pipelined"),
+                                           ("gfx950", "pipelined")])  # fmt: skip
+def test_prefill_schedule_comes_from_the_tuning_data(arch, schedule):
+    """Hopper gets the producer/consumer kernel (cp.async, mbarrier, setmaxnreg); CDNA the single-block one. Every
+    knob left after `schedule` is a keyword of the chosen factory, so none is silently dropped."""
+    factory, knobs = prefill_factory(knobs_for("sparse_mla_prefill", "", arch))
+    assert factory is PREFILL_SCHEDULES[schedule]
+    assert set(knobs) <= set(inspect.signature(factory.func).parameters), (arch, knobs)
+
+
+@pytest.mark.parametrize("arch", ["sm_90a", "gfx942", "gfx950"])
+def test_indexer_knobs_are_factory_keywords(arch):
+    """The indexers' block of query tokens, key blocks per program and pipeline depth are tuning data."""
+    for op, factory in (("indexer_logits", indexer_logits_kernel), ("indexer_logits_fp8", indexer_logits_fp8_kernel)):
+        knobs = knobs_for(op, "", arch)
+        assert {"block_q", "key_blocks", "num_stages"} <= set(knobs) <= set(inspect.signature(factory.func).parameters)
+
+
+def test_unknown_prefill_schedule_is_refused_by_name():
+    with pytest.raises(TuningError, match="sparse_mla_prefill schedule 'tma' is unknown; known: pipelined, warp_"):
+        prefill_factory({"schedule": "tma"})

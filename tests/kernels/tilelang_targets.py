@@ -20,7 +20,7 @@ from tilelang import tvm
 
 from sglang_glm5.kernels.tilelang.indexer import indexer_logits_fp8_kernel, indexer_logits_kernel
 from sglang_glm5.kernels.tilelang.mla_decode import merge_splits_kernel, num_splits_for, sparse_mla_split_kernel
-from sglang_glm5.kernels.tilelang.mla_prefill import sparse_mla_prefill_kernel
+from sglang_glm5.kernels.tilelang.mla_prefill import prefill_factory
 from sglang_glm5.kernels.tilelang.topk import topk_kernel
 from sglang_glm5.kernels.tilelang.tuning import knobs_for
 
@@ -49,8 +49,8 @@ def kernel_specs(arch):
     ]  # fmt: skip
     for heads in (8, 16, 32, 64):  # TP 8 / 4 / 2 / 1 of GLM-5's 64 heads
         mla = dict(heads=heads, topk=TOPK, sm_scale=SM_SCALE)
-        specs.append((f"sparse_mla_prefill-H{heads}", sparse_mla_prefill_kernel,
-                      dict(mla, **knobs_for("sparse_mla_prefill", "", arch))))  # fmt: skip
+        factory, knobs = prefill_factory(knobs_for("sparse_mla_prefill", "", arch))  # the arch's schedule
+        specs.append((f"sparse_mla_prefill-H{heads}", factory, dict(mla, **knobs)))
         specs.append((f"sparse_mla_decode-H{heads}", sparse_mla_split_kernel, dict(mla, **decode)))
     num_splits = num_splits_for(TOPK, decode["block_n"], decode["columns_per_split"])
     specs.append(("sparse_mla_decode_merge-H8", merge_splits_kernel, dict(heads=8, num_splits=num_splits)))
@@ -65,10 +65,10 @@ def lower(factory, kwargs, target):
 
 
 def build_cubin(factory, kwargs, cache_dir: Path):
-    """tilelang.compile for sm_90a runs nvcc without a GPU; returns the cubins it left in the cache."""
-    before = set(cache_dir.rglob("*.cubin"))
+    """tilelang.compile for sm_90a runs nvcc without a GPU; returns the cubins and host sources it left in the cache."""
+    before = set(cache_dir.rglob("*.cubin")) | set(cache_dir.rglob("host_kernel.cu"))
     tilelang.compile(factory.get_tir(**kwargs), target=TARGETS["sm_90a"], execution_backend="tvm_ffi")
-    return sorted(set(cache_dir.rglob("*.cubin")) - before)
+    return sorted(set(cache_dir.rglob("*.cubin")) - before), sorted(set(cache_dir.rglob("host_kernel.cu")) - before)
 
 
 def cubin_resources(paths):
@@ -86,9 +86,26 @@ def cubin_resources(paths):
     return found
 
 
-def cubin_facts(paths):
+def dynamic_shared_bytes(host_sources):
+    """Dynamic shared memory per launch, from the host code TileLang wrote (beside the device source): the launch's
+    argument slots are grid x, y, z, block x, y, z (block x = __launch_bounds__), then the dynamic shared bytes when
+    the kernel has any (no slot: none)."""
+    found = []
+    for path in host_sources:
+        threads = int(re.search(r"__launch_bounds__\((\d+)", (path.parent / "device_kernel.cu").read_text()).group(1))
+        slots = {}  # argument slot -> its literal value; symbolic ones (num_tokens) are absent
+        for slot, value in re.findall(r"\[(\d+)\]\.v_int64\) = \(\(int64_t\)(\d+)\)", path.read_text()):
+            slots[int(slot)] = int(value)
+        block = [i for i in slots if slots[i] == threads and slots.get(i + 1) == 1 and slots.get(i + 2) == 1]
+        assert block, f"{path}: no launch with block ({threads}, 1, 1) in the host code"
+        found.append(slots.get(block[-1] + 3, 0))
+    return found
+
+
+def cubin_facts(paths, host_sources):
     data = [p.read_bytes() for p in paths]
     return dict(cubins=len(data), bytes=sum(map(len, data)), resources=cubin_resources(paths),
+                dynamic_shared=dynamic_shared_bytes(host_sources),
                 cuda_elf=all(d[:4] == ELF_MAGIC and int.from_bytes(d[18:20], "little") == EM_CUDA for d in data))  # fmt: skip
 
 
@@ -109,7 +126,7 @@ def main():
                     source = lower(factory, kwargs, target)
                     record.update(status="ok", source=source)
                 else:
-                    record.update(status="ok", **cubin_facts(build_cubin(factory, kwargs, cache_dir)))
+                    record.update(status="ok", **cubin_facts(*build_cubin(factory, kwargs, cache_dir)))
             except Exception as exc:  # noqa: BLE001 - every failure is reported to the test, with its message
                 record.update(status="error", detail=f"{type(exc).__name__}: {exc}"[-2000:],
                               trace=traceback.format_exc()[-3000:])  # fmt: skip
