@@ -136,13 +136,17 @@ def hf_logprobs_fp8_indexer(checkpoint: Path, ids: list[int]) -> torch.Tensor:
     return torch.log_softmax(logits, dim=-1)
 
 
-TIE_RTOL = 3e-6  # a top-k boundary gap this small (relative) is a float32 tie: any summation order may flip it
+FP32_EPS = torch.finfo(torch.float32).eps
+TIE_GAP = 1.0  # boundary gap, in float32 roundings of its largest terms, under which a top-k pick is a tie (_topk_gaps)
 GAP_ROWS = 256  # query rows per gap computation (bounds the [H, rows, T] scores)
 
 
-def _topk_gaps(indexer, hidden, q_resid, position_embeddings, past_len: int) -> torch.Tensor:
-    """[S] relative gap between the k-th and (k+1)-th index score of each new query row (inf: row has <= k keys),
-    recomputed the way HF's `GlmMoeDsaIndexer.forward` scores (fp32), keys from HF's indexer cache + these rows."""
+def _topk_gaps(indexer, hidden, q_resid, position_embeddings, past_len: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """([S] gap between the k-th and (k+1)-th index score of each new query row in float32 roundings (eps x the
+    magnitude of the terms summed into those scores, _score_magnitude; inf: row has <= k keys), [S, 2] the k-th and
+    (k+1)-th keys), recomputed the way HF's `GlmMoeDsaIndexer.forward` scores (fp32), keys from HF's indexer cache +
+    these rows. A gap relative to the score itself misses ties: the score is a weighted sum of ReLU'd dot products
+    with weights of both signs, so it can be far smaller than the terms whose rounding decides it."""
     import torch.nn.functional as F
     from transformers.models.glm_moe_dsa.modeling_glm_moe_dsa import apply_rotary_pos_emb_interleave
 
@@ -160,42 +164,70 @@ def _topk_gaps(indexer, hidden, q_resid, position_embeddings, past_len: int) -> 
     indexer._gap_keys = keys
     weights = indexer.weights_proj(hidden.to(indexer.weights_proj.weight.dtype))[0].float() * indexer.n_heads**-0.5
     gaps = torch.full((s,), float("inf"))
+    boundary = torch.full((s, 2), -1, dtype=torch.long)
     for r0 in range(0, s, GAP_ROWS):
         rows = slice(r0, r0 + GAP_ROWS)
         scores = F.relu(torch.einsum("shd,td->sht", q[rows], keys) * indexer.softmax_scale)  # [r, H, T]
         index = torch.einsum("sh,sht->st", weights[rows], scores)  # [r, T]
         pos = past_len + torch.arange(r0, r0 + index.shape[0])
         index = index.masked_fill(torch.arange(keys.shape[0]) > pos[:, None], float("-inf"))
-        top = index.topk(min(indexer.index_topk + 1, keys.shape[0]), dim=-1).values
+        top, top_keys = index.topk(min(indexer.index_topk + 1, keys.shape[0]), dim=-1)
         if top.shape[1] > indexer.index_topk:
             kth, next_ = top[:, -2], top[:, -1]
+            boundary[rows] = top_keys[:, -2:]
             valid = pos >= indexer.index_topk  # more keys than k
-            gap = (kth - next_) / kth.abs().clamp_min(1e-6)
+            magnitude = _score_magnitude(q[rows], keys, weights[rows], top_keys[:, -2:]) * indexer.softmax_scale
+            gap = (kth - next_) / (FP32_EPS * magnitude)
             gaps[rows] = torch.where(valid, gap, torch.full_like(gap, float("inf")))
-    return gaps
+    return gaps, boundary
+
+
+def _score_magnitude(q: torch.Tensor, keys: torch.Tensor, weights: torch.Tensor, pair: torch.Tensor) -> torch.Tensor:
+    """[r] the larger, over the row's two boundary keys `pair` [r, 2], of sum_h |w_h| sum_d |q_hd k_d| (unscaled): the
+    size of the terms whose float32 rounding decides an index score (a difference of large terms may be small)."""
+    k = keys[pair]  # [r, 2, D]
+    terms = torch.einsum("rhd,rjd->rjh", q.abs(), k.abs())  # [r, 2, H]
+    return (terms * weights.abs()[:, None]).sum(-1).amax(-1)
+
+
+def _swap_boundary(indices: torch.Tensor, boundary: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
+    """[S, k] selected keys with, in each of `rows`, whichever of its two boundary keys (the k-th and (k+1)-th by
+    score) is selected replaced by the other: the other way to break that row's tie."""
+    out = indices.clone()
+    for r in rows.tolist():
+        a, b = boundary[r].tolist()
+        has_a, has_b = out[r] == a, out[r] == b
+        if has_a.any() != has_b.any():
+            out[r] = torch.where(has_a, b, torch.where(has_b, a, out[r]))
+    return out
 
 
 @torch.no_grad()
 def hf_chunked(
-    checkpoint: Path, ids: list[int], max_new_tokens: int, chunk: int, logprob_from: int
+    checkpoint: Path, ids: list[int], max_new_tokens: int, chunk: int, logprob_from: int, swap_ties: bool = False
 ) -> tuple[torch.Tensor, list[int], torch.Tensor]:
     """Long prompts: HF's prefill fed `chunk` tokens at a time through its KV (and indexer-key) cache, so its dense
     [S, T] index scores fit in memory; the same per-row math as one forward. Returns the [len(ids) - logprob_from,
     vocab] next-token log-probabilities from position `logprob_from` on, the greedy continuation (argmax loop), and
-    a [len(ids) - logprob_from] bool mask of the rows whose top-k boundary is a float32 tie (relative gap between
-    the k-th and (k+1)-th index score < TIE_RTOL) in some layer: there the selected key set is not determined by the
-    math, so no implementation can be held to HF's choice."""
+    a [len(ids) - logprob_from] bool mask of the rows whose top-k boundary is a float32 tie (gap between the k-th
+    and (k+1)-th index score < TIE_GAP roundings, _topk_gaps) in some layer: there the selected key set is not
+    determined by the math, so no implementation can be held to HF's choice. `swap_ties`: in every tied row of every
+    layer, HF's selection with the other boundary key (the tie broken the other way); other rows select as HF does."""
     model = hf_model(checkpoint)
     gaps: dict[int, list[torch.Tensor]] = {}
     handles = []
     for layer in model.model.layers:
         indexer = layer.self_attn.indexer
 
-        def hook(module, args, kwargs, _out):
+        def hook(module, args, kwargs, out):
             hidden, q_resid, position_embeddings = args[:3]
             past = getattr(module, "_gap_len", 0)
-            gaps.setdefault(module.layer_idx, []).append(_topk_gaps(module, hidden, q_resid, position_embeddings, past))
+            gap, boundary = _topk_gaps(module, hidden, q_resid, position_embeddings, past)
+            gaps.setdefault(module.layer_idx, []).append(gap)
             module._gap_len = past + hidden.shape[1]
+            if swap_ties:  # [1, S, k]
+                return _swap_boundary(out[0].long(), boundary, (gap < TIE_GAP).nonzero().flatten())[None].to(out.dtype)
+            return None
 
         indexer._gap_len = 0
         handles.append(indexer.register_forward_hook(hook, with_kwargs=True))
@@ -212,7 +244,7 @@ def hf_chunked(
             handle.remove()
         for layer in model.model.layers:
             layer.self_attn.indexer.__dict__.pop("_gap_keys", None)
-    ties = torch.stack([torch.cat(g) for g in gaps.values()]).amin(0) < TIE_RTOL  # [len(ids)]
+    ties = torch.stack([torch.cat(g) for g in gaps.values()]).amin(0) < TIE_GAP  # [len(ids)]
     new: list[int] = []
     for _ in range(max_new_tokens):
         token = int(out.logits[0, -1].argmax())

@@ -1,8 +1,12 @@
 """Long context at GLM-5's index_topk 2048 (the `long` arch: tiny dims, 32k context), served by launch_server with
 chunked prefill smaller than the prompt and page size 64, against HF transformers (its prefill fed in chunks through
-its own KV cache, the same per-row math as one forward). Rows whose 2048th and 2049th index scores tie in float32
-(relative gap < 3e-6 in HF's own scores; at 3k one row flipped, gap 2e-7) select a key set the math does not
-determine: their logprobs are left out (at most 5% of rows), every other row must be within 1e-4.
+its own KV cache, the same per-row math as one forward). Every row's logprobs must be within 1e-4 of HF's. A row
+whose 2048th and 2049th index scores tie in float32 in some layer (gap under one float32 rounding of the largest terms
+that sum to them, `oracle.TIE_GAP`; at 8k one such row, gap 0.06 roundings but over the 3e-6
+relative cut used before, flipped and moved a
+logprob by 7e-3) selects a key set the math does not determine: any summation order may pick either boundary key.
+Such a row (at most 10% of rows; 4% at 8k) must be within 1e-4 of HF's row or of HF's row with that tie broken the
+other way (HF's own selection with the two boundary keys swapped: `oracle.hf_chunked(swap_ties=True)`).
 
 Prompts of 3k, 8k and 16k random token ids: every query past position 2048 selects 2048 of its keys, top-k runs over
 up to 16k keys, the indexer's logits budget splits the work. A second request sharing a 6k-token prefix (a radix-cache
@@ -14,6 +18,7 @@ import os
 
 import pytest
 import requests
+import torch
 
 from sglang_glm5.checkpoint.archs import get_arch
 from sglang_glm5.checkpoint.tiny import write_tiny_checkpoint
@@ -29,7 +34,7 @@ HF_CHUNK = 1024  # HF's dense [chunk, T] index scores (and their ReLU copy): ~2 
 LENGTHS = (3001, 8191, 16385)  # odd: the last page is partial
 GREEDY_TOKENS = {3001: 8, 8191: 8, 16385: 3}  # 16k: prefill and a few decode steps (CI time)
 LOGPROB_WINDOW = {3001: 1200, 8191: 160, 16385: 64}  # last positions compared; 3k's spans a chunk boundary
-MAX_TIE_FRACTION = 0.05  # rows whose 2048th/2049th index scores tie in float32 (HF-side gap < oracle.TIE_RTOL)
+MAX_TIE_FRACTION = 0.1  # rows whose 2048th/2049th index scores tie in float32 (HF-side gap < oracle.TIE_GAP)
 SHARED_PREFIX = 6000
 SUFFIX = 301
 REQUEST_TIMEOUT_S = 1200
@@ -59,12 +64,14 @@ def checkpoint(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def oracle(checkpoint):
-    """length -> (HF logprobs of the last LOGPROB_WINDOW positions, HF greedy tokens), each computed once."""
+    """(length, swap_ties) -> (HF logprobs of the last LOGPROB_WINDOW positions, HF greedy tokens, tie rows), each
+    computed once."""
 
     @functools.cache
-    def get(length: int):
+    def get(length: int, swap_ties: bool = False):
         ids = prompt_ids(length, vocab_size(checkpoint))
-        return hf_chunked(checkpoint, ids, GREEDY_TOKENS[length], HF_CHUNK, length - LOGPROB_WINDOW[length])
+        start = length - LOGPROB_WINDOW[length]
+        return hf_chunked(checkpoint, ids, GREEDY_TOKENS[length], HF_CHUNK, start, swap_ties=swap_ties)
 
     return get
 
@@ -85,8 +92,6 @@ def generate(url: str, ids: list[int], max_new_tokens: int, logprob_from: int | 
 
 
 def window_logprobs(meta: dict, rows: int, vocab: int):
-    import torch
-
     window = meta["input_top_logprobs"][1:] + meta["output_top_logprobs"][:1]  # row i predicts the next token
     assert len(window) == rows
     out = torch.full((rows, vocab), float("nan"), dtype=torch.float64)
@@ -111,10 +116,13 @@ def test_long_prompt_matches_hf(server, checkpoint, oracle, length):
     assert not ours.isnan().any(), "the server returned fewer than vocab_size logprobs for some position"
     assert out["output_ids"] == hf_tokens
     assert ties.float().mean() <= MAX_TIE_FRACTION, f"{int(ties.sum())} of {len(ties)} rows are top-k ties"
-    diff = (ours - hf_rows.double()).abs().amax(-1)[~ties]  # a tied row's key set is not determined by the math
+    diff = (ours - hf_rows.double()).abs().amax(-1)  # [rows]
+    if ties.any():  # a tied row's key set is not determined by the math: either way of breaking it is HF's answer
+        swapped = (ours - oracle(length, swap_ties=True)[0].double()).abs().amax(-1)
+        diff = torch.where(ties, torch.minimum(diff, swapped), diff)
     assert diff.max().item() <= LOGPROB_ATOL, (
-        f"max |logprob diff| {diff.max().item():.3g} > {LOGPROB_ATOL} over the last {len(ours)} positions"
-        f" ({int(ties.sum())} top-k-tie rows left out)"
+        f"max |logprob diff| {diff.max().item():.3g} > {LOGPROB_ATOL} at row {int(diff.argmax())} of the last"
+        f" {len(ours)} positions ({int(ties.sum())} top-k-tie rows held to either way of breaking the tie)"
     )
 
 
