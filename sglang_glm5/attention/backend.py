@@ -1,7 +1,8 @@
 """`Glm5DSABackend`: SGLang attention backend for GLM-5's DeepSeek Sparse Attention.
 
 It owns the per-batch `DSAMetadata`, the indexer keys' store (`index_k_store.py`: SGLang's pool in FP8 on GPUs, a
-model-dtype store on CPU; `index_k_policy.py` decides), and the MLA latent cache writes; the math of each phase
+model-dtype store on CPU; `index_k_policy.py` decides), and the MLA latent cache writes (`latent_cache.py`: SGLang's
+raw layout or its FP8 656 B rows); the math of each phase
 (prefill / decode) comes from the implementation table in `impls.py`.
 """
 
@@ -21,6 +22,7 @@ from sglang_glm5.attention.indexer_workspace import (
     chunked_topk,
     load_indexer_workspace,
 )
+from sglang_glm5.attention.latent_cache import log_latent_layout, read_latent, write_latent
 from sglang_glm5.attention.metadata import DraftStep, DSAMetadata
 
 logger = logging.getLogger(__name__)
@@ -78,6 +80,7 @@ class Glm5DSABackend(DSAGraphHooks, AttentionBackend):  # CUDA graph hooks: grap
         if device_type != "cpu" and "reference" in (impl.name for impl in self.impls.values()):
             logger.warning("GLM-5 DSA: the torch reference implementation runs on %s; it is correct but slow", device_type)
         self.index_topk = hf_config.index_topk
+        log_latent_layout(self.token_to_kv_pool)
         # One store per KV pool: EAGLE's draft backends share the draft runner's (attention/draft.py).
         self.index_k_store = index_k_store or build_index_k_store(model_runner, tuple(self.impls.values()), device_type)
         self.trace_indexer = os.environ.get(TRACE_INDEXER_ENV) == "1"
@@ -123,9 +126,8 @@ class Glm5DSABackend(DSAGraphHooks, AttentionBackend):  # CUDA graph hooks: grap
         impl = self.phase_impl(meta)
         pool = self.token_to_kv_pool
         if save_kv_cache:
-            latent = torch.cat([k.view(k.shape[0], -1), k_rope.view(k_rope.shape[0], -1)], dim=-1)  # [T, 576]
-            pool.set_kv_buffer(layer, meta.out_cache_loc, latent.unsqueeze(1), None)
-        kv_cache = pool.get_key_buffer(layer.layer_id).view(-1, layer.head_dim)  # [S, 576]
+            write_latent(pool, layer, meta.out_cache_loc, k.view(k.shape[0], -1), k_rope.view(k_rope.shape[0], -1))
+        kv_cache = read_latent(pool, layer.layer_id, layer.head_dim)  # [S, 576] KV dtype or [S, 656] FP8 rows
         q = q.view(-1, layer.tp_q_head_num, layer.head_dim)  # [T, H, 576]
         out = impl.sparse_mla(q, kv_cache, meta.page_table, meta.q_seq, topk, layer.scaling, layer.v_head_dim)
         return out.reshape(q.shape[0], layer.tp_q_head_num * layer.v_head_dim)  # [T, H*512]

@@ -6,6 +6,7 @@ that would work; a phase without a choice gets the first supported implementatio
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass
@@ -39,6 +40,10 @@ class Support:
     archs: tuple[str, ...]
     kv_cache_dtypes: tuple[str, ...]
     heads_per_gpu: tuple[int, ...] | None  # None: any
+    kv_cache_dtypes_on: Mapping[str, tuple[str, ...]] = dataclasses.field(default_factory=dict)  # arch -> more dtypes
+
+    def kv_dtypes(self, arch: str) -> tuple[str, ...]:
+        return self.kv_cache_dtypes + self.kv_cache_dtypes_on.get(arch, ())
 
 
 @dataclass(frozen=True)
@@ -101,8 +106,8 @@ class CapabilityTable:
         if missing:
             settings = " ".join(f"{k}={v}" for k, v in missing.items())
             return f"{name} on {arch} needs {settings}"
-        if target.kv_cache_dtype not in support.kv_cache_dtypes:
-            return f"{name} {phase} does not take kv-cache {target.kv_cache_dtype}: it takes {', '.join(support.kv_cache_dtypes)}"
+        if target.kv_cache_dtype not in support.kv_dtypes(arch):
+            return f"{name} {phase} does not take kv-cache {target.kv_cache_dtype}: it takes {', '.join(support.kv_dtypes(arch))}"
         if support.heads_per_gpu is not None and target.heads_per_gpu not in support.heads_per_gpu:
             heads = ", ".join(map(str, support.heads_per_gpu))
             return f"{name} {phase} does not run {target.heads_per_gpu} heads per GPU: it runs {heads}"
@@ -153,7 +158,8 @@ class CapabilityTable:
         return DSAChoice(backends, tuple(picked), supported)
 
     def _kv_hint(self, phase: str, target: Target, available: Collection[str], env: Mapping[str, str]) -> str:
-        dtypes = {kv for n in available if n in self.impls for kv in self.impls[n][phase].kv_cache_dtypes}
+        arch = target.device.arch
+        dtypes = {kv for n in available if n in self.impls for kv in self.impls[n][phase].kv_dtypes(arch)}
         works = sorted(kv for kv in dtypes if self.supported(phase, Target(target.device, kv, target.heads_per_gpu), available, env))
         return f"; use --kv-cache-dtype {' / '.join(works)}" if works else ""
 
@@ -203,7 +209,11 @@ def load_capabilities(root: Path | None = None) -> CapabilityTable:
             if unknown:
                 raise bad(f"implementations.{name}.{phase}.archs", f"unknown arch {unknown} (known: {list(data['archs'])})")
             heads = cell["heads_per_gpu"]
-            phases[phase] = Support(archs, tuple(cell["kv_cache_dtypes"]), None if heads is None else tuple(heads))
+            more = {a: tuple(kv) for a, kv in cell.get("kv_cache_dtypes_on", {}).items()}
+            unknown = [a for a in more if a not in data["archs"]]
+            if unknown:
+                raise bad(f"implementations.{name}.{phase}.kv_cache_dtypes_on", f"unknown arch {unknown}")
+            phases[phase] = Support(archs, tuple(cell["kv_cache_dtypes"]), None if heads is None else tuple(heads), more)
         impls[name] = phases
         needs_env[name] = row.get("needs_env", {})
         graph_unsafe[name] = row.get("cuda_graph_unsafe", {})

@@ -116,6 +116,14 @@ CPU = (
         "on CPU, SGLang's pass would pick GPU kernels (FlashMLA, DeepGEMM)", when=When.CPU,
     ),
     Patch(
+        "sglang.srt.mem_cache.kv_cache_configurator.KVCacheConfigurator.configure",
+        "sglang_glm5.serving.cpu_hooks:fp8_latent_pool_on_cpu", Kind.AROUND,
+        "--kv-cache-dtype fp8_e4m3 on CPU: SGLang refuses an FP8 KV cache for MLA there (its intel_amx kernels are "
+        "MHA only); our DSA backend writes and reads GLM-5's FP8 656 B latent rows itself. The module's "
+        "current_platform answers is_cpu() False only inside that call (its only is_cpu() reads there are the CPU FP8 "
+        "checks), restored when it returns", when=When.CPU, models=(OURS,),
+    ),
+    Patch(
         f"{_ALLOCATION}.get_last_loc", f"{_CPU_SPEC}:last_loc_in_torch", Kind.AROUND,
         "SGLang's Triton get_last_loc has no CPU driver; its torch version runs", when=When.CPU, required=False,
         lost=_CPU_EAGLE_LOST,

@@ -11,6 +11,8 @@ chunks), sparse MLA gathers per token; fp32 copies are made per chunk of gathere
 
 import torch
 
+from sglang_glm5.ops.fp8_latent import dequantize_latent, fp8_latent_width, is_fp8_latent
+
 PAD = -1
 KEY_CHUNK = 4096  # keys per step: fp32 row copies and score tiles stay cache-sized and are reused by the allocator
 CHUNK_ELEMENTS = 1 << 22  # fp32 scratch per token chunk (16 MiB): bounds memory for long prefills and big batches
@@ -67,6 +69,30 @@ def gather_kv(cache, page_table, q_seq, positions):
     rows = cache.index_select(0, slots.flatten()).float().view(*slots.shape, cache.shape[1])  # [T, K, D]
     # a fill, not a multiply: 0 * NaN would still be NaN
     return rows.masked_fill_(~valid[..., None], 0.0)
+
+
+def gather_latent(kv_cache, page_table, q_seq, positions, qk_dim, v_dim):
+    """gather_kv for sparse MLA's cache: [S, qk_dim] float, or the FP8 pool's [S, 656] rows (ops/fp8_latent.py),
+    dequantized after the gather (code * its tile's scale, bf16 rope) -> [T, K, qk_dim] fp32, zeros at -1."""
+    if not is_fp8_latent(kv_cache, qk_dim, v_dim):
+        return gather_kv(kv_cache, page_table, q_seq, positions)
+    valid = positions >= 0  # [T, K]
+    safe_pos = torch.where(valid, positions, 0).long()  # [T, K]
+    slots = page_table[q_seq.long()[:, None], safe_pos].long()  # [T, K]
+    packed = kv_cache.view(torch.uint8).index_select(0, slots.flatten())  # [T*K, 656]
+    rows = dequantize_latent(packed, v_dim, qk_dim - v_dim).view(*slots.shape, qk_dim)  # [T, K, Dqk]
+    return rows.masked_fill_(~valid[..., None], 0.0)
+
+
+def _check_latent_cache(kv_cache, qk_dim, v_dim):
+    """kv_cache: [S, qk_dim] float, or packed FP8 rows [S, 656] (uint8 or float8_e4m3fn-typed)."""
+    _check("kv_cache", kv_cache, 2)
+    if is_fp8_latent(kv_cache, qk_dim, v_dim):
+        return
+    if not kv_cache.is_floating_point():
+        raise TypeError(f"kv_cache must be floating [S, {qk_dim}] or the FP8 latent's [S, "
+                        f"{fp8_latent_width(v_dim, qk_dim - v_dim)}] uint8 rows, got {kv_cache.dtype}")  # fmt: skip
+    _check_dim("kv_cache", kv_cache.shape[1], qk_dim, "head dim")
 
 
 def _requests(q_seq):
@@ -257,7 +283,8 @@ def _all_ties_kept(masked, values, kth):
 def sparse_mla(q, kv_cache, page_table, q_seq, topk, sm_scale, v_dim, return_lse=False):
     """Sparse MLA in the absorbed latent space over per-token top-k positions.
 
-    q [T, H, Dqk], kv_cache [S, Dqk] (latent | rope key), topk [T, K] positions (-1 = skip)
+    q [T, H, Dqk], kv_cache [S, Dqk] (latent | rope key) or the FP8 latent pool [S, 656] uint8 (ops/fp8_latent.py,
+    dequantized on read), topk [T, K] positions (-1 = skip)
     -> out [T, H, v_dim] in q.dtype (and lse [T, H] fp32, natural log of the scaled scores, if return_lse).
     Entries of a topk row are assumed distinct. A row whose topk is all -1 gets out = 0 and lse = -inf.
     Per chunk of query tokens:
@@ -267,14 +294,13 @@ def sparse_mla(q, kv_cache, page_table, q_seq, topk, sm_scale, v_dim, return_lse
     4. out = p @ kv[..., :v_dim]                                          # [t, H, v_dim]
     """
     _check("q", q, 3, floating=True)
-    _check("kv_cache", kv_cache, 2, floating=True)
     _check("topk", topk, 2, floating=False)
     num_tokens, num_heads, qk_dim = q.shape
-    _check_dim("kv_cache", kv_cache.shape[1], qk_dim, "head dim")
-    _check_dim("topk", topk.shape[0], num_tokens, "number of query tokens")
-    _check_batch(page_table, q_seq, None, num_tokens)
     if not 0 < v_dim <= qk_dim:
         raise ValueError(f"v_dim must be in [1, {qk_dim}], got {v_dim}")
+    _check_latent_cache(kv_cache, qk_dim, v_dim)
+    _check_dim("topk", topk.shape[0], num_tokens, "number of query tokens")
+    _check_batch(page_table, q_seq, None, num_tokens)
     if topk.numel() and (topk.min() < PAD or topk.max() >= page_table.shape[1]):
         raise ValueError(f"topk values must be -1 or in [0, {page_table.shape[1]}) (columns of page_table)")
     return _sparse_mla(q, kv_cache, page_table, q_seq, topk, sm_scale, v_dim, return_lse)
@@ -283,16 +309,15 @@ def sparse_mla(q, kv_cache, page_table, q_seq, topk, sm_scale, v_dim, return_lse
 def _check_sparse_mla_shapes(q, kv_cache, page_table, q_seq, topk, v_dim):
     """The checks of sparse_mla that read no tensor value (shapes, dtypes)."""
     _check("q", q, 3, floating=True)
-    _check("kv_cache", kv_cache, 2, floating=True)
     _check("topk", topk, 2, floating=False)
     _check("page_table", page_table, 2, floating=False)
     _check("q_seq", q_seq, 1, floating=False)
     num_tokens, _, qk_dim = q.shape
-    _check_dim("kv_cache", kv_cache.shape[1], qk_dim, "head dim")
-    _check_dim("topk", topk.shape[0], num_tokens, "number of query tokens")
-    _check_dim("q_seq", q_seq.shape[0], num_tokens, "number of query tokens")
     if not 0 < v_dim <= qk_dim:
         raise ValueError(f"v_dim must be in [1, {qk_dim}], got {v_dim}")
+    _check_latent_cache(kv_cache, qk_dim, v_dim)
+    _check_dim("topk", topk.shape[0], num_tokens, "number of query tokens")
+    _check_dim("q_seq", q_seq.shape[0], num_tokens, "number of query tokens")
 
 
 def _sparse_mla(q, kv_cache, page_table, q_seq, topk, sm_scale, v_dim, return_lse):
@@ -303,7 +328,7 @@ def _sparse_mla(q, kv_cache, page_table, q_seq, topk, sm_scale, v_dim, return_ls
     tokens = torch.arange(num_tokens, device=q.device)
     for chunk in _token_chunks(tokens, topk.shape[1] * (qk_dim + num_heads)):
         valid = topk[chunk] >= 0  # [t, K]
-        kv = gather_kv(kv_cache, page_table, q_seq[chunk], topk[chunk])  # [t, K, Dqk]
+        kv = gather_latent(kv_cache, page_table, q_seq[chunk], topk[chunk], qk_dim, v_dim)  # [t, K, Dqk]
         scores = torch.bmm(q[chunk].float(), kv.transpose(1, 2)).mul_(sm_scale)  # [t, H, K]
         scores.masked_fill_(~valid[:, None, :], float("-inf"))
         out[chunk], lse[chunk] = _softmax_values(scores, kv[..., :v_dim])

@@ -44,3 +44,35 @@ def parallel_group_without_pynccl(original, *args, **kwargs):
     """At tp > 1 SGLang builds every parallel group with a PyNccl communicator unless told not to, which raises
     "Expected a cuda device, but got: cpu": on CPU every group is built without it, and gloo carries the collectives."""
     return original(*args, **dict(kwargs, use_pynccl=False))
+
+
+class _NotCpuPlatform:
+    """SGLang's platform object with `is_cpu()` answering False; every other attribute is the real platform's."""
+
+    def __init__(self, platform):
+        self._platform = platform
+
+    def is_cpu(self) -> bool:
+        return False
+
+    def __getattr__(self, name):
+        return getattr(self._platform, name)
+
+
+def fp8_latent_pool_on_cpu(original, configurator, *args, **kwargs):
+    """`KVCacheConfigurator.configure` refuses an FP8 KV cache on CPU for MLA models ("only supported for MHA": its
+    CPU kernels are the intel_amx MHA ones). GLM-5's DSA backend writes and reads the FP8 latent itself (SGLang's
+    656 B rows, attention/latent_cache.py), so for GLM-5 those CPU-only checks are skipped inside this call: the
+    module's `current_platform` answers is_cpu() False (its only is_cpu() reads in that module are those checks)."""
+    from sglang.srt.mem_cache import kv_cache_configurator as module
+
+    from sglang_glm5.architectures import is_glm5
+
+    if configurator.kv_cache_dtype != torch.float8_e4m3fn or not is_glm5(configurator.model_config):
+        return original(configurator, *args, **kwargs)
+    platform = module.current_platform
+    module.current_platform = _NotCpuPlatform(platform)
+    try:
+        return original(configurator, *args, **kwargs)
+    finally:
+        module.current_platform = platform

@@ -15,6 +15,7 @@ from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass
 
 from sglang_glm5.attention.capabilities import (
+    CPU,
     CapabilityTable,
     DSACapabilityError,
     DSAChoice,
@@ -26,6 +27,11 @@ from sglang_glm5.attention.impls import DSA_IMPLS, PHASES, unavailable_impls
 from sglang_glm5.attention.index_k_policy import refuse_unverified_pool_features
 from sglang_glm5.attention.kv_policy import (
     AUTO,
+    FP8_KV_DTYPES,
+    RAW,
+    SCALED,
+    fp8_layout,
+    check_fp8_latent_dims,
     check_requested,
     default_kv_cache_dtype,
     find_kv_scales,
@@ -48,6 +54,7 @@ class StartupRequest:
     hierarchical_cache: bool = False  # --enable-hierarchical-cache
     speculative_algorithm: str | None = None  # --speculative-algorithm
     attn_dp_size: int = 1  # --attn-dp-size (attention DP groups)
+    latent_dims: tuple[int, int] | None = None  # (kv_lora_rank, qk_rope_head_dim); None: not checked
 
 
 @dataclass(frozen=True)
@@ -82,14 +89,20 @@ def decide(
         available = tuple(n for n in DSA_IMPLS if n not in unavailable)
     scales = find_kv_scales(request.model_path)
     kv = normalize(request.kv_cache_dtype)
+    hip = device.arch.startswith("gfx")
     if kv == AUTO:
         candidates = table.kv_cache_dtype_candidates(device, scales.calibrated is True)
-        kv = default_kv_cache_dtype(candidates, lambda d: _runs(table, request, Target(device, d, request.heads_per_gpu), available, env))
-    warning = check_requested(kv, scales, request.strict)
+        kv = default_kv_cache_dtype(
+            candidates, lambda d: _default_fits(table, request, Target(device, d, request.heads_per_gpu), available, env, scales, hip)
+        )  # fmt: skip
+    target = Target(device, kv, request.heads_per_gpu)
+    choice = _choice_or_none(table, request, target, available, env)
+    warning = check_requested(kv, scales, request.strict, fp8_layout(choice.backends, hip) if choice else RAW)
     if warning:
         warn(warning)
-    target = Target(device, kv, request.heads_per_gpu)
-    choice = table.choose(request.flags, target, available, env, unavailable)
+    choice = choice or table.choose(request.flags, target, available, env, unavailable)  # raises, naming what fails
+    if kv in FP8_KV_DTYPES and fp8_layout(choice.backends, hip) == SCALED and request.latent_dims:
+        check_fp8_latent_dims(kv, *request.latent_dims)
     return StartupDecision(target, choice, (warning,) if warning else (), table.why_not_graph(choice.backends))
 
 
@@ -108,12 +121,23 @@ def refuse_speculation_with_attention_dp(speculative_algorithm: str | None, attn
         )
 
 
-def _runs(table, request, target, available, env) -> bool:
+def _choice_or_none(table, request, target, available, env) -> DSAChoice | None:
     try:
-        table.choose(request.flags, target, available, env)
+        return table.choose(request.flags, target, available, env)
     except DSACapabilityError:
+        return None
+
+
+def _default_fits(table, request, target, available, env, scales, hip) -> bool:
+    """Whether `--kv-cache-dtype auto` may become target.kv_cache_dtype: the picks run it, and an FP8 default needs
+    scales that hold (the scaled layout, or calibrated k/v scales for the raw one) and a kernel to read it (the torch
+    reference is a correctness fallback on a GPU, never a reason to pick a KV dtype)."""
+    choice = _choice_or_none(table, request, target, available, env)
+    if choice is None or target.kv_cache_dtype not in FP8_KV_DTYPES:
+        return choice is not None
+    if target.device.arch != CPU and "reference" in choice.backends.values():
         return False
-    return True
+    return scales.calibrated is True or fp8_layout(choice.backends, hip) == SCALED
 
 
 def heads_per_gpu(num_attention_heads: int, tp_size: int, attn_dp_size: int = 1, attn_cp_size: int = 1) -> int:
@@ -139,6 +163,7 @@ def request_from_view(view) -> StartupRequest:
         hierarchical_cache=bool(getattr(view, "enable_hierarchical_cache", False)),
         speculative_algorithm=getattr(view, "speculative_algorithm", None),
         attn_dp_size=getattr(view, "attn_dp_size", 1) or 1,
+        latent_dims=(hf_config.kv_lora_rank, hf_config.qk_rope_head_dim),
     )  # fmt: skip
 
 
