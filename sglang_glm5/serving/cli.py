@@ -1,6 +1,7 @@
 """`sglang-glm5 serve`: SGLang's own `launch_server`, with the CPU environment prepared when `--device cpu`."""
 
 import argparse
+import ctypes
 import os
 import sys
 
@@ -48,6 +49,13 @@ def _flag_value(argv: list[str], flag: str) -> str | None:
 
 
 def _has_cuda() -> bool:
+    """torch.cuda.is_available(), answered without importing torch (seconds before every start) where no GPU driver is
+    present: a CUDA build needs the NVIDIA driver's libcuda.so.1, a ROCm build the AMD kernel driver's /dev/kfd."""
+    if not os.path.exists("/dev/kfd"):
+        try:
+            ctypes.CDLL("libcuda.so.1")
+        except OSError:
+            return False
     import torch
 
     return torch.cuda.is_available()

@@ -11,6 +11,7 @@ from sglang_glm5.checkpoint.schema import INDEX_FILE, SCALE_SUFFIX
 from sglang_glm5.checkpoint.validate import CheckpointError, validate_checkpoint
 from sglang_glm5.config import Glm5Config, Glm5ConfigError
 from sglang_glm5.serving.process import ServerProcess, ServerStartError
+from tests.started_together import servers_started_together
 
 RESHAPED = "model.layers.1.self_attn.kv_b_proj.weight"
 UNSCALED = "model.layers.1.mlp.experts.3.down_proj.weight"
@@ -73,12 +74,31 @@ BREAKAGES = {
 }
 
 
+@pytest.fixture(scope="module")
+def broken_checkpoints(tiny_checkpoint, tmp_path_factory):
+    """name -> (checkpoint with that breakage, fragments its error must name); the tests only read them."""
+    built = {}
+    for name, (dtype, breakage) in BREAKAGES.items():
+        checkpoint = tmp_path_factory.mktemp(f"broken-{name}")
+        shutil.copytree(tiny_checkpoint(dtype), checkpoint, dirs_exist_ok=True)
+        built[name] = checkpoint, breakage(checkpoint)
+    return built
+
+
 @pytest.fixture(params=list(BREAKAGES))
-def broken(request, tiny_checkpoint, tmp_path):
-    dtype, breakage = BREAKAGES[request.param]
-    checkpoint = tmp_path / f"broken-{request.param}"
-    shutil.copytree(tiny_checkpoint(dtype), checkpoint)
-    return request.param, checkpoint, breakage(checkpoint)
+def broken(request, broken_checkpoints):
+    return request.param, *broken_checkpoints[request.param]
+
+
+@pytest.fixture(scope="module")
+def refusals(broken_checkpoints, server_log_dir):
+    """launch_server on every broken checkpoint, started at once (tests/started_together.py)."""
+    servers = {
+        name: ServerProcess(checkpoint, server_log_dir / f"broken-{name}.log")
+        for name, (checkpoint, _) in broken_checkpoints.items()
+    }
+    with servers_started_together(servers):
+        yield servers
 
 
 def test_validator_names_file_and_tensor(broken):
@@ -96,9 +116,9 @@ def test_intact_checkpoint_validates(tiny_checkpoint, dtype):
 
 
 @pytest.mark.slow
-def test_launch_server_refuses_to_serve(broken, server_log_dir):
-    name, checkpoint, expected = broken
+def test_launch_server_refuses_to_serve(broken, refusals):
+    name, _, expected = broken
     with pytest.raises(ServerStartError) as err:
-        ServerProcess(checkpoint, server_log_dir / f"broken-{name}.log").start()
+        refusals[name].wait_ready()
     for fragment in expected:
         assert fragment in str(err.value)

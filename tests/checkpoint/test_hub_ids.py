@@ -16,6 +16,7 @@ from sglang_glm5.config import Glm5Config, Glm5ConfigError
 from sglang_glm5.serving.process import ServerProcess, ServerStartError
 from tests.checkpoint.hf_cache import COMMIT, place_in_hf_cache
 from tests.checkpoint.test_bad_checkpoints import DROPPED_FIELD, RESHAPED, config_without_indexer_field, rewrite_shard
+from tests.started_together import servers_started_together
 
 REPO_ID = "tiny-org/GLM-5-tiny"
 DROPPED = RESHAPED
@@ -92,12 +93,27 @@ def test_kv_scales_of_a_cached_hub_id_are_read(tiny_checkpoint, tmp_path, hub_ca
     assert scales.calibrated is False and str(snapshot) in scales.where
 
 
+@pytest.fixture(scope="module")
+def hub_refusals(tiny_checkpoint, tmp_path_factory, server_log_dir):
+    """name -> (launch_server on REPO_ID from an offline HF cache holding that broken checkpoint, fragments its error
+    must name); all started at once (tests/started_together.py)."""
+    servers, expected = {}, {}
+    for name, breakage in BREAKAGES.items():
+        root = tmp_path_factory.mktemp(f"hub-{name}")
+        (cache := root / "hf-cache").mkdir()
+        _, expected[name] = cached(tiny_checkpoint, root, cache, breakage)
+        env = {**os.environ, "HF_HUB_CACHE": str(cache), "HF_HUB_OFFLINE": "1"}
+        servers[name] = ServerProcess(REPO_ID, server_log_dir / f"hub-{name}.log", env=env)
+    with servers_started_together(servers):
+        yield {name: (servers[name], expected[name]) for name in servers}
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("name", list(BREAKAGES))
-def test_launch_server_refuses_a_broken_cached_hub_id(name, tiny_checkpoint, tmp_path, hub_cache, server_log_dir):
+def test_launch_server_refuses_a_broken_cached_hub_id(name, hub_refusals):
     """Before, a hub id skipped the header checks and read config.json with transformers' defaults filled in."""
-    _, expected = cached(tiny_checkpoint, tmp_path, hub_cache, BREAKAGES[name])
+    server, expected = hub_refusals[name]
     with pytest.raises(ServerStartError) as err:
-        ServerProcess(REPO_ID, server_log_dir / f"hub-{name}.log", env={**os.environ, "HF_HUB_OFFLINE": "1"}).start()
+        server.wait_ready()
     for fragment in expected:
         assert fragment in str(err.value)

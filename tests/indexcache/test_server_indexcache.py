@@ -13,6 +13,7 @@ from sglang_glm5.attention.backend import TRACE_INDEXER_ENV
 from sglang_glm5.config import Glm5Config, Glm5ConfigError
 from sglang_glm5.serving import load_client
 from sglang_glm5.serving.process import ServerProcess, ServerStartError
+from tests.started_together import servers_started_together
 from tests.models.test_hf_parity import prompt_ids, server_logprobs, vocab_size
 from tests.oracle import hf_greedy, hf_logprobs
 
@@ -59,8 +60,21 @@ class OneServerAtATime:
         self.name, self.server = None, None
 
 
+REFUSED_AT_START_UP = "length-5"  # one case through launch_server (a refused start costs ~30-50 s of spawning here)
+
+
 @pytest.fixture(scope="module")
-def served(tiny_checkpoint, server_log_dir):
+def refused_at_start_up(tiny_checkpoint, server_log_dir):
+    """launch_server with a malformed pattern; `served` starts it before its first server, so the refusal's imports
+    run on the second core meanwhile; test_malformed_pattern_refused_at_start_up waits for it."""
+    log = server_log_dir / f"indexcache-malformed-{REFUSED_AT_START_UP}.log"
+    server = ServerProcess(tiny_checkpoint("bf16"), log, server_args(MALFORMED[REFUSED_AT_START_UP][0]))
+    with servers_started_together({REFUSED_AT_START_UP: server}):
+        yield server
+
+
+@pytest.fixture(scope="module")
+def served(tiny_checkpoint, server_log_dir, refused_at_start_up):
     servers = OneServerAtATime(tiny_checkpoint("bf16"), server_log_dir)
     yield servers
     servers.stop()
@@ -152,14 +166,11 @@ def test_malformed_pattern_refused_before_the_model_is_built(name, tiny_checkpoi
 
 
 @pytest.mark.slow
-def test_malformed_pattern_refused_at_start_up(served, tiny_checkpoint, server_log_dir):
-    """One case through launch_server (a refused start costs ~30-50 s of process spawning here)."""
-    served.stop()  # no idle server competes with this start for the cores
-    name = "length-5"
-    overrides, fragments = MALFORMED[name]
-    log = server_log_dir / f"indexcache-malformed-{name}.log"
+def test_malformed_pattern_refused_at_start_up(refused_at_start_up):
+    _, fragments = MALFORMED[REFUSED_AT_START_UP]
+    log = refused_at_start_up.log_path
     with pytest.raises(ServerStartError) as err:
-        ServerProcess(tiny_checkpoint("bf16"), log, server_args(overrides)).start().stop()
+        refused_at_start_up.wait_ready()
     for fragment in fragments:
         assert fragment in str(err.value)
     assert OVERRIDE_FLAG in str(err.value), "the error names where the pattern came from"

@@ -6,7 +6,6 @@ whose head never answers fails with a message naming --dist-init-addr within a b
 """
 
 import os
-import signal
 import subprocess
 import time
 
@@ -19,6 +18,7 @@ from sglang_glm5.serving import load_client
 from sglang_glm5.serving.process import ServerProcess, free_port
 from tests.models.test_hf_parity import prompt_ids, vocab_size
 from tests.oracle import hf_greedy
+from tests.started_together import Started, commands_started_together
 
 GREEDY_TOKENS = 12
 PROMPT_LENGTHS = (41, 77)
@@ -41,7 +41,19 @@ def launch_nodes(checkpoint, http_port: int, dist_port: int, env: dict | None = 
 
 
 @pytest.fixture(scope="module")
-def two_nodes(tiny_checkpoint, server_log_dir):
+def unreachable_node(tiny_checkpoint, server_log_dir):
+    """Node 1 of a pair whose head never starts, started before `two_nodes` so its start-up and wait overlap theirs
+    (tests/started_together.py); -> (its process, the dead head port)."""
+    env = dict(os.environ, SGLANG_GLM5_HEAD_WAIT_S=str(UNREACHABLE_WAIT_S))
+    dead_port = free_port()  # nothing listens there
+    (_, _), (command, node_env) = launch_nodes(tiny_checkpoint("bf16"), free_port(), dead_port, env)
+    node = Started(command, server_log_dir / "node1-unreachable.log", env=node_env)
+    with commands_started_together({"node1": node}):
+        yield node, dead_port
+
+
+@pytest.fixture(scope="module")
+def two_nodes(tiny_checkpoint, server_log_dir, unreachable_node):
     checkpoint = tiny_checkpoint("bf16")
     port, dist_port = free_port(), free_port()
     head_cmd, head_env = launch_nodes(checkpoint, port, dist_port)[0]
@@ -78,21 +90,12 @@ def test_stopping_the_head_stops_the_other_node(two_nodes):
     assert returncode == 0, other.log_tail()
 
 
-def test_a_node_that_cannot_reach_its_head_fails_clearly_in_bounded_time(tiny_checkpoint, server_log_dir):
-    env = dict(os.environ, SGLANG_GLM5_HEAD_WAIT_S=str(UNREACHABLE_WAIT_S))
-    dead_port = free_port()  # nothing listens there
-    (_, _), (command, node_env) = launch_nodes(tiny_checkpoint("bf16"), free_port(), dead_port, env)
-    log = server_log_dir / "node1-unreachable.log"
-    start = time.monotonic()
-    with open(log, "w") as out:
-        proc = subprocess.Popen(command, env=node_env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
-        try:
-            returncode = proc.wait(timeout=UNREACHABLE_BOUND_S)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
-            pytest.fail(f"node 1 still waits for an absent head after {UNREACHABLE_BOUND_S}s:\n{log.read_text()[-3000:]}")
-    text = log.read_text()
+def test_a_node_that_cannot_reach_its_head_fails_clearly_in_bounded_time(unreachable_node):
+    node, dead_port = unreachable_node
+    try:
+        returncode, text = node.result(UNREACHABLE_BOUND_S)
+    except subprocess.TimeoutExpired:
+        pytest.fail(f"node 1 still waits for an absent head after {UNREACHABLE_BOUND_S}s:\n{node.log.read_text()[-3000:]}")
     assert returncode != 0
     assert f"cannot reach the head node at 127.0.0.1:{dead_port} (--dist-init-addr) after {UNREACHABLE_WAIT_S} s" in text, text[-3000:]
-    assert time.monotonic() - start < UNREACHABLE_BOUND_S
+    assert node.run_s is not None and node.run_s < UNREACHABLE_BOUND_S

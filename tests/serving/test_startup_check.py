@@ -1,7 +1,6 @@
 """The start-up check runs in every start-up path and stops before any weight loads: SGLang's launch_server with our
 plugin (through `sglang-glm5 serve`, on this CPU) and `sglang-glm5 launch`."""
 
-import subprocess
 import sys
 
 import pytest
@@ -10,16 +9,13 @@ from sglang_glm5.attention.capabilities import SIMULATE_ENV
 from sglang_glm5.attention.kv_policy import STRICT_ENV
 from sglang_glm5.cli import main
 from sglang_glm5.serving.cli import launch_command
+from tests.started_together import Started, commands_started_together
 
 REFUSAL_TIMEOUT_S = 300  # launch_server's main process: imports and argument resolution only
 WEIGHT_LOADING = "Load weight begin"  # SGLang's first weight-loading log line
 
 
-def serve(model_path, *flags, env=None):
-    """`sglang-glm5 serve` as a user runs it; (exit status, log)."""
-    argv = [sys.executable, "-m", "sglang_glm5.cli", "serve", "--model-path", str(model_path), *flags]
-    done = subprocess.run(argv, capture_output=True, text=True, timeout=REFUSAL_TIMEOUT_S, env=env, check=False)
-    return done.returncode, done.stdout + done.stderr
+REFUSALS = {"trtllm": ["--dsa-decode-backend", "trtllm"], "fp8-kv": ["--kv-cache-dtype", "fp8_e4m3"]}
 
 
 @pytest.fixture(scope="module")
@@ -27,9 +23,21 @@ def fp8_checkpoint(tiny_checkpoint):
     return tiny_checkpoint("fp8")
 
 
+@pytest.fixture(scope="module")
+def serve(fp8_checkpoint, server_log_dir):
+    """`sglang-glm5 serve --model-path <fp8 checkpoint> <flags>` as a user runs it, each of REFUSALS started at once
+    (tests/started_together.py); `serve(name)` -> (exit status, log)."""
+    argv = [sys.executable, "-m", "sglang_glm5.cli", "serve", "--model-path", str(fp8_checkpoint)]
+    started = {
+        name: Started([*argv, *flags], server_log_dir / f"startup-check-{name}.log") for name, flags in REFUSALS.items()
+    }
+    with commands_started_together(started):
+        yield lambda name: started[name].result(REFUSAL_TIMEOUT_S)
+
+
 @pytest.mark.slow
-def test_launch_server_refuses_trtllm_on_cpu_before_loading_weights(fp8_checkpoint):
-    code, log = serve(fp8_checkpoint, "--dsa-decode-backend", "trtllm")
+def test_launch_server_refuses_trtllm_on_cpu_before_loading_weights(serve):
+    code, log = serve("trtllm")
     assert code != 0
     assert (
         "DSACapabilityError: GLM-5 DSA cannot start on CPU (cpu) with kv-cache auto (model dtype) and 4 heads per GPU:\n"
@@ -40,10 +48,10 @@ def test_launch_server_refuses_trtllm_on_cpu_before_loading_weights(fp8_checkpoi
 
 
 @pytest.mark.slow
-def test_launch_server_refuses_fp8_latent_the_tiny_dims_cannot_hold(fp8_checkpoint):
+def test_launch_server_refuses_fp8_latent_the_tiny_dims_cannot_hold(serve):
     """The reference reads SGLang's scaled FP8 latent on CPU (no calibrated scales needed: no warning), but the tiny
     arch's 64-d latent is not a multiple of its 128-value scale tile: refused before any weight loads."""
-    code, log = serve(fp8_checkpoint, "--kv-cache-dtype", "fp8_e4m3")
+    code, log = serve("fp8-kv")
     assert code != 0
     assert "no calibrated k/v scales" not in log
     assert ("--kv-cache-dtype fp8_e4m3: SGLang's FP8 latent layout needs kv_lora_rank a multiple of 128 and "

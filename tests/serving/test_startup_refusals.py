@@ -11,6 +11,9 @@ import pytest
 from sglang_glm5.cli import main
 from sglang_glm5.config import Glm5Config, Glm5ConfigError
 from sglang_glm5.serving.process import ServerProcess, ServerStartError
+from tests.started_together import servers_started_together
+
+BAD_OVERRIDES = {"not-json": '{"index_topk": 8', "unknown-field": '{"index_topk_typo": 8}'}
 
 
 def test_launch_refuses_an_unknown_preset(capsys, tiny_checkpoint):
@@ -36,29 +39,43 @@ def test_config_refuses_bad_overrides(tiny_checkpoint, overrides, message):
     assert str(checkpoint / "config.json") in str(err.value) and message in str(err.value)
 
 
+@pytest.fixture(scope="module")
+def refusals(tiny_checkpoint, server_log_dir):
+    """This module's launch_server refusals, started at once (tests/started_together.py)."""
+    checkpoint = tiny_checkpoint("bf16")
+    servers = {
+        name: ServerProcess(
+            checkpoint, server_log_dir / f"bad-override-{name}.log", ["--json-model-override-args", override]
+        )
+        for name, override in BAD_OVERRIDES.items()
+    }
+    servers["pd"] = ServerProcess(checkpoint, server_log_dir / "refuse-pd.log", ["--disaggregation-mode", "prefill"])
+    with servers_started_together(servers):
+        yield servers
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize(
-    "override,fragments",
+    "name,fragments",
     [
         # SGLang's ModelConfig parses the flag first; our hook there names the flag and the JSON error
-        ('{"index_topk": 8', ["--json-model-override-args is not valid JSON: Expecting ',' delimiter"]),
-        ('{"index_topk_typo": 8}', ["config.json", "unknown override field(s) ['index_topk_typo']"]),
+        ("not-json", ["--json-model-override-args is not valid JSON: Expecting ',' delimiter"]),
+        ("unknown-field", ["config.json", "unknown override field(s) ['index_topk_typo']"]),
     ],
-    ids=["not-json", "unknown-field"],
+    ids=list(BAD_OVERRIDES),
 )
-def test_launch_server_refuses_bad_override_json(tiny_checkpoint, server_log_dir, override, fragments, request):
-    log = server_log_dir / f"bad-override-{request.node.callspec.id}.log"
+def test_launch_server_refuses_bad_override_json(refusals, name, fragments):
     with pytest.raises(ServerStartError) as err:
-        ServerProcess(tiny_checkpoint("bf16"), log, ["--json-model-override-args", override]).start()
+        refusals[name].wait_ready()
     for fragment in fragments:
         assert fragment in str(err.value)
 
 
 @pytest.mark.slow
-def test_launch_server_refuses_pd_disaggregation(tiny_checkpoint, server_log_dir):
+def test_launch_server_refuses_pd_disaggregation(refusals):
     """SGLang's PD transfer moves its pool buffers; no CPU run can show a transferred request is right (its `fake`
     transfer backend moves nothing), so the start-up stops, naming the flag. HiCache takes the same path (the start-up
     check's unit test in tests/attention/test_index_k_store.py)."""
     with pytest.raises(ServerStartError) as err:
-        ServerProcess(tiny_checkpoint("bf16"), server_log_dir / "refuse-pd.log", ["--disaggregation-mode", "prefill"]).start()
+        refusals["pd"].wait_ready()
     assert "--disaggregation-mode prefill: not verified with GLM-5's DSA backend" in str(err.value)
