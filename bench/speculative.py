@@ -101,7 +101,7 @@ Outputs identical with and without speculation: **{p["identical"]}**.
 
 Accept length counts the bonus token (at most num_steps + 1 = 4). On this CPU EAGLE is slower despite accepting
 ~3 tokens per verify: each verify round adds 2 draft-step forwards, a draft-extend forward and SGLang's EAGLE
-bookkeeping kernels, which here run in Triton's Python interpreter (`serving/cpu_spec_hooks.py`); at tiny model size
+bookkeeping kernels, which here run in Triton's Python interpreter (`hooks/cpu_eagle.py`); at tiny model size
 that overhead outweighs the saved target forwards. Not profiled further; the speed-up EAGLE is for needs a GPU.
 """
 

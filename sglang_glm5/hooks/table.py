@@ -16,7 +16,7 @@ _ALLOCATION = "sglang.srt.mem_cache.allocation"
 _CACHE_LOCS = "sglang.kernels.ops.speculative.cache_locs"
 _EAGLE = "sglang.kernels.ops.speculative.eagle"
 _SPEC_TREE = "sglang.kernels.ops.speculative.spec_tree"
-_CPU_SPEC = "sglang_glm5.serving.cpu_spec_hooks"
+_CPU_SPEC = "sglang_glm5.hooks.cpu_eagle"
 _CPU_EAGLE_LOST = "EAGLE speculative decoding on CPU"
 
 MODEL = (
@@ -56,16 +56,16 @@ CHECKS = (
     ),
     Patch(
         "sglang.srt.managers.tokenizer_manager.TokenizerManager._validate_one_request",
-        "sglang_glm5.serving.request_checks:validate_one_request", Kind.AROUND,
+        "sglang_glm5.hooks.request_checks:validate_one_request", Kind.AROUND,
         "HTTP 400 for an empty prompt or token ids outside the vocabulary (either one kills SGLang's scheduler)",
     ),
     Patch(
         "sglang.srt.entrypoints.openai.serving_chat.OpenAIServingChat._validate_request",
-        "sglang_glm5.serving.request_checks:validate_chat_request", Kind.AROUND,
+        "sglang_glm5.hooks.request_checks:validate_chat_request", Kind.AROUND,
         "HTTP 400 for chat_template_kwargs GLM-5's template cannot take (a 500, or thinking silently on)",
     ),
     Patch(
-        "sglang.srt.configs.model_config.ModelConfig.__init__", "sglang_glm5.serving.override_args:check_model_config_init",
+        "sglang.srt.configs.model_config.ModelConfig.__init__", "sglang_glm5.hooks.override_args:check_model_config_init",
         Kind.AROUND, "a bad --json-model-override-args is refused naming the flag", required=False,
         lost="a bad --json-model-override-args ends in SGLang's bare JSONDecodeError, without naming the flag",
     ),
@@ -74,7 +74,7 @@ CHECKS = (
 MULTI_NODE = (
     Patch(
         "sglang.srt.distributed.bootstrap._resolve_dist_init_method",
-        "sglang_glm5.serving.multi_node:dist_init_method_after_head", Kind.AROUND,
+        "sglang_glm5.hooks.multi_node:dist_init_method_after_head", Kind.AROUND,
         "a node other than the head waits a bounded time for --dist-init-addr, then fails naming it (torch alone waits "
         "30 min and fails with a socket error)", required=False,
         lost="a node whose head is unreachable waits torch's default 30 min and fails without naming --dist-init-addr",
@@ -84,35 +84,35 @@ MULTI_NODE = (
 CPU = (
     Patch(
         "sglang.srt.distributed.parallel_state.init_model_parallel_group",
-        "sglang_glm5.serving.cpu_hooks:parallel_group_without_pynccl", Kind.AROUND,
+        "sglang_glm5.hooks.cpu:parallel_group_without_pynccl", Kind.AROUND,
         "tp > 1 on CPU: SGLang's default use_pynccl builds a NCCL communicator on a CPU device and fails; without it "
         "the groups' torch.distributed (gloo) path carries the collectives",
         when=When.CPU,
     ),
     Patch(
-        "sglang.srt.model_loader.loader._get_quantization_config", "sglang_glm5.serving.cpu_hooks:no_fp8_layers_for_glm5",
+        "sglang.srt.model_loader.loader._get_quantization_config", "sglang_glm5.hooks.cpu:no_fp8_layers_for_glm5",
         Kind.AROUND, "no FP8 layers on CPU: our loader dequantizes the FP8 checkpoint as it streams in",
         when=When.CPU, models=(OURS,),
     ),
     Patch(
         "sglang.srt.arg_groups.model_hook.handle_model_specific_adjustments",
-        "sglang_glm5.serving.cpu_hooks:model_adjustments_without_cuda", Kind.AROUND,
+        "sglang_glm5.hooks.cpu:model_adjustments_without_cuda", Kind.AROUND,
         "its DSA branch queries the CUDA device; on CPU that query is answered (0, 0) inside this call only",
         when=When.CPU,
     ),
     Patch(
-        "torch.cuda.get_device_capability", "sglang_glm5.serving.cpu_hooks:model_adjustments_without_cuda",
+        "torch.cuda.get_device_capability", "sglang_glm5.hooks.cpu:model_adjustments_without_cuda",
         Kind.SCOPED,
         "swapped for (0, 0) only while handle_model_specific_adjustments runs (it calls torch directly, so no SGLang "
         "target can be hooked instead); restored when that call returns",
         when=When.CPU,
     ),
     Patch(
-        _KV_PASS, "sglang_glm5.serving.cpu_hooks:declare_nothing", Kind.AROUND,
+        _KV_PASS, "sglang_glm5.hooks.cpu:declare_nothing", Kind.AROUND,
         "on CPU, SGLang's pass would pick a GPU KV dtype by compute capability", when=When.CPU,
     ),
     Patch(
-        _BACKEND_PASS, "sglang_glm5.serving.cpu_hooks:declare_nothing", Kind.AROUND,
+        _BACKEND_PASS, "sglang_glm5.hooks.cpu:declare_nothing", Kind.AROUND,
         "on CPU, SGLang's pass would pick GPU kernels (FlashMLA, DeepGEMM)", when=When.CPU,
     ),
     Patch(
