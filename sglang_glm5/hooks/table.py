@@ -36,11 +36,11 @@ MODEL = (
         lost="the log line naming SGLang's GLM-5 class",
     ),
     Patch(
-        f"{_DRAFT_FACTORY}._create_dsa_decode_backend", "sglang_glm5.attention.draft:dsa_decode_backend", Kind.AROUND,
+        f"{_DRAFT_FACTORY}._create_dsa_decode_backend", "sglang_glm5.hooks.draft:dsa_decode_backend", Kind.AROUND,
         "the EAGLE draft (MTP layer) decodes with our DSA backends", models=(OURS,),
     ),
     Patch(
-        f"{_DRAFT_FACTORY}._create_dsa_prefill_backend", "sglang_glm5.attention.draft:dsa_prefill_backend",
+        f"{_DRAFT_FACTORY}._create_dsa_prefill_backend", "sglang_glm5.hooks.draft:dsa_prefill_backend",
         Kind.AROUND, "the EAGLE draft (MTP layer) extends with our DSA backend", models=(OURS,),
     ),
 )
@@ -149,11 +149,11 @@ CPU = (
 
 STARTUP = (  # after CPU, so these wrap its passes: GLM-5 is decided here, other models fall through
     Patch(
-        _KV_PASS, "sglang_glm5.serving.startup_check:kv_cache_dtype_pass", Kind.AROUND,
+        _KV_PASS, "sglang_glm5.hooks.startup:kv_cache_dtype_pass", Kind.AROUND,
         "GLM-5's KV-cache dtype from our policy (calibrated scales, device, DSA implementations)", models=(OURS,),
     ),
     Patch(
-        _BACKEND_PASS, "sglang_glm5.serving.startup_check:backend_pass", Kind.AROUND,
+        _BACKEND_PASS, "sglang_glm5.hooks.startup:backend_pass", Kind.AROUND,
         "GLM-5's DSA implementations checked against the device (configs/dsa-capabilities.json)", models=(OURS,),
     ),
     Patch(
@@ -163,7 +163,7 @@ STARTUP = (  # after CPU, so these wrap its passes: GLM-5 is decided here, other
     ),
     Patch(
         "sglang.srt.arg_groups.resolution_hooks.register_resolution_hook",
-        "sglang_glm5.serving.startup_check:graph_safety_step", Kind.RESOLUTION,
+        "sglang_glm5.hooks.startup:graph_safety_step", Kind.RESOLUTION,
         "CUDA graphs off (reason logged) where GLM-5's DSA picks cannot be captured, and for prefill (runs eagerly)",
         key="handle_model_capability_adjustments", models=(OURS,),
     ),
