@@ -9,10 +9,10 @@ from types import MappingProxyType
 from typing import Any
 
 from sglang_glm5.config import Glm5Config, Glm5ConfigError
+from sglang_glm5.datafiles import configs_dir
 from sglang_glm5.presets.files import (
     PRESETS_DIR,
     PresetError,
-    configs_dir,
     field,
     read_json,
 )

@@ -12,9 +12,9 @@ from typing import Any
 
 from sglang_glm5.attention.capabilities import DSACapabilityError
 from sglang_glm5.attention.kv_policy import STRICT_ENV
+from sglang_glm5.datafiles import DataFileError
 from sglang_glm5.presets.catalog import Catalog, load_catalog
 from sglang_glm5.presets.compose import LaunchSpec, Refusal, allowed_feature, compose, parse_features
-from sglang_glm5.presets.files import PresetError
 from sglang_glm5.presets.flags import parse, parsed_options, sglang_parser, to_argv
 from sglang_glm5.presets.planner import EAGLE, check_weights_fit
 from sglang_glm5.serving.cli import launch_command
@@ -100,7 +100,7 @@ def run(args: argparse.Namespace) -> int:
         chosen = check_node_choice(spec, args)
         if not args.print_only:
             check_startup(catalog, nodes[chosen][0], nodes[chosen][1])
-    except (PresetError, DSACapabilityError) as e:
+    except (DataFileError, DSACapabilityError) as e:
         print(f"sglang-glm5 launch: error: {e}", file=sys.stderr)
         return 2
     for name in spec.features:

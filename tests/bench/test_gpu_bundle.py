@@ -54,7 +54,7 @@ def device(tmp_path_factory):
     assert built.returncode == 0, built.stdout[-2000:] + built.stderr[-3000:]
     listed = _run(["git", "ls-files", "-z", "-co", "--exclude-standard"], REPO, env).stdout.split("\0")
     copy = root / "repo"
-    for name in filter(None, listed):  # links travel as links (sglang_glm5/presets/configs -> ../../configs)
+    for name in filter(None, listed):  # links travel as links (sglang_glm5/configs -> ../configs)
         source, target = REPO / name, copy / name
         target.parent.mkdir(parents=True, exist_ok=True)
         if source.is_symlink():
