@@ -4,7 +4,7 @@ Times our `dequantize_fp8_blocks` (scales expanded with two repeat_interleave, f
 broadcast variant (fp32 weight viewed as [gn, bn, gk, bk] times scale[:, None, :, None]; ragged edges padded),
 on GLM-5's real weight shapes, and checks the two are bit-identical.
 
-Run from the repo root: .venv/bin/python bench/fp8_dequant.py [--quick]
+Run from the repo root: .venv/bin/python -m bench.fp8_dequant [--quick]
 """
 
 from __future__ import annotations
@@ -14,12 +14,10 @@ import sys
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # `bench` importable when run as a script
+import torch
 
-import torch  # noqa: E402
-
-from bench import common  # noqa: E402
-from sglang_glm5.quant.fp8_block import dequantize_fp8_blocks, quantize_fp8_blocks  # noqa: E402
+from bench.lib import common
+from sglang_glm5.quant.fp8_block import dequantize_fp8_blocks, quantize_fp8_blocks
 
 NAME = "fp8_dequant"
 BLOCK = (128, 128)

@@ -10,7 +10,7 @@ its reason when it cannot run). Each provider's logits are checked against the t
 GPU) on every visible position before it is timed; times are triton.testing.do_bench medians. GPU only: on a CPU it
 says so and writes nothing.
 
-Run from the repo root: .venv/bin/python bench/indexer_fp8.py [--context 4096 16384] [--tokens N] [--providers ...]
+Run from the repo root: .venv/bin/python -m bench.indexer_fp8 [--context 4096 16384] [--tokens N] [--providers ...]
 """
 
 from __future__ import annotations
@@ -18,15 +18,11 @@ from __future__ import annotations
 import argparse
 import functools
 import importlib
-import sys
-from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # `bench` importable when run as a script
-
-from bench import common  # noqa: E402
-from sglang_glm5.ops import dsa_reference  # noqa: E402
+from bench.lib import common
+from sglang_glm5.ops import dsa_reference
 
 NAME = "indexer-fp8"
 INDEX_HEADS, INDEX_DIM = 32, 128

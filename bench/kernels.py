@@ -9,7 +9,7 @@ CPU ratio compares like with like. Providers: `reference` (sglang_glm5.ops.dsa_r
 (sglang_glm5.kernels.triton) and `tilelang` (sglang_glm5.kernels.tilelang) on a GPU only: on a CPU Triton would run in
 its interpreter, whose time says nothing about the kernel, and TileLang's GPU kernels do not run at all.
 
-Run from the repo root: .venv/bin/python bench/kernels.py [--contexts 4096 16384 65536] [--heads 64] [--repeats 5]
+Run from the repo root: .venv/bin/python -m bench.kernels [--contexts 4096 16384 65536] [--heads 64] [--repeats 5]
 [--rounds 3]
 """
 
@@ -19,14 +19,11 @@ import argparse
 import importlib
 import sys
 import time
-from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # `bench` importable when run as a script
-
-from bench import common  # noqa: E402
-from sglang_glm5.ops import dsa_reference  # noqa: E402
+from bench.lib import common
+from sglang_glm5.ops import dsa_reference
 
 NAME = "kernels"
 INDEX_HEADS, INDEX_DIM, INDEX_TOPK = 32, 128, 2048

@@ -9,7 +9,7 @@ ignore_eos, fixed max_tokens, prompts of mixed lengths, most longer than index_t
 Both sides use the same torch thread count (--threads, default 1): on this shared 2-core machine, 2 OpenMP threads
 make every small op wait on a descheduled peer (measured 25x slower per tiny linear under load average 5).
 
-Run from the repo root: .venv/bin/python bench/serving_throughput.py [--quick]
+Run from the repo root: .venv/bin/python -m bench.serving_throughput [--quick]
 """
 
 from __future__ import annotations
@@ -21,10 +21,8 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # `bench` importable when run as a script
-
-from bench import common, hf_generate, pyspy  # noqa: E402
-from sglang_glm5.serving import load_client  # noqa: E402
+from bench.lib import common, hf_generate, pyspy
+from bench.lib import load_client
 
 NAME = "serving_throughput"
 DTYPE = "float32"

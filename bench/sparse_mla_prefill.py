@@ -5,7 +5,7 @@ positions, 576-d query/key and 512-d latent value, bf16, `--heads` heads per GPU
 Each provider's output is checked against the previous one (`triton` vs `tilelang`, fp32 reference on a slice of the
 tokens) before it is timed; times are triton.testing.do_bench medians. GPU only: on a CPU it says so and writes nothing.
 
-Run from the repo root: .venv/bin/python bench/sparse_mla_prefill.py [--tokens 4096] [--heads 64 16] [--providers ...]
+Run from the repo root: .venv/bin/python -m bench.sparse_mla_prefill [--tokens 4096] [--heads 64 16] [--providers ...]
 """
 
 from __future__ import annotations
@@ -14,14 +14,11 @@ import argparse
 import functools
 import importlib
 import sys
-from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # `bench` importable when run as a script
-
-from bench import common  # noqa: E402
-from sglang_glm5.ops import dsa_reference  # noqa: E402
+from bench.lib import common
+from sglang_glm5.ops import dsa_reference
 
 NAME = "sparse-mla-prefill"
 KV_LORA_RANK, ROPE_DIM, QK_NOPE_DIM = 512, 64, 192

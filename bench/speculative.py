@@ -7,7 +7,7 @@ ignore_eos, fixed max_tokens); their outputs must be identical (the benchmark st
 average accept length (completion tokens / verify steps, from each response's meta_info) and decode tokens/s =
 batch * max_tokens / wall seconds (median of reps), for both servers.
 
-Run from the repo root: .venv/bin/python bench/speculative.py [--quick]
+Run from the repo root: .venv/bin/python -m bench.speculative [--quick]
 """
 
 from __future__ import annotations
@@ -18,10 +18,8 @@ import sys
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # `bench` importable when run as a script
-
-from bench import common
-from sglang_glm5.serving.load_client import generate
+from bench.lib import common
+from bench.lib.load_client import generate
 
 NAME = "speculative"
 DTYPE = "float32"

@@ -5,7 +5,7 @@ benchmark stops otherwise: tp 2 must compute what tp 1 does). Reported: decode t
 seconds (median of reps) and the tp 2 / tp 1 ratio. On a 2-core machine the two ranks share the cores and exchange
 every layer's partial sums over gloo: the ratio shows TP's overhead at tiny size, not a speed-up.
 
-Run from the repo root: .venv/bin/python bench/tensor_parallel.py [--quick]
+Run from the repo root: .venv/bin/python -m bench.tensor_parallel [--quick]
 """
 
 from __future__ import annotations
@@ -17,10 +17,8 @@ import sys
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # `bench` importable when run as a script
-
-from bench import common
-from sglang_glm5.serving.load_client import generate
+from bench.lib import common
+from bench.lib.load_client import generate
 
 NAME = "tensor_parallel"
 DTYPE = "float32"

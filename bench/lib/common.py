@@ -14,7 +14,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 BENCH_DIR = REPO / "bench"
 RESULTS_DIR = BENCH_DIR / "results"
 RESULTS_MD = BENCH_DIR / "RESULTS.md"
@@ -30,9 +30,13 @@ def command_line(argv: list[str] | None = None) -> str:
     """The command that reproduces this run, relative to the repo root where possible."""
     exe = Path(sys.executable)
     exe_str = str(exe.relative_to(REPO)) if exe.is_relative_to(REPO) else str(exe)
-    script = Path(sys.argv[0]).resolve()
-    script_str = str(script.relative_to(REPO)) if script.is_relative_to(REPO) else sys.argv[0]
-    return shlex.join([exe_str, script_str, *(sys.argv[1:] if argv is None else argv)])
+    spec = getattr(sys.modules["__main__"], "__spec__", None)
+    if spec is not None:  # `python -m bench.X`, as benchmarks are run
+        script = ["-m", spec.name]
+    else:
+        path = Path(sys.argv[0]).resolve()
+        script = [str(path.relative_to(REPO)) if path.is_relative_to(REPO) else sys.argv[0]]
+    return shlex.join([exe_str, *script, *(sys.argv[1:] if argv is None else argv)])
 
 
 def announce(argv: list[str] | None = None) -> str:
