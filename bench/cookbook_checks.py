@@ -23,7 +23,7 @@ from bench.lib.common import (
     git_commit,
     machine,
     machine_line,
-    update_section,
+    publish,
     utc_now,
 )
 from sglang_glm5.cli import main as cli
@@ -104,7 +104,7 @@ def main() -> None:
             run_all(url, out, checkpoint)
     else:
         run_all(args.base_url, out, None)
-    update_section("cookbook_checks", section(command, out, args.tiny))
+    publish({"command": command, "results": str(out), "tiny": args.tiny}, "cookbook_checks", section(command, out, args.tiny))
 
 
 if __name__ == "__main__":

@@ -275,14 +275,12 @@ def main(argv: list[str] | None = None) -> int:
         "load_requests": args.rounds * args.num_prompts, "load": load, "pressure": pressure,
     }
     payload["plot"] = str(plot(payload, args.results_dir / f"{stem}.png"))
-    path = common.write_json(payload, stem, args.results_dir)
     wrong = len(load["wrong"]) + len(pressure["wrong"])
     lost = len(load["lost"]) + len(pressure["lost"])
     bad_failed = sum(not b["ok"] for b in load["bad"])
     print(f"wrong {wrong}, lost {lost}, bad inputs without a clear 4xx {bad_failed}, "
-          f"rounds not idle {len(load['not_idle'])}; wrote {path}")
-    if args.markdown:
-        print(f"updated {common.update_section(stem, markdown(payload))}")
+          f"rounds not idle {len(load['not_idle'])}")
+    common.publish(payload, stem, markdown(payload), results_dir=args.results_dir, section=args.markdown)
     return int(bool(wrong or lost or bad_failed or load["not_idle"] or not load["alive_at_end"]))
 
 

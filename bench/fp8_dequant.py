@@ -85,15 +85,13 @@ def main(argv=None) -> int:
     payload = {"benchmark": NAME, "command": command, "date": common.utc_now(), "git_commit": common.git_commit(),
                "machine": machine, "args": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
                "results": rows}
-    print(f"wrote {common.write_json(payload, stem, args.results_dir)}")
-    if args.markdown:
-        table = common.md_table(
-            ["weight", "ours s", "broadcast s", "speedup", "fp8->fp32 cast alone s", "ours Mparam/s", "bit-identical"],
-            [[k, f"{r['ours_s']:.3f}", f"{r['broadcast_s']:.3f}", f"{r['speedup']:.2f}x",
-              f"{r['fp8_to_fp32_cast_s']:.3f}", f"{r['ours_Mparams_per_s']:.0f}", r["bit_identical"]]
-             for k, r in rows.items()],
-        )
-        body = f"""## FP8 block dequantization on CPU{" (--quick)" if args.quick else ""}
+    table = common.md_table(
+        ["weight", "ours s", "broadcast s", "speedup", "fp8->fp32 cast alone s", "ours Mparam/s", "bit-identical"],
+        [[k, f"{r['ours_s']:.3f}", f"{r['broadcast_s']:.3f}", f"{r['speedup']:.2f}x",
+          f"{r['fp8_to_fp32_cast_s']:.3f}", f"{r['ours_Mparams_per_s']:.0f}", r["bit_identical"]]
+         for k, r in rows.items()],
+    )
+    body = f"""## FP8 block dequantization on CPU{" (--quick)" if args.quick else ""}
 
 `{command}`
 
@@ -104,7 +102,7 @@ broadcast variant that skips the two `repeat_interleave` scale expansions; best 
 
 {table}
 """
-        print(f"updated {common.update_section(stem, body)}")
+    common.publish(payload, stem, body, results_dir=args.results_dir, section=args.markdown)
     return 0
 
 

@@ -263,9 +263,9 @@ def main(argv: list[str] | None = None) -> int:
         "server": server,
     }
     if not server["check"]["passed"]:
-        path = common.write_json(payload, stem, args.results_dir)
-        print(f"correctness check FAILED (first divergence at token {server['check']['first_divergence']}); "
-              f"no benchmark run; wrote {path}")
+        common.publish(payload, stem, f"correctness check FAILED (first divergence at token "
+                       f"{server['check']['first_divergence']}); no benchmark run", results_dir=args.results_dir,
+                       section=False)
         return 1
     payload["hf"] = run_hf_side(args, model, tok, prompts)
     payload["loadavg_1m_at_end"] = round(os.getloadavg()[0], 2)
@@ -278,14 +278,11 @@ def main(argv: list[str] | None = None) -> int:
     payload["cpu_ratio"] = payload["server_tok_per_cpu_s"] / payload["hf_tok_per_cpu_s"]
     payload["agreement"] = sum(a == b for a, b in zip(server["outputs"], payload["hf"]["outputs"]))
     payload["plot"] = str(plot(payload, args.results_dir / f"{stem}.png"))
-    path = common.write_json(payload, stem, args.results_dir)
     print(
         f"check passed; server {payload['server_tok_s']:.1f} tok/s vs HF {payload['hf_tok_s']:.1f} tok/s:"
         f" ratio {payload['ratio']:.2f}x; server == HF batched for {payload['agreement']}/{args.num_prompts} prompts"
     )
-    print(f"wrote {path}")
-    if args.markdown:
-        print(f"updated {common.update_section(stem, markdown(payload))}")
+    common.publish(payload, stem, markdown(payload), results_dir=args.results_dir, section=args.markdown)
     return 0
 
 

@@ -14,16 +14,14 @@ import argparse
 import os
 import random
 import sys
-import time
 from pathlib import Path
 
 from bench.lib import common
-from bench.lib.load_client import generate
+from bench.lib.server_timing import timed_rounds
 
 NAME = "tensor_parallel"
 DTYPE = "float32"
 TP_SIZES = (1, 2)
-WARMUP_TOKENS = 4
 FIRST_PLAIN_TOKEN = 3
 QUICK = {"batch": 2, "max_tokens": 8, "reps": 1}
 
@@ -55,15 +53,8 @@ def prompts(batch: int, length: int, vocab: int) -> list[list[int]]:
 
 
 def measure(path: Path, tp: int, batch: list[list[int]], args, log: Path) -> dict:
-    from sglang_glm5.serving.process import ServerProcess
-
-    with ServerProcess(path, log, ["--dtype", DTYPE, "--tp-size", str(tp)], env=dict(os.environ)) as server:
-        generate(server.url, batch, WARMUP_TOKENS)
-        seconds, outputs = [], None
-        for _ in range(args.reps):
-            start = time.perf_counter()
-            outputs = generate(server.url, batch, args.max_tokens)
-            seconds.append(time.perf_counter() - start)
+    flags = ["--dtype", DTYPE, "--tp-size", str(tp)]
+    seconds, outputs = timed_rounds(path, flags, batch, args.max_tokens, args.reps, log, dict(os.environ))
     return {
         "tp": tp,
         "seconds": seconds,

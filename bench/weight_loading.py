@@ -267,7 +267,6 @@ def main(argv: list[str] | None = None) -> int:
         "results": results,
     }
     payload["plot"] = str(plot(results, args.results_dir / f"{stem}.png"))
-    json_path = common.write_json(payload, stem, args.results_dir)
     for dtype, r in results.items():
         s = r["summary"]
         print(
@@ -277,9 +276,7 @@ def main(argv: list[str] | None = None) -> int:
             f" best-of-{len(r['ours_weight_load_s'])} {s['overhead_best_vs_copy']:+.1%};"
             f" CPU time {s['overhead_cpu_vs_copy']:+.1%}"
         )
-    print(f"wrote {json_path}")
-    if args.markdown:
-        print(f"updated {common.update_section(stem, markdown(payload))}")
+    common.publish(payload, stem, markdown(payload), results_dir=args.results_dir, section=args.markdown)
     return 0
 
 

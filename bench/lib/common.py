@@ -119,12 +119,14 @@ def write_json(payload: dict, stem: str, results_dir: Path = RESULTS_DIR) -> Pat
 
 
 def publish(payload: dict, stem: str, text: str, write: bool = True, results_dir: Path = RESULTS_DIR,
-            results_md: Path = RESULTS_MD) -> None:  # fmt: skip
-    """Print a benchmark's RESULTS.md section; with `write`, save the payload as JSON and replace that section."""
+            results_md: Path = RESULTS_MD, section: bool = True) -> None:  # fmt: skip
+    """The one way a benchmark reports: print its RESULTS.md section `text`; with `write`, save the payload as JSON
+    and (unless `section` is False: a failed or unrecorded run) replace that section, entirely generated."""
     print(text)
     if write:
         print(f"wrote {write_json(payload, stem, results_dir)}")
-        print(f"updated {update_section(stem, text, results_md)}")
+        if section:
+            print(f"updated {update_section(stem, text, results_md)}")
 
 
 def machine_line(m: dict) -> str:
