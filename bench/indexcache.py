@@ -27,17 +27,19 @@ import torch
 
 from bench.lib import common
 from bench.kernels import time_call
-from bench.lib.synthetic_checkpoint import GLM5_DIMS, SyntheticSpec, write_checkpoint
+from bench.lib.synthetic_checkpoint import GLM5_DIMS, GLM5_INDEX_TOPK, SyntheticSpec, write_checkpoint
 from sglang_glm5.attention.impls import resolve_impl
 from sglang_glm5.attention.index_k_store import ModelDtypeKeys
 from sglang_glm5.attention.indexer_workspace import chunked_topk, load_indexer_workspace
 from sglang_glm5.indexcache.plan import IndexerPlan
 from sglang_glm5.ops import dsa_reference
+from sglang_glm5.presets.catalog import load_catalog
 from sglang_glm5.serving.process import ServerProcess
 
 NAME = "indexcache"
-COOKBOOK = "FFSFSSSFSSFFFSSSFFFSFSSSSSSFFSFFSFFSSFFFFFFSFFFFFSFFSSSSSSFSFFFSFSSSFSFFSFFSSS"
-INDEX_TOPK = 2048
+# the released GLM-5-FP8 pattern: the `indexcache` feature of configs/features.json
+COOKBOOK = load_catalog().features["indexcache"].options["model_override_args"]["index_topk_pattern"]
+INDEX_TOPK = GLM5_INDEX_TOPK
 DTYPE = torch.bfloat16
 D = dict(GLM5_DIMS)
 QK_DIM = D["kv_lora_rank"] + D["qk_rope_head_dim"]  # 576

@@ -22,10 +22,11 @@ import importlib
 import torch
 
 from bench.lib import common
+from bench.lib.glm5 import glm5
 from sglang_glm5.ops import dsa_reference
 
 NAME = "indexer-fp8"
-INDEX_HEADS, INDEX_DIM = 32, 128
+INDEX_HEADS, INDEX_DIM = glm5().index_n_heads, glm5().index_head_dim  # configs/glm5-config.json
 GOAL_VS_DEEPGEMM = 0.8
 TOL = dict(atol=1e-3, rtol=1e-3)  # relative to the largest |logit|: fp8 products are exact, fp32 sums differ in order
 PROVIDERS = ("triton", "tilelang", "deepgemm")

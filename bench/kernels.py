@@ -23,11 +23,13 @@ import time
 import torch
 
 from bench.lib import common
+from bench.lib.glm5 import glm5
 from sglang_glm5.ops import dsa_reference
 
 NAME = "kernels"
-INDEX_HEADS, INDEX_DIM, INDEX_TOPK = 32, 128, 2048
-KV_LORA_RANK, ROPE_DIM, QK_NOPE_DIM = 512, 64, 192
+_GLM5 = glm5()  # configs/glm5-config.json
+INDEX_HEADS, INDEX_DIM, INDEX_TOPK = _GLM5.index_n_heads, _GLM5.index_head_dim, _GLM5.index_topk
+KV_LORA_RANK, ROPE_DIM, QK_NOPE_DIM = _GLM5.kv_lora_rank, _GLM5.qk_rope_head_dim, _GLM5.qk_nope_head_dim
 QK_DIM, V_DIM = KV_LORA_RANK + ROPE_DIM, KV_LORA_RANK
 SM_SCALE = (QK_NOPE_DIM + ROPE_DIM) ** -0.5
 MLA_FLOPS_PER_KEY = 2 * (QK_DIM + V_DIM)  # per head: q.k over 576 dims, p.v over 512

@@ -122,6 +122,6 @@ def test_gpu_tests_and_benchmarks_load_without_sglang(device):
                       "tests/gpu/test_dsa_kernels.py"], copy, env)  # fmt: skip
     assert collected.returncode == 0, collected.stdout[-3000:]
     assert "test_indexer_logits_fp8[prefill-tilelang]" in collected.stdout
-    for bench in ("kernels.py", "sparse_mla_prefill.py", "indexer_fp8.py"):
-        loaded = _run([sys.executable, f"bench/{bench}", "--help"], copy, env)
-        assert loaded.returncode == 0, f"bench/{bench}: {loaded.stderr[-2000:]}"
+    for bench in ("kernels", "sparse_mla_prefill", "indexer_fp8"):  # as gpu_check.sh runs them
+        loaded = _run([sys.executable, "-m", f"bench.{bench}", "--help"], copy, env)
+        assert loaded.returncode == 0, f"bench.{bench}: {loaded.stderr[-2000:]}"
