@@ -40,7 +40,7 @@ LOGIT_BYTES = 4  # fp32 indexer logits
 GOAL_DENSE_OVER_SPARSE = 8.0
 GOAL_SPARSE_GROWTH = 3.0
 GOAL_H200_DECODE_8H_US = 16.8  # padded FlashMLA: ~22.8 us
-BANDWIDTH_TBPS = {"H100": 3.35, "H200": 4.8, "B200": 8.0, "MI300X": 5.3, "MI355X": 8.0}  # DESIGN.md
+BANDWIDTH_TBPS = {"H100": 3.35, "H200": 4.8, "B200": 8.0, "MI300X": 5.3, "MI355X": 8.0}  # vendors' HBM datasheet figures
 OPS = ("indexer", "topk", "sparse_mla", "dense_mla")
 GPU_ONLY = {
     "triton": "the Triton interpreter's time says nothing about the kernel",
