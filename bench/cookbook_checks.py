@@ -1,7 +1,7 @@
 """The cookbook's validation runs (GSM8K, MMLU, latency and throughput speed) and the report next to its figures.
 
-    python bench/cookbook_checks.py --base-url http://HOST:30000     # a real GLM-5 deployment, cookbook sizes
-    python bench/cookbook_checks.py --tiny                           # the tiny checkpoint on this CPU, small sizes
+    python -m bench.cookbook_checks --base-url http://HOST:30000     # a real GLM-5 deployment, cookbook sizes
+    python -m bench.cookbook_checks --tiny                           # the tiny checkpoint on this CPU, small sizes
 
 Results: bench/results/cookbook[-tiny]/ (one JSON per run, report.md, report.png) and the `cookbook_checks` section of
 bench/RESULTS.md. With --tiny the weights are random (accuracy ~0) and the data is the test fixture: the run shows
@@ -15,9 +15,7 @@ import contextlib
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # `bench` importable when run as a script
-
-from bench.common import (
+from bench.lib.common import (
     CACHE_ROOT,
     REPO,
     RESULTS_DIR,
@@ -25,7 +23,7 @@ from bench.common import (
     git_commit,
     machine,
     machine_line,
-    update_section,
+    publish,
     utc_now,
 )
 from sglang_glm5.cli import main as cli
@@ -106,7 +104,7 @@ def main() -> None:
             run_all(url, out, checkpoint)
     else:
         run_all(args.base_url, out, None)
-    update_section("cookbook_checks", section(command, out, args.tiny))
+    publish({"command": command, "results": str(out), "tiny": args.tiny}, "cookbook_checks", section(command, out, args.tiny))
 
 
 if __name__ == "__main__":

@@ -3,7 +3,7 @@
 Phase `load`: one server; every prompt (mixed lengths, most longer than index_topk, some sharing a prefix) is first
 answered one at a time (greedy, the reference). Then R rounds: all prompts at once (half of them as streams read to
 the end), and during each round D streams cut off after a few events and every bad request of
-`sglang_glm5.serving.load_client.bad_requests`. Each good output must equal its reference (else: wrong); each good
+`bench.lib.load_client.bad_requests`. Each good output must equal its reference (else: wrong); each good
 request must be answered (else: lost); each bad one must get a 4xx whose message names the problem; after each round
 the server must return to idle (`/v1/loads` num_used_tokens == 0). Odd rounds start from an empty radix cache, even
 rounds reuse it.
@@ -11,7 +11,7 @@ rounds reuse it.
 Phase `pressure`: a second server whose KV pool holds a few pages, with optimistic admission; more requests than
 the pool holds at once; each must equal its one-at-a-time output; retractions and queueing are counted.
 
-Run from the repo root: .venv/bin/python bench/faults.py [--quick]
+Run from the repo root: .venv/bin/python -m bench.faults [--quick]
 """
 
 from __future__ import annotations
@@ -24,12 +24,10 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # `bench` importable when run as a script
-
 import requests
 from tqdm import tqdm
 
-from bench import common
+from bench.lib import common
 
 NAME = "faults"
 DTYPE = "float32"
@@ -66,7 +64,7 @@ class LoadWatcher:
         self.thread = threading.Thread(target=self.run, daemon=True)
 
     def run(self) -> None:
-        from sglang_glm5.serving import load_client as client
+        from bench.lib import load_client as client
 
         while not self.stop.is_set():
             load = client.loads(self.url)
@@ -84,7 +82,7 @@ class LoadWatcher:
 
 
 def good_request(url: str, ids: list[int], new_tokens: int, stream: bool) -> list[int]:
-    from sglang_glm5.serving import load_client as client
+    from bench.lib import load_client as client
 
     if stream:
         return client.stream_generate(url, ids, new_tokens)[0]
@@ -92,7 +90,7 @@ def good_request(url: str, ids: list[int], new_tokens: int, stream: bool) -> lis
 
 
 def bad_request(url: str, bad) -> dict:
-    from sglang_glm5.serving import load_client as client
+    from bench.lib import load_client as client
 
     try:
         response = client.send(url, bad)
@@ -104,7 +102,7 @@ def bad_request(url: str, bad) -> dict:
 
 
 def load_phase(args, ckpt: Path, prompts: list[list[int]], vocab_size: int, work: Path, env: dict) -> dict:
-    from sglang_glm5.serving import load_client as client
+    from bench.lib import load_client as client
     from sglang_glm5.serving.process import ServerProcess
 
     flags = ["--dtype", DTYPE, "--context-length", str(args.context_length),
@@ -152,7 +150,7 @@ def load_phase(args, ckpt: Path, prompts: list[list[int]], vocab_size: int, work
 
 
 def pressure_phase(args, ckpt: Path, stream: list[int], work: Path, env: dict) -> dict:
-    from sglang_glm5.serving import load_client as client
+    from bench.lib import load_client as client
     from sglang_glm5.serving.process import ServerProcess
 
     pool_tokens = args.pressure_pages * PAGE_TOKENS
@@ -254,7 +252,7 @@ def main(argv: list[str] | None = None) -> int:
     machine = common.machine()
     from sglang_glm5.checkpoint.tiny import write_tiny_checkpoint
     from sglang_glm5.config import Glm5Config
-    from sglang_glm5.serving import load_client as client
+    from bench.lib import load_client as client
     from tests.oracle import tokenizer
 
     work = args.cache_dir / "runs" / f"{NAME}-{time.strftime('%Y%m%d-%H%M%S')}"
@@ -277,14 +275,12 @@ def main(argv: list[str] | None = None) -> int:
         "load_requests": args.rounds * args.num_prompts, "load": load, "pressure": pressure,
     }
     payload["plot"] = str(plot(payload, args.results_dir / f"{stem}.png"))
-    path = common.write_json(payload, stem, args.results_dir)
     wrong = len(load["wrong"]) + len(pressure["wrong"])
     lost = len(load["lost"]) + len(pressure["lost"])
     bad_failed = sum(not b["ok"] for b in load["bad"])
     print(f"wrong {wrong}, lost {lost}, bad inputs without a clear 4xx {bad_failed}, "
-          f"rounds not idle {len(load['not_idle'])}; wrote {path}")
-    if args.markdown:
-        print(f"updated {common.update_section(stem, markdown(payload))}")
+          f"rounds not idle {len(load['not_idle'])}")
+    common.publish(payload, stem, markdown(payload), results_dir=args.results_dir, section=args.markdown)
     return int(bool(wrong or lost or bad_failed or load["not_idle"] or not load["alive_at_end"]))
 
 

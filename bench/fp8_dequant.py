@@ -4,7 +4,7 @@ Times our `dequantize_fp8_blocks` (scales expanded with two repeat_interleave, f
 broadcast variant (fp32 weight viewed as [gn, bn, gk, bk] times scale[:, None, :, None]; ragged edges padded),
 on GLM-5's real weight shapes, and checks the two are bit-identical.
 
-Run from the repo root: .venv/bin/python bench/fp8_dequant.py [--quick]
+Run from the repo root: .venv/bin/python -m bench.fp8_dequant [--quick]
 """
 
 from __future__ import annotations
@@ -14,12 +14,10 @@ import sys
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # `bench` importable when run as a script
+import torch
 
-import torch  # noqa: E402
-
-from bench import common  # noqa: E402
-from sglang_glm5.quant.fp8_block import dequantize_fp8_blocks, quantize_fp8_blocks  # noqa: E402
+from bench.lib import common
+from sglang_glm5.quant.fp8_block import dequantize_fp8_blocks, quantize_fp8_blocks
 
 NAME = "fp8_dequant"
 BLOCK = (128, 128)
@@ -87,15 +85,13 @@ def main(argv=None) -> int:
     payload = {"benchmark": NAME, "command": command, "date": common.utc_now(), "git_commit": common.git_commit(),
                "machine": machine, "args": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
                "results": rows}
-    print(f"wrote {common.write_json(payload, stem, args.results_dir)}")
-    if args.markdown:
-        table = common.md_table(
-            ["weight", "ours s", "broadcast s", "speedup", "fp8->fp32 cast alone s", "ours Mparam/s", "bit-identical"],
-            [[k, f"{r['ours_s']:.3f}", f"{r['broadcast_s']:.3f}", f"{r['speedup']:.2f}x",
-              f"{r['fp8_to_fp32_cast_s']:.3f}", f"{r['ours_Mparams_per_s']:.0f}", r["bit_identical"]]
-             for k, r in rows.items()],
-        )
-        body = f"""## FP8 block dequantization on CPU{" (--quick)" if args.quick else ""}
+    table = common.md_table(
+        ["weight", "ours s", "broadcast s", "speedup", "fp8->fp32 cast alone s", "ours Mparam/s", "bit-identical"],
+        [[k, f"{r['ours_s']:.3f}", f"{r['broadcast_s']:.3f}", f"{r['speedup']:.2f}x",
+          f"{r['fp8_to_fp32_cast_s']:.3f}", f"{r['ours_Mparams_per_s']:.0f}", r["bit_identical"]]
+         for k, r in rows.items()],
+    )
+    body = f"""## FP8 block dequantization on CPU{" (--quick)" if args.quick else ""}
 
 `{command}`
 
@@ -106,7 +102,7 @@ broadcast variant that skips the two `repeat_interleave` scale expansions; best 
 
 {table}
 """
-        print(f"updated {common.update_section(stem, body)}")
+    common.publish(payload, stem, body, results_dir=args.results_dir, section=args.markdown)
     return 0
 
 

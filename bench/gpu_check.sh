@@ -81,17 +81,17 @@ if [ "$rc_all" -eq 0 ]; then
     #    64k and 200k keys under the decode's own time), each
     #    provider in its own process (TileLang first): a failure or a crash in one leaves the other's numbers
     for provider in tilelang triton; do
-        step "kernels-$provider" 60 "$PY" bench/kernels.py --contexts 4096 65536 200000 --heads 8 64 \
+        step "kernels-$provider" 60 "$PY" -m bench.kernels --contexts 4096 65536 200000 --heads 8 64 \
             --providers "$provider" --tag "$provider" --repeats 3
     done
     # 3. sparse MLA prefill TFLOPS (issue 5's Hopper goal: >= 500), 4096 tokens x top-k 2048, 64 and 16 heads
-    step sparse_mla_prefill 45 "$PY" bench/sparse_mla_prefill.py --tokens 4096 --heads 64 16
+    step sparse_mla_prefill 45 "$PY" -m bench.sparse_mla_prefill --tokens 4096 --heads 64 16
     # 4. FP8 indexer prefill vs DeepGEMM's fp8_mqa_logits (issue 5's goal: within 80%), if deep_gemm runs here
-    step indexer_fp8 35 "$PY" bench/indexer_fp8.py --context 4096 16384
+    step indexer_fp8 35 "$PY" -m bench.indexer_fp8 --context 4096 16384
     # 5. flashmla (FlashMLA + DeepGEMM, issue 20) vs the reference where sgl-flash-mla / sgl-deep-gemm import; -rs logs why not
     step flashmla 60 "$PY" -m pytest -q -rs -p no:cacheprovider tests/gpu/test_flashmla_kernels.py
     # 6. CUDA graphs: capture + replay of one layer's DSA decode per implementation, eager vs graph us (issue 26)
-    step graph_decode 40 "$PY" bench/graph_decode.py --batch 1 8 32 --context 4096
+    step graph_decode 40 "$PY" -m bench.graph_decode --batch 1 8 32 --context 4096
 fi
 
 echo "gpu_check: rc=$rc_all" | tee -a "$DEST/summary.txt"

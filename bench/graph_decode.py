@@ -10,20 +10,17 @@ the new values (a host value frozen at capture, or an output buffer the eager ca
 Implementations the capability table marks graph-unsafe, or that do not import here, are skipped with the reason.
 `--device cpu` runs the same correctness check with tests/attention/cpu_graph.py's recorder standing in for the CUDA
 graph (it replays recorded aten ops, so only the torch `reference` can be captured there) and times nothing.
-Usage: python bench/graph_decode.py [--batch 1 8 32] [--context 4096] [--device cuda|cpu] [--no-write]
+Usage: python -m bench.graph_decode [--batch 1 8 32] [--context 4096] [--device cuda|cpu] [--no-write]
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+import torch
 
-import torch  # noqa: E402
-
-from bench.common import publish  # noqa: E402
+from bench.lib.common import publish
 
 IMPLS = ("reference", "triton", "tilelang", "trtllm")
 INDEX_HEADS, INDEX_DIM, INDEX_TOPK = 32, 128, 2048  # GLM-5 indexer
@@ -143,7 +140,7 @@ def main(argv=None) -> int:
     lines = [
         f"DSA decode core of one GLM-5 layer (indexer {INDEX_HEADS}x{INDEX_DIM}, top-k {INDEX_TOPK}, sparse MLA "
         f"{HEADS} heads), context {args.context}, on {card}: eager vs CUDA graph replay, us per layer "
-        f"(`python bench/graph_decode.py --batch {' '.join(map(str, args.batch))} --context {args.context}`)",
+        f"(`python -m bench.graph_decode --batch {' '.join(map(str, args.batch))} --context {args.context}`)",
         "",
         "| impl | batch | eager us | graph us | eager/graph | replay == eager |",
         "|---|---|---|---|---|---|",

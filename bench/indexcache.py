@@ -10,7 +10,7 @@
    all-F vs the cookbook's pattern (its first `--layers` letters) vs 75% of the indexers removed, same run. The
    indexer share is the slope of a line fitted to prefill time against the number of F layers.
 
-Run from the repo root: .venv/bin/python bench/indexcache.py [--context 65536] [--prefill-tokens 2560] [--layers 8]
+Run from the repo root: .venv/bin/python -m bench.indexcache [--context 65536] [--prefill-tokens 2560] [--layers 8]
 """
 
 from __future__ import annotations
@@ -19,28 +19,27 @@ import argparse
 import json
 import os
 import random
-import sys
 import time
 from pathlib import Path
 
 import requests
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # `bench` importable when run as a script
-
-from bench import common  # noqa: E402
-from bench.kernels import time_call  # noqa: E402
-from bench.synthetic_checkpoint import GLM5_DIMS, SyntheticSpec, write_checkpoint  # noqa: E402
-from sglang_glm5.attention.impls import resolve_impl  # noqa: E402
-from sglang_glm5.attention.index_k_store import ModelDtypeKeys  # noqa: E402
-from sglang_glm5.attention.indexer_workspace import chunked_topk, load_indexer_workspace  # noqa: E402
-from sglang_glm5.indexcache.plan import IndexerPlan  # noqa: E402
-from sglang_glm5.ops import dsa_reference  # noqa: E402
-from sglang_glm5.serving.process import ServerProcess  # noqa: E402
+from bench.lib import common
+from bench.kernels import time_call
+from bench.lib.synthetic_checkpoint import GLM5_DIMS, GLM5_INDEX_TOPK, SyntheticSpec, write_checkpoint
+from sglang_glm5.attention.impls import resolve_impl
+from sglang_glm5.attention.index_k_store import ModelDtypeKeys
+from sglang_glm5.attention.indexer_workspace import chunked_topk, load_indexer_workspace
+from sglang_glm5.indexcache.plan import IndexerPlan
+from sglang_glm5.ops import dsa_reference
+from sglang_glm5.presets.catalog import load_catalog
+from sglang_glm5.serving.process import ServerProcess
 
 NAME = "indexcache"
-COOKBOOK = "FFSFSSSFSSFFFSSSFFFSFSSSSSSFFSFFSFFSSFFFFFFSFFFFFSFFSSSSSSFSFFFSFSSSFSFFSFFSSS"
-INDEX_TOPK = 2048
+# the released GLM-5-FP8 pattern: the `indexcache` feature of configs/features.json
+COOKBOOK = load_catalog().features["indexcache"].options["model_override_args"]["index_topk_pattern"]
+INDEX_TOPK = GLM5_INDEX_TOPK
 DTYPE = torch.bfloat16
 D = dict(GLM5_DIMS)
 QK_DIM = D["kv_lora_rank"] + D["qk_rope_head_dim"]  # 576

@@ -10,7 +10,7 @@ its reason when it cannot run). Each provider's logits are checked against the t
 GPU) on every visible position before it is timed; times are triton.testing.do_bench medians. GPU only: on a CPU it
 says so and writes nothing.
 
-Run from the repo root: .venv/bin/python bench/indexer_fp8.py [--context 4096 16384] [--tokens N] [--providers ...]
+Run from the repo root: .venv/bin/python -m bench.indexer_fp8 [--context 4096 16384] [--tokens N] [--providers ...]
 """
 
 from __future__ import annotations
@@ -18,18 +18,15 @@ from __future__ import annotations
 import argparse
 import functools
 import importlib
-import sys
-from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # `bench` importable when run as a script
-
-from bench import common  # noqa: E402
-from sglang_glm5.ops import dsa_reference  # noqa: E402
+from bench.lib import common
+from bench.lib.glm5 import glm5
+from sglang_glm5.ops import dsa_reference
 
 NAME = "indexer-fp8"
-INDEX_HEADS, INDEX_DIM = 32, 128
+INDEX_HEADS, INDEX_DIM = glm5().index_n_heads, glm5().index_head_dim  # configs/glm5-config.json
 GOAL_VS_DEEPGEMM = 0.8
 TOL = dict(atol=1e-3, rtol=1e-3)  # relative to the largest |logit|: fp8 products are exact, fp32 sums differ in order
 PROVIDERS = ("triton", "tilelang", "deepgemm")

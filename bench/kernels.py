@@ -9,7 +9,7 @@ CPU ratio compares like with like. Providers: `reference` (sglang_glm5.ops.dsa_r
 (sglang_glm5.kernels.triton) and `tilelang` (sglang_glm5.kernels.tilelang) on a GPU only: on a CPU Triton would run in
 its interpreter, whose time says nothing about the kernel, and TileLang's GPU kernels do not run at all.
 
-Run from the repo root: .venv/bin/python bench/kernels.py [--contexts 4096 16384 65536] [--heads 64] [--repeats 5]
+Run from the repo root: .venv/bin/python -m bench.kernels [--contexts 4096 16384 65536] [--heads 64] [--repeats 5]
 [--rounds 3]
 """
 
@@ -19,18 +19,17 @@ import argparse
 import importlib
 import sys
 import time
-from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # `bench` importable when run as a script
-
-from bench import common  # noqa: E402
-from sglang_glm5.ops import dsa_reference  # noqa: E402
+from bench.lib import common
+from bench.lib.glm5 import glm5
+from sglang_glm5.ops import dsa_reference
 
 NAME = "kernels"
-INDEX_HEADS, INDEX_DIM, INDEX_TOPK = 32, 128, 2048
-KV_LORA_RANK, ROPE_DIM, QK_NOPE_DIM = 512, 64, 192
+_GLM5 = glm5()  # configs/glm5-config.json
+INDEX_HEADS, INDEX_DIM, INDEX_TOPK = _GLM5.index_n_heads, _GLM5.index_head_dim, _GLM5.index_topk
+KV_LORA_RANK, ROPE_DIM, QK_NOPE_DIM = _GLM5.kv_lora_rank, _GLM5.qk_rope_head_dim, _GLM5.qk_nope_head_dim
 QK_DIM, V_DIM = KV_LORA_RANK + ROPE_DIM, KV_LORA_RANK
 SM_SCALE = (QK_NOPE_DIM + ROPE_DIM) ** -0.5
 MLA_FLOPS_PER_KEY = 2 * (QK_DIM + V_DIM)  # per head: q.k over 576 dims, p.v over 512
@@ -41,7 +40,7 @@ LOGIT_BYTES = 4  # fp32 indexer logits
 GOAL_DENSE_OVER_SPARSE = 8.0
 GOAL_SPARSE_GROWTH = 3.0
 GOAL_H200_DECODE_8H_US = 16.8  # padded FlashMLA: ~22.8 us
-BANDWIDTH_TBPS = {"H100": 3.35, "H200": 4.8, "B200": 8.0, "MI300X": 5.3, "MI355X": 8.0}  # DESIGN.md
+BANDWIDTH_TBPS = {"H100": 3.35, "H200": 4.8, "B200": 8.0, "MI300X": 5.3, "MI355X": 8.0}  # vendors' HBM datasheet figures
 OPS = ("indexer", "topk", "sparse_mla", "dense_mla")
 GPU_ONLY = {
     "triton": "the Triton interpreter's time says nothing about the kernel",
@@ -192,6 +191,7 @@ def run(args, on_step=None) -> dict:
             except Exception as exc:  # noqa: BLE001 - one provider's failure must not stop the others
                 failed[name] = f"import: {type(exc).__name__}: {exc}"[:500]
     best, method = {}, {}  # (heads, ctx, provider, op) -> fastest seconds over the rounds, how it was timed
+    sweeps = {}  # (heads, ctx, provider) -> [{op: seconds} per sweep]: a decode step sums the ops of one sweep
     result = dict(device=device.type, card=card, bandwidth_tbps=bandwidth, skipped=skipped, failed=failed)
     for sweep in range(args.rounds if device.type == "cpu" else 1):
         for heads in args.heads:
@@ -203,10 +203,13 @@ def run(args, on_step=None) -> dict:
                     try:
                         if provider in GPU_ONLY:
                             check_matches(impl, provider, problem)
+                        this_sweep = {}
+                        sweeps.setdefault((heads, ctx, provider), []).append(this_sweep)
                         for op, call in op_calls(impl, problem).items():
                             if provider != "reference" and op == "dense_mla":
                                 continue
                             seconds, how = time_op(call, args.repeats, device, graph=provider in GPU_ONLY)
+                            this_sweep[op] = seconds
                             key = (heads, ctx, provider, op)
                             best[key] = min(seconds, best.get(key, seconds))
                             method[key] = how
@@ -221,7 +224,19 @@ def run(args, on_step=None) -> dict:
                 if on_step is not None:
                     on_step(dict(result, rows=_rows(best, method, bandwidth), curves=[]))
     rows = _rows(best, method, bandwidth)
-    return dict(result, rows=rows, curves=decode_curves(rows, args))
+    return dict(result, rows=rows, curves=decode_curves(rows, args, _steps(sweeps)))
+
+
+def _steps(sweeps: dict) -> dict:
+    """(heads, ctx, provider) -> {op: seconds} of the one sweep whose sparse decode step (indexer + topk + sparse MLA)
+    was fastest: the step's parts and shares come from one sweep, never from per-op minima of different sweeps."""
+    parts = ("indexer", "topk", "sparse_mla")
+    steps = {}
+    for key, runs in sweeps.items():
+        complete = [r for r in runs if all(op in r for op in parts)]
+        if complete:
+            steps[key] = min(complete, key=lambda r: sum(r[op] for op in parts))
+    return steps
 
 
 def _rows(best: dict, method: dict, bandwidth: float | None) -> list[dict]:
@@ -236,18 +251,20 @@ def _rows(best: dict, method: dict, bandwidth: float | None) -> list[dict]:
     return rows
 
 
-def decode_curves(rows: list[dict], args) -> list[dict]:
-    """Per (heads, provider): one decode step per context, sparse = indexer + topk + sparse MLA vs dense MLA."""
+def decode_curves(rows: list[dict], args, steps: dict) -> list[dict]:
+    """Per (heads, provider): one decode step per context, sparse = indexer + topk + sparse MLA of one sweep (`steps`)
+    vs dense MLA (its fastest sweep: one op)."""
     curves = []
     by_key = {(r["heads"], r["provider"], r["ctx"], r["op"]): r for r in rows}
     for heads in args.heads:
         for provider in sorted({r["provider"] for r in rows}):
             points = []
             for ctx in args.contexts:
-                parts = [by_key.get((heads, provider, ctx, op)) for op in ("indexer", "topk", "sparse_mla")]
+                step = steps.get((heads, ctx, provider))
                 dense = by_key.get((heads, "reference", ctx, "dense_mla"))
-                if None in parts or dense is None:
+                if step is None or dense is None:
                     continue
+                parts = [_row_at(by_key[(heads, provider, ctx, op)], step[op]) for op in ("indexer", "topk", "sparse_mla")]
                 sparse_s = sum(p["seconds"] for p in parts)
                 model = flops_model(ctx, heads)
                 points.append(dict(
@@ -270,6 +287,11 @@ def decode_curves(rows: list[dict], args) -> list[dict]:
     return curves
 
 
+def _row_at(row: dict, seconds: float) -> dict:
+    """`row` (an op's problem size) at another measured time (the step's sweep)."""
+    return dict(row, seconds=seconds, tflops=row["flops"] / seconds / 1e12)
+
+
 def markdown(payload: dict) -> str:
     res = payload["result"]
     lines = [
@@ -280,10 +302,12 @@ def markdown(payload: dict) -> str:
         f"{payload['date']}, commit {payload['commit']}; "
         + (f"**{res['card']}**" if res["device"] == "cuda" else common.machine_line(payload["machine"])) + ".",
         "",
-        "GLM-5 dims: indexer 32 heads x 128, top-k 2048, MLA 576/512 latent, bf16 caches on shuffled slots; "
-        f"{payload['threads']} torch thread(s), fastest of {payload['repeats']} runs per op in each of "
-        f"{payload['rounds']} sweeps over all contexts on CPU. "
-        "FLOP model per token: sparse = 2·32·128·ctx + 2·H·1088·2048, dense = 2·H·1088·ctx.",
+        f"GLM-5 dims (configs/glm5-config.json): indexer {INDEX_HEADS} heads x {INDEX_DIM}, top-k {INDEX_TOPK}, MLA "
+        f"{QK_DIM}/{V_DIM} latent, bf16 caches on shuffled slots; {payload['threads']} torch thread(s), fastest of "
+        f"{payload['repeats']} runs per op in each of {payload['rounds']} sweeps over all contexts on CPU. The op table "
+        "gives each op's fastest sweep; a decode step sums the three sparse ops of one sweep (the sweep whose sum was "
+        "fastest), never minima from different sweeps. FLOP model per token: sparse = "
+        f"2·{INDEX_HEADS}·{INDEX_DIM}·ctx + 2·H·{QK_DIM + V_DIM}·{INDEX_TOPK}, dense = 2·H·{QK_DIM + V_DIM}·ctx.",
     ]
     for provider, reason in res["skipped"].items():
         lines += ["", f"Provider `{provider}` not run: {reason}."]

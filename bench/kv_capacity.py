@@ -3,22 +3,18 @@ beside SGLang's unread FP8 index-K buffer: issue 19's "before") and where the ba
 attention/index_k_policy.py picks per GPU: FP8 in SGLang's pool on NVIDIA, unchanged on AMD). Both from the same
 planner in one run, GLM-5's real config, each preset's defaults (context 202752); no GPU needed.
 
-Run from the repo root: .venv/bin/python bench/kv_capacity.py [--presets h200-fp8 mi355x-bf16] [--with indexcache]
+Run from the repo root: .venv/bin/python -m bench.kv_capacity [--presets h200-fp8 mi355x-bf16] [--with indexcache]
 """
 
 from __future__ import annotations
 
 import argparse
-import sys
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # `bench` importable when run as a script
-
-from bench import common  # noqa: E402
-from sglang_glm5.attention.index_k_policy import MODEL  # noqa: E402
-from sglang_glm5.presets.catalog import load_catalog  # noqa: E402
-from sglang_glm5.presets.files import configs_dir  # noqa: E402
-from sglang_glm5.presets.planner import default_index_k_store, plan  # noqa: E402
+from bench.lib import common
+from sglang_glm5.attention.index_k_policy import MODEL
+from sglang_glm5.presets.catalog import load_catalog
+from sglang_glm5.datafiles import configs_dir
+from sglang_glm5.presets.planner import default_index_k_store, plan
 
 NAME = "kv-capacity"
 UPSTREAM_PER_LAYER = 656 + 132  # upstream's FP8 latent + FP8 index key per token per layer (issue 19's goal)

@@ -11,7 +11,7 @@ dims the attention is ~17x the indexer per key and the same model gives the larg
 Prefill: one request with max_new_tokens 1 after /flush_cache, wall seconds / prompt tokens (chunked prefill 2048).
 Decode: a streamed request of --decode-tokens tokens; (last event - first event) / (tokens - 1).
 
-Run from the repo root: .venv/bin/python bench/long_context.py [--lengths 4096 8192 16384] [--quick]
+Run from the repo root: .venv/bin/python -m bench.long_context [--lengths 4096 8192 16384] [--quick]
 """
 
 from __future__ import annotations
@@ -26,10 +26,8 @@ from pathlib import Path
 import requests
 from tqdm import tqdm
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # `bench` importable when run as a script
-
-from bench import common  # noqa: E402
-from sglang_glm5.serving.load_client import greedy  # noqa: E402
+from bench.lib import common
+from bench.lib.load_client import greedy
 
 NAME = "long_context"
 ARCH = "long"

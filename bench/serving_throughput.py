@@ -9,7 +9,7 @@ ignore_eos, fixed max_tokens, prompts of mixed lengths, most longer than index_t
 Both sides use the same torch thread count (--threads, default 1): on this shared 2-core machine, 2 OpenMP threads
 make every small op wait on a descheduled peer (measured 25x slower per tiny linear under load average 5).
 
-Run from the repo root: .venv/bin/python bench/serving_throughput.py [--quick]
+Run from the repo root: .venv/bin/python -m bench.serving_throughput [--quick]
 """
 
 from __future__ import annotations
@@ -21,10 +21,8 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # `bench` importable when run as a script
-
-from bench import common, hf_generate, pyspy  # noqa: E402
-from sglang_glm5.serving import load_client  # noqa: E402
+from bench.lib import common, hf_generate, pyspy
+from bench.lib import load_client
 
 NAME = "serving_throughput"
 DTYPE = "float32"
@@ -265,9 +263,9 @@ def main(argv: list[str] | None = None) -> int:
         "server": server,
     }
     if not server["check"]["passed"]:
-        path = common.write_json(payload, stem, args.results_dir)
-        print(f"correctness check FAILED (first divergence at token {server['check']['first_divergence']}); "
-              f"no benchmark run; wrote {path}")
+        common.publish(payload, stem, f"correctness check FAILED (first divergence at token "
+                       f"{server['check']['first_divergence']}); no benchmark run", results_dir=args.results_dir,
+                       section=False)
         return 1
     payload["hf"] = run_hf_side(args, model, tok, prompts)
     payload["loadavg_1m_at_end"] = round(os.getloadavg()[0], 2)
@@ -280,14 +278,11 @@ def main(argv: list[str] | None = None) -> int:
     payload["cpu_ratio"] = payload["server_tok_per_cpu_s"] / payload["hf_tok_per_cpu_s"]
     payload["agreement"] = sum(a == b for a, b in zip(server["outputs"], payload["hf"]["outputs"]))
     payload["plot"] = str(plot(payload, args.results_dir / f"{stem}.png"))
-    path = common.write_json(payload, stem, args.results_dir)
     print(
         f"check passed; server {payload['server_tok_s']:.1f} tok/s vs HF {payload['hf_tok_s']:.1f} tok/s:"
         f" ratio {payload['ratio']:.2f}x; server == HF batched for {payload['agreement']}/{args.num_prompts} prompts"
     )
-    print(f"wrote {path}")
-    if args.markdown:
-        print(f"updated {common.update_section(stem, markdown(payload))}")
+    common.publish(payload, stem, markdown(payload), results_dir=args.results_dir, section=args.markdown)
     return 0
 
 

@@ -5,7 +5,7 @@ positions, 576-d query/key and 512-d latent value, bf16, `--heads` heads per GPU
 Each provider's output is checked against the previous one (`triton` vs `tilelang`, fp32 reference on a slice of the
 tokens) before it is timed; times are triton.testing.do_bench medians. GPU only: on a CPU it says so and writes nothing.
 
-Run from the repo root: .venv/bin/python bench/sparse_mla_prefill.py [--tokens 4096] [--heads 64 16] [--providers ...]
+Run from the repo root: .venv/bin/python -m bench.sparse_mla_prefill [--tokens 4096] [--heads 64 16] [--providers ...]
 """
 
 from __future__ import annotations
@@ -14,17 +14,16 @@ import argparse
 import functools
 import importlib
 import sys
-from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # `bench` importable when run as a script
-
-from bench import common  # noqa: E402
-from sglang_glm5.ops import dsa_reference  # noqa: E402
+from bench.lib import common
+from bench.lib.glm5 import glm5
+from sglang_glm5.ops import dsa_reference
 
 NAME = "sparse-mla-prefill"
-KV_LORA_RANK, ROPE_DIM, QK_NOPE_DIM = 512, 64, 192
+_GLM5 = glm5()  # configs/glm5-config.json
+KV_LORA_RANK, ROPE_DIM, QK_NOPE_DIM = _GLM5.kv_lora_rank, _GLM5.qk_rope_head_dim, _GLM5.qk_nope_head_dim
 QK_DIM, V_DIM = KV_LORA_RANK + ROPE_DIM, KV_LORA_RANK
 SM_SCALE = (QK_NOPE_DIM + ROPE_DIM) ** -0.5
 GOAL_TFLOPS = 500.0
@@ -36,7 +35,7 @@ def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--tokens", type=int, default=4096, help="query tokens (one prefill chunk)")
     p.add_argument("--context", type=int, default=32768, help="cached positions of the request")
-    p.add_argument("--topk", type=int, default=2048)
+    p.add_argument("--topk", type=int, default=_GLM5.index_topk)
     p.add_argument("--heads", type=int, nargs="+", default=[64, 16], help="heads per GPU (64 = TP 1, 16 = TP 4)")
     p.add_argument("--providers", nargs="+", default=["tilelang", "triton"], choices=["triton", "tilelang"])
     p.add_argument("--no-write", action="store_true", help="print only: no JSON, no RESULTS.md section")

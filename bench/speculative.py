@@ -7,7 +7,7 @@ ignore_eos, fixed max_tokens); their outputs must be identical (the benchmark st
 average accept length (completion tokens / verify steps, from each response's meta_info) and decode tokens/s =
 batch * max_tokens / wall seconds (median of reps), for both servers.
 
-Run from the repo root: .venv/bin/python bench/speculative.py [--quick]
+Run from the repo root: .venv/bin/python -m bench.speculative [--quick]
 """
 
 from __future__ import annotations
@@ -15,13 +15,10 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # `bench` importable when run as a script
-
-from bench import common
-from sglang_glm5.serving.load_client import generate
+from bench.lib import common
+from bench.lib.server_timing import timed_rounds
 
 NAME = "speculative"
 DTYPE = "float32"
@@ -29,7 +26,6 @@ EAGLE_FLAGS = [
     "--speculative-algorithm", "EAGLE", "--speculative-num-steps", "3",
     "--speculative-eagle-topk", "1", "--speculative-num-draft-tokens", "4",
 ]
-WARMUP_TOKENS = 4
 QUICK = {"batch": 2, "max_tokens": 16, "reps": 1, "train_steps": 40}
 
 
@@ -60,16 +56,8 @@ def trained_checkpoint(steps: int) -> Path:
 
 
 def measure(checkpoint: Path, flags: list[str], prompts, args, log: Path) -> dict:
-    from sglang_glm5.serving.process import ServerProcess
-
     env = dict(os.environ, OMP_NUM_THREADS=str(args.threads))
-    with ServerProcess(checkpoint, log, ["--dtype", DTYPE, *flags], env=env) as server:
-        generate(server.url, prompts, WARMUP_TOKENS)
-        seconds, outputs = [], None
-        for _ in range(args.reps):
-            start = time.perf_counter()
-            outputs = generate(server.url, prompts, args.max_tokens)
-            seconds.append(time.perf_counter() - start)
+    seconds, outputs = timed_rounds(checkpoint, ["--dtype", DTYPE, *flags], prompts, args.max_tokens, args.reps, log, env)
     accept = [o["meta_info"].get("spec_accept_length") for o in outputs]
     return {
         "flags": flags,
@@ -101,7 +89,7 @@ Outputs identical with and without speculation: **{p["identical"]}**.
 
 Accept length counts the bonus token (at most num_steps + 1 = 4). On this CPU EAGLE is slower despite accepting
 ~3 tokens per verify: each verify round adds 2 draft-step forwards, a draft-extend forward and SGLang's EAGLE
-bookkeeping kernels, which here run in Triton's Python interpreter (`serving/cpu_spec_hooks.py`); at tiny model size
+bookkeeping kernels, which here run in Triton's Python interpreter (`hooks/cpu_eagle.py`); at tiny model size
 that overhead outweighs the saved target forwards. Not profiled further; the speed-up EAGLE is for needs a GPU.
 """
 
@@ -124,16 +112,13 @@ def main(argv: list[str] | None = None) -> int:
     payload["eagle"] = measure(checkpoint, EAGLE_FLAGS, prompts, args, work / "eagle.log")
     payload["identical"] = payload["plain"]["output_ids"] == payload["eagle"]["output_ids"]
     stem = common.result_stem(NAME, args.quick)
-    path = common.write_json(payload, stem, args.results_dir)
     print(f"accept length {payload['eagle']['accept_length']:.2f}; decode tok/s: no speculation "
           f"{payload['plain']['tok_s']:.1f}, EAGLE {payload['eagle']['tok_s']:.1f}; identical {payload['identical']}")
-    print(f"wrote {path}")
     if not payload["identical"]:
         print("EAGLE output differs from plain greedy output: not recording", file=sys.stderr)
-        return 1
-    if not args.no_results_md and not args.quick:
-        print(f"updated {common.update_section(stem, markdown(payload))}")
-    return 0
+    common.publish(payload, stem, markdown(payload), results_dir=args.results_dir,
+                   section=payload["identical"] and not args.no_results_md and not args.quick)
+    return 0 if payload["identical"] else 1
 
 
 if __name__ == "__main__":

@@ -5,7 +5,7 @@ benchmark stops otherwise: tp 2 must compute what tp 1 does). Reported: decode t
 seconds (median of reps) and the tp 2 / tp 1 ratio. On a 2-core machine the two ranks share the cores and exchange
 every layer's partial sums over gloo: the ratio shows TP's overhead at tiny size, not a speed-up.
 
-Run from the repo root: .venv/bin/python bench/tensor_parallel.py [--quick]
+Run from the repo root: .venv/bin/python -m bench.tensor_parallel [--quick]
 """
 
 from __future__ import annotations
@@ -14,18 +14,14 @@ import argparse
 import os
 import random
 import sys
-import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # `bench` importable when run as a script
-
-from bench import common
-from sglang_glm5.serving.load_client import generate
+from bench.lib import common
+from bench.lib.server_timing import timed_rounds
 
 NAME = "tensor_parallel"
 DTYPE = "float32"
 TP_SIZES = (1, 2)
-WARMUP_TOKENS = 4
 FIRST_PLAIN_TOKEN = 3
 QUICK = {"batch": 2, "max_tokens": 8, "reps": 1}
 
@@ -57,15 +53,8 @@ def prompts(batch: int, length: int, vocab: int) -> list[list[int]]:
 
 
 def measure(path: Path, tp: int, batch: list[list[int]], args, log: Path) -> dict:
-    from sglang_glm5.serving.process import ServerProcess
-
-    with ServerProcess(path, log, ["--dtype", DTYPE, "--tp-size", str(tp)], env=dict(os.environ)) as server:
-        generate(server.url, batch, WARMUP_TOKENS)
-        seconds, outputs = [], None
-        for _ in range(args.reps):
-            start = time.perf_counter()
-            outputs = generate(server.url, batch, args.max_tokens)
-            seconds.append(time.perf_counter() - start)
+    flags = ["--dtype", DTYPE, "--tp-size", str(tp)]
+    seconds, outputs = timed_rounds(path, flags, batch, args.max_tokens, args.reps, log, dict(os.environ))
     return {
         "tp": tp,
         "seconds": seconds,

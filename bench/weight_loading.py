@@ -1,13 +1,13 @@
 """Weight-loading overhead: our GLM-5 `load_weights` inside SGLang vs SGLang merely iterating the same shards.
 
-Per dtype (BF16, FP8), on a synthetic checkpoint with GLM-5's real per-tensor shapes (bench/synthetic_checkpoint.py):
-  (a) ours: SGLang's ModelRunner.load_model() in process (bench/load_worker.py), and the real server's own
+Per dtype (BF16, FP8), on a synthetic checkpoint with GLM-5's real per-tensor shapes (bench/lib/synthetic_checkpoint.py):
+  (a) ours: SGLang's ModelRunner.load_model() in process (bench/lib/load_worker.py), and the real server's own
       `Load weight end. elapsed=` log line (`sglang-glm5 serve` through ServerProcess) as a cross-check;
   (b) SGLang's weight iterator alone on the same files (page touch, and copy of every tensor).
 Overhead = median(a) / median(b) - 1, judged against the copy baseline. Every file is read once before timing,
 so (a) and (b) both run from a warm page cache. FP8 is dequantized on CPU while loading (expected to cost more).
 
-Run from the repo root: .venv/bin/python bench/weight_loading.py [--quick]
+Run from the repo root: .venv/bin/python -m bench.weight_loading [--quick]
 """
 
 from __future__ import annotations
@@ -22,10 +22,8 @@ import time
 from dataclasses import asdict
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # `bench` importable when run as a script
-
-from bench import common  # noqa: E402
-from bench.synthetic_checkpoint import (  # noqa: E402
+from bench.lib import common
+from bench.lib.synthetic_checkpoint import (
     GLM5_VOCAB,
     SyntheticSpec,
     cached_checkpoint,
@@ -74,7 +72,7 @@ def spec_for(args, dtype: str) -> SyntheticSpec:
 
 
 def run_worker(ckpt: Path, reps: int, profile: bool, out: Path) -> dict:
-    cmd = [sys.executable, "-m", "bench.load_worker", "--checkpoint", str(ckpt), "--reps", str(reps), "--out", str(out)]
+    cmd = [sys.executable, "-m", "bench.lib.load_worker", "--checkpoint", str(ckpt), "--reps", str(reps), "--out", str(out)]
     cmd += ["--profile"] if profile else []
     log = out.with_suffix(".log")
     with open(log, "w") as f:
@@ -86,7 +84,7 @@ def run_worker(ckpt: Path, reps: int, profile: bool, out: Path) -> dict:
 
 
 def server_load_seconds(ckpt: Path, log_path: Path) -> float:
-    from bench.load_worker import warm_page_cache
+    from bench.lib.load_worker import warm_page_cache
     from sglang_glm5.serving.process import ServerProcess
 
     warm_page_cache(checkpoint_files(ckpt))
@@ -269,7 +267,6 @@ def main(argv: list[str] | None = None) -> int:
         "results": results,
     }
     payload["plot"] = str(plot(results, args.results_dir / f"{stem}.png"))
-    json_path = common.write_json(payload, stem, args.results_dir)
     for dtype, r in results.items():
         s = r["summary"]
         print(
@@ -279,9 +276,7 @@ def main(argv: list[str] | None = None) -> int:
             f" best-of-{len(r['ours_weight_load_s'])} {s['overhead_best_vs_copy']:+.1%};"
             f" CPU time {s['overhead_cpu_vs_copy']:+.1%}"
         )
-    print(f"wrote {json_path}")
-    if args.markdown:
-        print(f"updated {common.update_section(stem, markdown(payload))}")
+    common.publish(payload, stem, markdown(payload), results_dir=args.results_dir, section=args.markdown)
     return 0
 
 

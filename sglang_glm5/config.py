@@ -7,7 +7,7 @@ from types import MappingProxyType
 from typing import Any, Mapping
 
 from sglang_glm5.indexcache.plan import PLAN_KEYS, IndexCachePlanError, IndexerPlan, resolve_plan
-from sglang_glm5.jsonfile import read_json_object
+from sglang_glm5.datafiles import read_json_object
 
 CONFIG_FILE = "config.json"
 SUPPORTED_FP8_FORMATS = ("e4m3",)

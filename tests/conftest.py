@@ -27,3 +27,15 @@ def tiny_checkpoint(tmp_path_factory):
 @pytest.fixture(scope="session")
 def server_log_dir(tmp_path_factory) -> Path:
     return tmp_path_factory.mktemp("server-logs")
+
+
+@pytest.fixture(scope="session")
+def tiny_server(tiny_checkpoint, server_log_dir):
+    """`with tiny_server(log_name, *flags, dtype="bf16", env=None) as server:` the tiny checkpoint served by
+    launch_server through our plugin (one per test module: hold it in a module-scoped fixture)."""
+    from sglang_glm5.serving.process import ServerProcess
+
+    def start(log_name: str, *flags: str, dtype: str = "bf16", env: dict | None = None) -> ServerProcess:
+        return ServerProcess(tiny_checkpoint(dtype), server_log_dir / log_name, list(flags), env=env)
+
+    return start

@@ -9,7 +9,7 @@ from sglang_glm5.config import Fp8BlockQuant, Glm5Config, Glm5ConfigError
 
 SOURCE = "tiny/config.json"
 
-# GLM-5-FP8 config.json, architecture fields (DESIGN.md).
+# GLM-5-FP8 config.json, architecture fields (the public release; configs/glm5-config.json is the same file).
 GLM5_FP8 = {
     "architectures": ["GlmMoeDsaForCausalLM"],
     "model_type": "glm_moe_dsa",

@@ -17,13 +17,13 @@ import pytest
 REPO = Path(__file__).resolve().parent.parent
 REQUIRED = (
     "sglang_glm5/serving/cpu_stubs/sgl_kernel/__init__.py",
-    "sglang_glm5/serving/cpu_defaults.json",
+    "sglang_glm5/configs/cpu-defaults.json",
     "sglang_glm5/checkpoint/chat_template.jinja",
     "sglang_glm5/kernels/triton/__init__.py",
     "sglang_glm5/kernels/tilelang/__init__.py",
     "sglang_glm5/kernels/checks.py",
-    "sglang_glm5/presets/configs/glm5-config.json",
-    "sglang_glm5/presets/configs/presets/h200-fp8.json",
+    "sglang_glm5/configs/glm5-config.json",
+    "sglang_glm5/configs/presets/h200-fp8.json",
 )
 BUILD_TIMEOUT_S = 300
 INSTALL_TIMEOUT_S = 300

@@ -5,8 +5,8 @@ from pathlib import Path
 
 import torch
 
-from sglang_glm5.jsonfile import read_json_object
-from sglang_glm5.presets.files import configs_dir
+from sglang_glm5.datafiles import read_json_object
+from sglang_glm5.datafiles import configs_dir
 
 TUNING_NAME = "tilelang-tuning.json"  # in configs/ (SGLANG_GLM5_CONFIGS may point elsewhere)
 OPS = ("indexer_logits", "indexer_logits_fp8", "topk_positions", "sparse_mla_prefill", "sparse_mla_decode")

@@ -41,12 +41,11 @@ def build_index_k_store(model_runner, impls, device_type: str) -> IndexKStore:
     choice = choose_index_k_store(platform, impls)
     pool = model_runner.token_to_kv_pool
     layers = indexer_layers_of(model_runner.model)
-    hf_config = model_runner.model_config.hf_config
     if choice.store == POOL_FP8:
         store = PoolFP8IndexKStore(pool, layers)
     else:
         slots = pool.size + pool.page_size
-        store = ModelDtypeIndexKStore(layers, slots, hf_config.index_head_dim, model_runner.model_config.dtype, pool.device)
+        store = ModelDtypeIndexKStore(layers, slots, model_runner.model.glm5_config.index_head_dim, model_runner.model_config.dtype, pool.device)
     logger.info(
         "GLM-5 DSA index-K store: %s (%s), layers %s, %.1f MiB beside SGLang's pool",
         store.name, choice.why, list(store.layers), store.private_bytes() / MIB,
@@ -67,7 +66,6 @@ class Glm5DSABackend(DSAGraphHooks, AttentionBackend):  # CUDA graph hooks: grap
         self.device = model_runner.device
         self.req_to_token_pool = model_runner.req_to_token_pool
         self.token_to_kv_pool = model_runner.token_to_kv_pool
-        hf_config = model_runner.model_config.hf_config
         device_type = torch.device(self.device).type
         kernel = get_exec().kernel  # resolved server args: the start-up check's picks (serving/startup_check.py)
         self.impls = {
@@ -79,7 +77,7 @@ class Glm5DSABackend(DSAGraphHooks, AttentionBackend):  # CUDA graph hooks: grap
         )
         if device_type != "cpu" and "reference" in (impl.name for impl in self.impls.values()):
             logger.warning("GLM-5 DSA: the torch reference implementation runs on %s; it is correct but slow", device_type)
-        self.index_topk = hf_config.index_topk
+        self.index_topk = model_runner.model.glm5_config.index_topk  # our validated config (models/glm5.py), not hf_config
         log_latent_layout(self.token_to_kv_pool)
         # One store per KV pool: EAGLE's draft backends share the draft runner's (attention/draft.py).
         self.index_k_store = index_k_store or build_index_k_store(model_runner, tuple(self.impls.values()), device_type)

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from sglang_glm5.attention.impls import DSA_IMPLS, PHASES, DSABackendChoiceError
-from sglang_glm5.jsonfile import read_json_object
+from sglang_glm5.datafiles import read_json_object
 
 TABLE_FILE = "dsa-capabilities.json"
 ANY_ARCH = "*"
@@ -189,7 +189,7 @@ def detect_device(device_type: str | None = None, env: Mapping[str, str] = os.en
 
 
 def load_capabilities(root: Path | None = None) -> CapabilityTable:
-    from sglang_glm5.presets.files import configs_dir
+    from sglang_glm5.datafiles import configs_dir
 
     path = (Path(root) if root is not None else configs_dir()) / TABLE_FILE
     data = read_json_object(path, DSACapabilityError)

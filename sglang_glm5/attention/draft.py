@@ -1,4 +1,5 @@
-"""EAGLE draft attention for GLM-5: SGLang's `DraftBackendFactory` builds our DSA backends for the MTP draft.
+"""EAGLE draft attention for GLM-5: the backends SGLang's `DraftBackendFactory` builds for the MTP draft (through
+hooks/draft.py).
 
 SGLang's factory maps `--attention-backend dsa` to its own DSA backends (FlashMLA / DeepGEMM, GPU only). For a
 GLM-5 draft runner it gets ours instead: one `Glm5DSABackend` for draft extend and a `Glm5DSAMultiStepBackend`
@@ -17,7 +18,15 @@ class EagleTopkError(ValueError):
     pass
 
 
-def _shared_backend(model_runner, draft_step: DraftStep | None = None) -> Glm5DSABackend:
+def check_topk(topk: int) -> None:
+    if topk != SUPPORTED_TOPK:
+        raise EagleTopkError(
+            f"--speculative-eagle-topk {topk}: GLM-5's DSA backend drafts chains only; use "
+            f"--speculative-eagle-topk {SUPPORTED_TOPK}"
+        )
+
+
+def shared_backend(model_runner, draft_step: DraftStep | None = None) -> Glm5DSABackend:
     owner = getattr(model_runner, "attn_backend", None)
     shared = owner.index_k_store if isinstance(owner, Glm5DSABackend) else None  # one index-K store per KV pool
     return Glm5DSABackend(model_runner, draft_step, index_k_store=shared)
@@ -29,15 +38,11 @@ class Glm5DSAMultiStepBackend:
     needs_cpu_seq_lens = False
 
     def __init__(self, model_runner, topk: int, speculative_num_steps: int):
-        if topk != SUPPORTED_TOPK:
-            raise EagleTopkError(
-                f"--speculative-eagle-topk {topk}: GLM-5's DSA backend drafts chains only; use "
-                f"--speculative-eagle-topk {SUPPORTED_TOPK}"
-            )
+        check_topk(topk)
         self.topk = topk
         self.speculative_num_steps = speculative_num_steps
         self.attn_backends = [
-            _shared_backend(model_runner, DraftStep(i, speculative_num_steps, topk))
+            shared_backend(model_runner, DraftStep(i, speculative_num_steps, topk))
             for i in range(speculative_num_steps - 1)
         ]
 
@@ -59,28 +64,3 @@ class Glm5DSAMultiStepBackend:
     def init_forward_metadata_in_graph(self, forward_batch) -> None:
         for backend in self.attn_backends:
             backend.init_forward_metadata_in_graph(forward_batch)
-
-
-def _is_glm5_draft(factory) -> bool:
-    from sglang_glm5.architectures import is_glm5
-
-    return is_glm5(factory.draft_model_runner.model_config)
-
-
-def dsa_decode_backend(original, factory):
-    if not _is_glm5_draft(factory):
-        return original(factory)
-    runner = factory.draft_model_runner
-    return DSA_STAMP, Glm5DSAMultiStepBackend(runner, factory.topk, factory.speculative_num_steps)
-
-
-def dsa_prefill_backend(original, factory):
-    if not _is_glm5_draft(factory):
-        return original(factory)
-    if factory.topk != SUPPORTED_TOPK:
-        raise EagleTopkError(
-            f"--speculative-eagle-topk {factory.topk}: GLM-5's DSA backend drafts chains only; use "
-            f"--speculative-eagle-topk {SUPPORTED_TOPK}"
-        )
-    return DSA_STAMP, _shared_backend(factory.draft_model_runner)
-

@@ -60,7 +60,7 @@ def chunked_topk(
 
 
 def load_indexer_workspace(root=None) -> IndexerWorkspace:
-    from sglang_glm5.presets.files import configs_dir
+    from sglang_glm5.datafiles import configs_dir
     from sglang_glm5.presets.layout import load_layout
 
     layout = load_layout(root if root is not None else configs_dir())

@@ -10,14 +10,14 @@ from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Any, Mapping
 
-from sglang_glm5.presets.files import PresetError, configs_dir, field, read_json
+from sglang_glm5.datafiles import DataFileError, configs_dir, field, read_json_object
 
 ARCHS_FILE = "tiny-archs.json"
 GLM5_FP8_BLOCK = "glm5"  # `fp8_block`: GLM-5-FP8's own weight_block_size
 DEFAULT_ARCH = "tiny"
 
 
-class ArchError(PresetError):
+class ArchError(DataFileError):
     pass
 
 
@@ -38,10 +38,10 @@ class TinyArch:
 def load_archs() -> Mapping[str, TinyArch]:
     """Every arch of configs/tiny-archs.json, in file order; errors name the file and the arch."""
     path = configs_dir() / ARCHS_FILE
-    data = read_json(path)
-    raw = field(data, "archs", dict, str(path))
-    glm5_path = configs_dir() / field(data, "glm5_config", str, str(path))
-    glm5 = read_json(glm5_path)
+    data = read_json_object(path, ArchError)
+    raw = field(data, "archs", dict, str(path), ArchError)
+    glm5_path = configs_dir() / field(data, "glm5_config", str, str(path), ArchError)
+    glm5 = read_json_object(glm5_path, ArchError)
     resolved: dict[str, TinyArch] = {}
 
     def resolve(name: str, chain: tuple[str, ...]) -> TinyArch:
@@ -72,7 +72,7 @@ def load_archs() -> Mapping[str, TinyArch]:
             raise ArchError(f"{where}: field 'num_layers' must be int, got {num_layers!r}")
         arch = TinyArch(
             name=name,
-            description=field(spec, "description", str, where),
+            description=field(spec, "description", str, where, ArchError),
             dims=MappingProxyType(dims),
             num_layers=num_layers,
             fp8_block=(block[0], block[1]),

@@ -7,8 +7,8 @@ from functools import cache
 from pathlib import Path
 
 from sglang_glm5.eval.errors import EvalError
-from sglang_glm5.jsonfile import read_json_object
-from sglang_glm5.presets.files import configs_dir
+from sglang_glm5.datafiles import read_json_object
+from sglang_glm5.datafiles import configs_dir
 
 COOKBOOK_FILE = "cookbook-benchmarks.json"
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from sglang_glm5.eval.cookbook import Cookbook, Published
 from sglang_glm5.eval.errors import EvalError
-from sglang_glm5.jsonfile import read_json_object
+from sglang_glm5.datafiles import read_json_object
 
 TASKS = ("gsm8k", "mmlu", "speed")
 METRIC_LABELS = {

@@ -16,7 +16,7 @@ _ALLOCATION = "sglang.srt.mem_cache.allocation"
 _CACHE_LOCS = "sglang.kernels.ops.speculative.cache_locs"
 _EAGLE = "sglang.kernels.ops.speculative.eagle"
 _SPEC_TREE = "sglang.kernels.ops.speculative.spec_tree"
-_CPU_SPEC = "sglang_glm5.serving.cpu_spec_hooks"
+_CPU_SPEC = "sglang_glm5.hooks.cpu_eagle"
 _CPU_EAGLE_LOST = "EAGLE speculative decoding on CPU"
 
 MODEL = (
@@ -36,11 +36,11 @@ MODEL = (
         lost="the log line naming SGLang's GLM-5 class",
     ),
     Patch(
-        f"{_DRAFT_FACTORY}._create_dsa_decode_backend", "sglang_glm5.attention.draft:dsa_decode_backend", Kind.AROUND,
+        f"{_DRAFT_FACTORY}._create_dsa_decode_backend", "sglang_glm5.hooks.draft:dsa_decode_backend", Kind.AROUND,
         "the EAGLE draft (MTP layer) decodes with our DSA backends", models=(OURS,),
     ),
     Patch(
-        f"{_DRAFT_FACTORY}._create_dsa_prefill_backend", "sglang_glm5.attention.draft:dsa_prefill_backend",
+        f"{_DRAFT_FACTORY}._create_dsa_prefill_backend", "sglang_glm5.hooks.draft:dsa_prefill_backend",
         Kind.AROUND, "the EAGLE draft (MTP layer) extends with our DSA backend", models=(OURS,),
     ),
 )
@@ -56,16 +56,16 @@ CHECKS = (
     ),
     Patch(
         "sglang.srt.managers.tokenizer_manager.TokenizerManager._validate_one_request",
-        "sglang_glm5.serving.request_checks:validate_one_request", Kind.AROUND,
+        "sglang_glm5.hooks.request_checks:validate_one_request", Kind.AROUND,
         "HTTP 400 for an empty prompt or token ids outside the vocabulary (either one kills SGLang's scheduler)",
     ),
     Patch(
         "sglang.srt.entrypoints.openai.serving_chat.OpenAIServingChat._validate_request",
-        "sglang_glm5.serving.request_checks:validate_chat_request", Kind.AROUND,
+        "sglang_glm5.hooks.request_checks:validate_chat_request", Kind.AROUND,
         "HTTP 400 for chat_template_kwargs GLM-5's template cannot take (a 500, or thinking silently on)",
     ),
     Patch(
-        "sglang.srt.configs.model_config.ModelConfig.__init__", "sglang_glm5.serving.override_args:check_model_config_init",
+        "sglang.srt.configs.model_config.ModelConfig.__init__", "sglang_glm5.hooks.override_args:check_model_config_init",
         Kind.AROUND, "a bad --json-model-override-args is refused naming the flag", required=False,
         lost="a bad --json-model-override-args ends in SGLang's bare JSONDecodeError, without naming the flag",
     ),
@@ -74,7 +74,7 @@ CHECKS = (
 MULTI_NODE = (
     Patch(
         "sglang.srt.distributed.bootstrap._resolve_dist_init_method",
-        "sglang_glm5.serving.multi_node:dist_init_method_after_head", Kind.AROUND,
+        "sglang_glm5.hooks.multi_node:dist_init_method_after_head", Kind.AROUND,
         "a node other than the head waits a bounded time for --dist-init-addr, then fails naming it (torch alone waits "
         "30 min and fails with a socket error)", required=False,
         lost="a node whose head is unreachable waits torch's default 30 min and fails without naming --dist-init-addr",
@@ -84,40 +84,40 @@ MULTI_NODE = (
 CPU = (
     Patch(
         "sglang.srt.distributed.parallel_state.init_model_parallel_group",
-        "sglang_glm5.serving.cpu_hooks:parallel_group_without_pynccl", Kind.AROUND,
+        "sglang_glm5.hooks.cpu:parallel_group_without_pynccl", Kind.AROUND,
         "tp > 1 on CPU: SGLang's default use_pynccl builds a NCCL communicator on a CPU device and fails; without it "
         "the groups' torch.distributed (gloo) path carries the collectives",
         when=When.CPU,
     ),
     Patch(
-        "sglang.srt.model_loader.loader._get_quantization_config", "sglang_glm5.serving.cpu_hooks:no_fp8_layers_for_glm5",
+        "sglang.srt.model_loader.loader._get_quantization_config", "sglang_glm5.hooks.cpu:no_fp8_layers_for_glm5",
         Kind.AROUND, "no FP8 layers on CPU: our loader dequantizes the FP8 checkpoint as it streams in",
         when=When.CPU, models=(OURS,),
     ),
     Patch(
         "sglang.srt.arg_groups.model_hook.handle_model_specific_adjustments",
-        "sglang_glm5.serving.cpu_hooks:model_adjustments_without_cuda", Kind.AROUND,
+        "sglang_glm5.hooks.cpu:model_adjustments_without_cuda", Kind.AROUND,
         "its DSA branch queries the CUDA device; on CPU that query is answered (0, 0) inside this call only",
         when=When.CPU,
     ),
     Patch(
-        "torch.cuda.get_device_capability", "sglang_glm5.serving.cpu_hooks:model_adjustments_without_cuda",
+        "torch.cuda.get_device_capability", "sglang_glm5.hooks.cpu:model_adjustments_without_cuda",
         Kind.SCOPED,
         "swapped for (0, 0) only while handle_model_specific_adjustments runs (it calls torch directly, so no SGLang "
         "target can be hooked instead); restored when that call returns",
         when=When.CPU,
     ),
     Patch(
-        _KV_PASS, "sglang_glm5.serving.cpu_hooks:declare_nothing", Kind.AROUND,
+        _KV_PASS, "sglang_glm5.hooks.cpu:declare_nothing", Kind.AROUND,
         "on CPU, SGLang's pass would pick a GPU KV dtype by compute capability", when=When.CPU,
     ),
     Patch(
-        _BACKEND_PASS, "sglang_glm5.serving.cpu_hooks:declare_nothing", Kind.AROUND,
+        _BACKEND_PASS, "sglang_glm5.hooks.cpu:declare_nothing", Kind.AROUND,
         "on CPU, SGLang's pass would pick GPU kernels (FlashMLA, DeepGEMM)", when=When.CPU,
     ),
     Patch(
         "sglang.srt.mem_cache.kv_cache_configurator.KVCacheConfigurator.configure",
-        "sglang_glm5.serving.cpu_hooks:fp8_latent_pool_on_cpu", Kind.AROUND,
+        "sglang_glm5.hooks.cpu:fp8_latent_pool_on_cpu", Kind.AROUND,
         "--kv-cache-dtype fp8_e4m3 on CPU: SGLang refuses an FP8 KV cache for MLA there (its intel_amx kernels are "
         "MHA only); our DSA backend writes and reads GLM-5's FP8 656 B latent rows itself. The module's "
         "current_platform answers is_cpu() False only inside that call (its only is_cpu() reads there are the CPU FP8 "
@@ -157,11 +157,11 @@ CPU = (
 
 STARTUP = (  # after CPU, so these wrap its passes: GLM-5 is decided here, other models fall through
     Patch(
-        _KV_PASS, "sglang_glm5.serving.startup_check:kv_cache_dtype_pass", Kind.AROUND,
+        _KV_PASS, "sglang_glm5.hooks.startup:kv_cache_dtype_pass", Kind.AROUND,
         "GLM-5's KV-cache dtype from our policy (calibrated scales, device, DSA implementations)", models=(OURS,),
     ),
     Patch(
-        _BACKEND_PASS, "sglang_glm5.serving.startup_check:backend_pass", Kind.AROUND,
+        _BACKEND_PASS, "sglang_glm5.hooks.startup:backend_pass", Kind.AROUND,
         "GLM-5's DSA implementations checked against the device (configs/dsa-capabilities.json)", models=(OURS,),
     ),
     Patch(
@@ -171,7 +171,7 @@ STARTUP = (  # after CPU, so these wrap its passes: GLM-5 is decided here, other
     ),
     Patch(
         "sglang.srt.arg_groups.resolution_hooks.register_resolution_hook",
-        "sglang_glm5.serving.startup_check:graph_safety_step", Kind.RESOLUTION,
+        "sglang_glm5.hooks.startup:graph_safety_step", Kind.RESOLUTION,
         "CUDA graphs off (reason logged) where GLM-5's DSA picks cannot be captured, and for prefill (runs eagerly)",
         key="handle_model_capability_adjustments", models=(OURS,),
     ),

@@ -9,10 +9,11 @@ from types import MappingProxyType
 from typing import Any
 
 from sglang_glm5.config import Glm5Config, Glm5ConfigError
+from sglang_glm5.datafiles import configs_dir
+from sglang_glm5.indexcache.plan import IndexCachePlanError, check_pattern
 from sglang_glm5.presets.files import (
     PRESETS_DIR,
     PresetError,
-    configs_dir,
     field,
     read_json,
 )
@@ -25,7 +26,6 @@ MODEL_CONFIG_FILE = "glm5-config.json"
 PRESET_FIELDS = frozenset({"description", "hardware", "dtype", "tp", "model_path", "options", "notes"})
 REQUIREMENT_KEYS = ("vendor", "dtype")
 PRESET_DERIVED = frozenset({"tp"})  # preset values a feature may copy into an option
-INDEXCACHE_LETTERS = frozenset("FS")
 
 
 def freeze(value: Any) -> Any:
@@ -204,12 +204,10 @@ def _feature(name: str, d: Mapping[str, Any], where: str, known: Mapping[str, An
 
 
 def _check_indexcache_pattern(pattern: Any, model: Glm5Config, where: str) -> None:
-    if not isinstance(pattern, str) or set(pattern) - INDEXCACHE_LETTERS:
-        raise PresetError(f"{where}: must be a string of F and S, got {pattern!r}")
-    if len(pattern) != model.num_hidden_layers:
-        raise PresetError(f"{where}: has {len(pattern)} letters, GLM-5 has {model.num_hidden_layers} decoder layers")
-    if not pattern.startswith("F"):
-        raise PresetError(f"{where}: must start with F (layer 0 has no earlier indexer to reuse)")
+    try:
+        check_pattern(pattern, model.num_hidden_layers, where)
+    except IndexCachePlanError as e:
+        raise PresetError(str(e)) from None
 
 
 def _preset(path: Path, hardware, dtypes, known_options, model: Glm5Config, defaults: Mapping[str, Any]) -> Preset:

@@ -11,21 +11,14 @@ from pathlib import Path
 from typing import Any
 
 from sglang_glm5.attention.capabilities import DSACapabilityError
-from sglang_glm5.attention.impls import PHASES
-from sglang_glm5.attention.kv_policy import STRICT_ENV, strict_from_env
+from sglang_glm5.attention.kv_policy import STRICT_ENV
+from sglang_glm5.datafiles import DataFileError
 from sglang_glm5.presets.catalog import Catalog, load_catalog
 from sglang_glm5.presets.compose import LaunchSpec, Refusal, allowed_feature, compose, parse_features
-from sglang_glm5.presets.files import PresetError
 from sglang_glm5.presets.flags import parse, parsed_options, sglang_parser, to_argv
 from sglang_glm5.presets.planner import EAGLE, check_weights_fit
 from sglang_glm5.serving.cli import launch_command
-from sglang_glm5.serving.startup_check import (
-    StartupDecision,
-    StartupRequest,
-    decide,
-    heads_per_gpu,
-    refuse_speculation_with_attention_dp,
-)
+from sglang_glm5.serving.startup_check import StartupDecision, decide, refuse_speculation_with_attention_dp, request_from_args
 
 MULTI_NODE_NOTE = "tp {tp} spans {nnodes} nodes ({ranks} ranks each): run node R's command on node R, the head (node 0) first"
 HEAD_PLACEHOLDER = "HEAD_IP"  # printed when --head-address is not given
@@ -64,8 +57,12 @@ def build(catalog: Catalog, spec: LaunchSpec, extra: list[str], env: dict[str, s
     parser = sglang_parser()
     argv = to_argv(parser, catalog.options, spec.options) + extra
     command, env = launch_command(argv, env)
-    ns = parse(parser, command[command.index("sglang.launch_server") + 1 :])
-    return command, env, parsed_options(parser, catalog.options, ns)
+    return command, env, parsed_options(parser, catalog.options, server_args(parser, command))
+
+
+def server_args(parser: argparse.ArgumentParser, command: list[str]) -> argparse.Namespace:
+    """launch_server's own parse of `command` (SGLang's server-args names)."""
+    return parse(parser, command[command.index("sglang.launch_server") + 1 :])
 
 
 def check_extra(catalog: Catalog, spec: LaunchSpec, parsed: dict[str, Any]) -> None:
@@ -78,21 +75,15 @@ def check_extra(catalog: Catalog, spec: LaunchSpec, parsed: dict[str, Any]) -> N
         allowed_feature(catalog, spec.preset, EAGLE)  # raw EAGLE flags get the same vendor check as `--with eagle`
 
 
-def check_startup(catalog: Catalog, parsed: dict[str, Any], env: dict[str, str]) -> StartupDecision:
-    """The server's start-up check (KV dtype, DSA backends x this device), before anything runs."""
-    model_path = parsed["model_path"]
-    config = Path(model_path) / "config.json"
-    heads = json.loads(config.read_text())["num_attention_heads"] if config.is_file() else catalog.model.num_attention_heads
-    request = StartupRequest(
-        model_path=model_path,
-        device_type=parsed.get("device"),
-        kv_cache_dtype=parsed.get("kv_cache_dtype"),
-        flags={phase: parsed.get(f"dsa_{phase}_backend") for phase in PHASES},
-        heads_per_gpu=heads_per_gpu(heads, parsed["tp"], parsed.get("attention_dp_size") or 1),
-        strict=strict_from_env(env),
-        speculative_algorithm=parsed.get("speculative_algorithm"),
-        attn_dp_size=parsed.get("attention_dp_size") or 1,
-    )
+def check_startup(catalog: Catalog, command: list[str], env: dict[str, str]) -> StartupDecision:
+    """The server's start-up check (KV dtype, DSA backends x this device), before anything runs: the same request the
+    server's start-up hooks build, from launch_server's parse of the command."""
+    args = server_args(sglang_parser(), command)
+    config = Path(args.model_path) / "config.json"
+    raw = json.loads(config.read_text()) if config.is_file() else None
+    heads = raw["num_attention_heads"] if raw else catalog.model.num_attention_heads
+    latent = (raw["kv_lora_rank"], raw["qk_rope_head_dim"]) if raw else None  # checked like the server's hook does
+    request = request_from_args(args, heads, env, latent_dims=latent)
     return decide(request, env=env, warn=lambda message: print(f"warning: {message}", file=sys.stderr))
 
 
@@ -110,8 +101,8 @@ def run(args: argparse.Namespace) -> int:
             refuse_speculation_with_attention_dp(parsed.get("speculative_algorithm"), parsed.get("attention_dp_size") or 1)
         chosen = check_node_choice(spec, args)
         if not args.print_only:
-            check_startup(catalog, nodes[chosen][2], nodes[chosen][1])
-    except (PresetError, DSACapabilityError) as e:
+            check_startup(catalog, nodes[chosen][0], nodes[chosen][1])
+    except (DataFileError, DSACapabilityError) as e:
         print(f"sglang-glm5 launch: error: {e}", file=sys.stderr)
         return 2
     for name in spec.features:

@@ -6,7 +6,7 @@ import argparse
 import sys
 
 from sglang_glm5.presets.catalog import Catalog, load_catalog
-from sglang_glm5.presets.files import PresetError
+from sglang_glm5.datafiles import DataFileError
 
 COLUMNS = ("preset", "hardware", "dtype", "tp", "model", "--with", "mem", "kv cache", "description")
 UNSET = "-"
@@ -32,7 +32,7 @@ def table(catalog: Catalog) -> str:
 def run(args: argparse.Namespace) -> int:
     try:
         catalog = load_catalog()
-    except PresetError as e:
+    except DataFileError as e:
         print(f"sglang-glm5 presets: error: {e}", file=sys.stderr)
         return 2
     print(table(catalog))

@@ -7,7 +7,7 @@ import sys
 
 from sglang_glm5.presets.catalog import load_catalog
 from sglang_glm5.presets.compose import parse_features
-from sglang_glm5.presets.files import PresetError
+from sglang_glm5.datafiles import DataFileError
 from sglang_glm5.presets.planner import GIB, MemoryPlan, largest_context, plan, smallest_fitting_tp
 
 LABEL_WIDTH = 44
@@ -63,7 +63,7 @@ def run(args: argparse.Namespace) -> int:
         p = plan(catalog, args.preset, tp=args.tp, **options)
         fitting_tp = None if p.weights_fit else smallest_fitting_tp(catalog, p, **options)
         longest = largest_context(catalog, p) if p.weights_fit else 0
-    except PresetError as e:
+    except DataFileError as e:
         print(f"sglang-glm5 plan: error: {e}", file=sys.stderr)
         return 2
     lines, fits = describe(p, fitting_tp, longest)

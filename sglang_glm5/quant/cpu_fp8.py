@@ -44,7 +44,7 @@ def dequantize_stream(
 
 def plan_weight_format(quant_config, checkpoint_quant):
     """Transform of the checkpoint's (name, tensor) stream: FP8 blocks are dequantized when SGLang built no FP8
-    layers for an FP8 checkpoint (on CPU, see `serving.cpu_hooks`); otherwise tensors pass through unchanged."""
+    layers for an FP8 checkpoint (on CPU, see `hooks.cpu`); otherwise tensors pass through unchanged."""
     if checkpoint_quant is None or quant_config is not None:
         return lambda weights, locate: weights
     return partial(dequantize_stream, block=checkpoint_quant.block, dtype=torch.get_default_dtype())

@@ -33,7 +33,7 @@ def add_parser(subparsers) -> None:
         "serve",
         help="run SGLang's launch_server for GLM-5 (CPU-ready with --device cpu, the default without a GPU)",
         description="All arguments go to `python -m sglang.launch_server` (e.g. --model-path DIR); on CPU the "
-        "flags in sglang_glm5/serving/cpu_defaults.json are added unless given. Ours: --strict refuses FP8 KV for a "
+        "flags in configs/cpu-defaults.json are added unless given. Ours: --strict refuses FP8 KV for a "
         f"checkpoint without calibrated k/v scales instead of warning (sets {STRICT_ENV}=1).",
     )
     parser.set_defaults(func=run, passthrough=True)

@@ -1,12 +1,13 @@
-"""The environment and default flags for serving on CPU, read from `cpu_defaults.json`."""
+"""The environment and default flags for serving on CPU, read from configs/cpu-defaults.json."""
 
-import json
 import os
 import sys
-from importlib import resources
 from pathlib import Path
 
+from sglang_glm5.datafiles import config_path, field, read_json_object
 from sglang_glm5.hooks.model_choice import UPSTREAM, model_choice
+
+CPU_DEFAULTS = "cpu-defaults.json"  # in configs/
 
 STUB_DIR = Path(__file__).parent / "cpu_stubs"  # holds the `sgl_kernel` stand-in
 EXTERNAL_MODEL_PACKAGE = "SGLANG_EXTERNAL_MODEL_PACKAGE"
@@ -21,7 +22,10 @@ _RANK_FACTORS = {
 
 
 def cpu_defaults() -> dict:
-    return json.loads(resources.files(__package__).joinpath("cpu_defaults.json").read_text())
+    """{"env": {VAR: value}, "flags": {flag: value or None}}, checked."""
+    path = config_path(CPU_DEFAULTS)
+    data = read_json_object(path)
+    return {key: field(data, key, dict, str(path)) for key in ("env", "flags")}
 
 
 def cpu_environment(base: dict[str, str]) -> dict[str, str]:

@@ -17,7 +17,7 @@ from pathlib import Path
 from sglang_glm5.checkpoint.chat_corpus import Chat, ChatCorpus
 from sglang_glm5.checkpoint.tiny import write_tiny_checkpoint
 from sglang_glm5.checkpoint.train import TrainConfig, train_checkpoint
-from sglang_glm5.jsonfile import read_json_object
+from sglang_glm5.datafiles import read_json_object
 from sglang_glm5.serving.process import ServerProcess
 
 CHATS_FILE = "demo_chats.json"

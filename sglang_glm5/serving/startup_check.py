@@ -1,15 +1,14 @@
-"""The start-up check for GLM-5, before any weight loads: PD disaggregation / HiCache (refused until verified:
+"""The start-up decision for GLM-5, before any weight loads: PD disaggregation / HiCache (refused until verified:
 attention/index_k_policy.py), the MTP layer when EAGLE drafts with it, KV-cache dtype policy, then DSA backends x
 device.
 
-Every start-up path runs it: `launch_server` (and so `sglang-glm5 serve`) through the two SGLang server-args passes
-it takes over for GLM-5 (`_dsa_kv_cache_dtype_default`, `_dsa_split_backend_resolution`: SGLang's versions pick
-its own kernels, FlashMLA / DeepGEMM / fa3, which are not ours), and `sglang-glm5 launch` before it runs anything.
+A plain module (no SGLang import): every start-up path calls `decide` on a `request_from_args`: `launch_server` (and
+so `sglang-glm5 serve`) through the hooks on the two SGLang server-args passes it takes over for GLM-5
+(hooks/startup.py), and `sglang-glm5 launch` before it runs anything.
 """
 
 from __future__ import annotations
 
-import logging
 import os
 from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass
@@ -38,9 +37,6 @@ from sglang_glm5.attention.kv_policy import (
     normalize,
     strict_from_env,
 )
-
-logger = logging.getLogger(__name__)
-
 
 @dataclass(frozen=True)
 class StartupRequest:
@@ -145,71 +141,25 @@ def heads_per_gpu(num_attention_heads: int, tp_size: int, attn_dp_size: int = 1,
     return num_attention_heads // max(1, tp_size // max(1, attn_dp_size) // max(1, attn_cp_size))
 
 
-def request_from_view(view) -> StartupRequest:
-    from sglang.srt.arg_groups.model_override_base import model_config_of
-
-    hf_config = model_config_of(view).hf_config
+def request_from_args(
+    args, num_attention_heads: int, env: Mapping[str, str] = os.environ, latent_dims: tuple[int, int] | None = None
+) -> StartupRequest:
+    """The request from anything carrying SGLang's server-args names: the server's resolving view (the start-up
+    hooks) or launch_server's parsed flags (`sglang-glm5 launch`), so both check the same thing."""
+    dp = getattr(args, "attn_dp_size", 1) or 1
     return StartupRequest(
-        model_path=view.model_path,
-        device_type=view.device,
-        kv_cache_dtype=view.kv_cache_dtype,
-        flags={phase: getattr(view, f"dsa_{phase}_backend") for phase in PHASES},
-        heads_per_gpu=heads_per_gpu(
-            hf_config.num_attention_heads, view.tp_size, getattr(view, "attn_dp_size", 1) or 1,
-            getattr(view, "attn_cp_size", 1) or 1,
-        ),
-        strict=strict_from_env(),
-        disaggregation_mode=getattr(view, "disaggregation_mode", None),
-        hierarchical_cache=bool(getattr(view, "enable_hierarchical_cache", False)),
-        speculative_algorithm=getattr(view, "speculative_algorithm", None),
-        attn_dp_size=getattr(view, "attn_dp_size", 1) or 1,
-        latent_dims=(hf_config.kv_lora_rank, hf_config.qk_rope_head_dim),
-    )  # fmt: skip
-
-
-def _is_glm5(view) -> bool:
-    from sglang.srt.arg_groups.model_override_base import model_config_of
-
-    from sglang_glm5.architectures import is_glm5
-
-    return is_glm5(model_config_of(view))
-
-
-def check_speculative_draft(view) -> None:
-    """EAGLE / NEXTN draft with the checkpoint's MTP layer: refused when its tensors are missing (HF save_pretrained)."""
-    import json
-    from pathlib import Path
-
-    from sglang_glm5.checkpoint.validate import check_mtp_for_speculative
-    from sglang_glm5.config import Glm5Config
-
-    algorithm = getattr(view, "speculative_algorithm", None)
-    if algorithm is None:
-        return
-    draft = Path(getattr(view, "speculative_draft_model_path", None) or view.model_path)
-    if not (draft / "config.json").is_file():
-        return
-    overrides = json.loads(getattr(view, "json_model_override_args", None) or "{}")
-    check_mtp_for_speculative(algorithm, draft, Glm5Config.from_pretrained(draft, overrides=overrides))
-
-
-def kv_cache_dtype_pass(original, view) -> dict:
-    if not _is_glm5(view):
-        return original(view)
-    check_speculative_draft(view)
-    decision = decide(request_from_view(view), warn=lambda message: logger.warning("GLM-5: %s", message))
-    if decision.kv_cache_dtype != view.kv_cache_dtype:
-        logger.info("GLM-5: KV cache dtype %s on %s", decision.kv_cache_dtype, decision.target.device)
-        return {"kv_cache_dtype": decision.kv_cache_dtype}
-    return {}
-
-
-def backend_pass(original, view) -> dict:
-    if not _is_glm5(view):
-        return original(view)
-    decision = decide(request_from_view(view))
-    logger.info(decision.choice.describe(decision.target))
-    return {f"dsa_{phase}_backend": decision.choice.backends[phase] for phase in decision.choice.picked}
+        model_path=args.model_path,
+        device_type=getattr(args, "device", None),
+        kv_cache_dtype=getattr(args, "kv_cache_dtype", None),
+        flags={phase: getattr(args, f"dsa_{phase}_backend", None) for phase in PHASES},
+        heads_per_gpu=heads_per_gpu(num_attention_heads, args.tp_size, dp, getattr(args, "attn_cp_size", 1) or 1),
+        strict=strict_from_env(env),
+        disaggregation_mode=getattr(args, "disaggregation_mode", None),
+        hierarchical_cache=bool(getattr(args, "enable_hierarchical_cache", False)),
+        speculative_algorithm=getattr(args, "speculative_algorithm", None),
+        attn_dp_size=dp,
+        latent_dims=latent_dims,
+    )
 
 
 PREFILL_GRAPHS_OFF = (
@@ -226,30 +176,3 @@ def graph_changes(decision: StartupDecision, decode_graphs: bool, prefill_graphs
     if prefill_graphs:
         off["prefill"] = PREFILL_GRAPHS_OFF
     return off
-
-
-def graph_safety_step(server_args, previous) -> None:
-    """SGLang resolution step `handle_model_capability_adjustments` (after the DSA picks and the graph config):
-    CUDA graphs off where the picks cannot be captured, each with its reason logged (as --disable-cuda-graph /
-    --cuda-graph-backend-prefill disabled would)."""
-    previous(server_args)
-    from sglang.srt.arg_groups.model_override_base import resolving_view
-    from sglang.srt.arg_groups.overrides import declare_resolution
-    from sglang.srt.model_executor.cuda_graph_config import Backend, Phase, with_phase
-
-    view = resolving_view(server_args)
-    if not _is_glm5(view):
-        return
-    config = view.cuda_graph_config
-    off = graph_changes(
-        decide(request_from_view(view)),
-        decode_graphs=config.decode.backend != Backend.DISABLED,
-        prefill_graphs=config.prefill.backend != Backend.DISABLED,
-    )
-    for phase, why in off.items():
-        flag = "--disable-cuda-graph" if phase == "decode" else "--cuda-graph-backend-prefill disabled"
-        logger.warning("GLM-5: CUDA graphs off for %s (as %s): %s", phase, flag, why)
-        config = with_phase(config, Phase.DECODE if phase == "decode" else Phase.PREFILL, backend=Backend.DISABLED)
-    if off:
-        declare_resolution(server_args, "glm5_graph_safety", cuda_graph_config=config)
-

@@ -30,7 +30,7 @@ GROUPS = {"bs3": (20, 45, 70), "bs5": (33, 90, 17, 64, 101), "bs1": (77,), "bs8"
 
 
 def build(checkpoint: Path):
-    from bench.load_worker import build_runner, prepare_process
+    from bench.lib.load_worker import build_runner, prepare_process
 
     prepare_process()
     runner = build_runner(checkpoint, ["--dtype", "float32", "--context-length", "256"])

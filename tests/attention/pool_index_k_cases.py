@@ -67,7 +67,7 @@ def allocated_bytes_per_slot(features, kv_cache_dtype: str, store: str) -> dict:
     from sglang_glm5.attention.index_k_store import ModelDtypeIndexKStore
     from sglang_glm5.presets.catalog import load_catalog
     from sglang_glm5.presets.compose import compose
-    from sglang_glm5.presets.files import configs_dir
+    from sglang_glm5.datafiles import configs_dir
     from sglang_glm5.presets.layout import load_layout
     from sglang_glm5.presets.planner import indexer_layers, kv_items, planned_model
 

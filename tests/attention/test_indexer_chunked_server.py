@@ -8,7 +8,7 @@ import shutil
 import pytest
 
 from sglang_glm5.attention.indexer_workspace import LOGIT_BYTES, MIB
-from sglang_glm5.presets.files import CONFIGS_ENV, configs_dir
+from sglang_glm5.datafiles import CONFIGS_ENV, configs_dir
 from sglang_glm5.serving.process import ServerProcess
 from tests.models.test_hf_parity import (
     LOGPROB_ATOL,

@@ -16,7 +16,7 @@ from sglang_glm5.attention.indexer_workspace import (
     chunked_topk,
 )
 from sglang_glm5.presets.catalog import load_catalog
-from sglang_glm5.presets.files import configs_dir
+from sglang_glm5.datafiles import configs_dir
 from sglang_glm5.presets.planner import plan
 
 HEADS, DIM, TOPK = 4, 32, 16

@@ -11,7 +11,7 @@ import os
 import pytest
 
 from sglang_glm5.attention.index_k_policy import POOL_FP8, STORE_ENV
-from sglang_glm5.serving import load_client as client
+from bench.lib import load_client as client
 from sglang_glm5.serving.process import ServerProcess
 from tests.models.test_hf_parity import LOGPROB_ATOL, prompt_ids, server_logprobs, vocab_size
 from tests.conftest import PARITY_INDEX_TOPK

@@ -7,8 +7,9 @@ import pytest
 import torch
 from safetensors import safe_open
 
-from bench import common, pyspy, serving_throughput, weight_loading
-from bench.synthetic_checkpoint import (
+from bench import serving_throughput, weight_loading
+from bench.lib import common, pyspy
+from bench.lib.synthetic_checkpoint import (
     GLM5_DIMS,
     GLM5_FP8_BLOCK,
     SyntheticSpec,

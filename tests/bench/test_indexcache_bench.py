@@ -3,7 +3,8 @@
 import pytest
 import torch
 
-from bench import common, indexcache
+from bench import indexcache
+from bench.lib import common
 from sglang_glm5.indexcache.plan import IndexerPlan
 
 

@@ -9,7 +9,7 @@ from sglang_glm5.checkpoint.tiny import tiny_config_dict
 from sglang_glm5.checkpoint.tokenizer import build_tokenizer
 from sglang_glm5.cli import main
 from sglang_glm5.config import Glm5Config
-from sglang_glm5.presets.files import CONFIGS_ENV, configs_dir
+from sglang_glm5.datafiles import CONFIGS_ENV, configs_dir
 
 REAL_ATTENTION_FIELDS = (
     "num_attention_heads", "num_key_value_heads", "q_lora_rank", "kv_lora_rank", "qk_nope_head_dim",

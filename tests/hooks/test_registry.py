@@ -95,10 +95,10 @@ def test_upstream_choice_keeps_checks_and_drops_our_model():
     ours = {(p.target, p.hook) for p in plugin.selected_patches({}, cpu=False)}
     upstream = {(p.target, p.hook) for p in plugin.selected_patches({MODEL_ENV: UPSTREAM}, cpu=False)}
     hooks_of = lambda pairs: {hook.split(":")[0] for _, hook in pairs}  # noqa: E731
-    assert {"sglang_glm5.hooks.model", "sglang_glm5.attention.draft", "sglang_glm5.serving.startup_check"} <= hooks_of(ours)
-    assert not {"sglang_glm5.hooks.model", "sglang_glm5.attention.draft", "sglang_glm5.serving.startup_check"} & hooks_of(upstream)
-    kept = {"sglang_glm5.serving.request_checks", "sglang_glm5.parsers.reasoning", "sglang_glm5.parsers.tool_call",
-            "sglang_glm5.serving.override_args", "sglang_glm5.hooks.upstream"}  # fmt: skip
+    assert {"sglang_glm5.hooks.model", "sglang_glm5.hooks.draft", "sglang_glm5.hooks.startup"} <= hooks_of(ours)
+    assert not {"sglang_glm5.hooks.model", "sglang_glm5.hooks.draft", "sglang_glm5.hooks.startup"} & hooks_of(upstream)
+    kept = {"sglang_glm5.hooks.request_checks", "sglang_glm5.parsers.reasoning", "sglang_glm5.parsers.tool_call",
+            "sglang_glm5.hooks.override_args", "sglang_glm5.hooks.upstream"}  # fmt: skip
     assert kept <= hooks_of(upstream)
 
 
@@ -108,7 +108,7 @@ def test_cpu_patches_only_on_cpu_and_the_start_up_check_wraps_them():
     assert all(p.when is When.ALWAYS for p in gpu)
     assert {p for p in cpu if p.when is When.CPU}
     kv_pass = [p.hook for p in cpu if p.target.endswith("._dsa_kv_cache_dtype_default")]
-    assert kv_pass == ["sglang_glm5.serving.cpu_hooks:declare_nothing", "sglang_glm5.serving.startup_check:kv_cache_dtype_pass"]
+    assert kv_pass == ["sglang_glm5.hooks.cpu:declare_nothing", "sglang_glm5.hooks.startup:kv_cache_dtype_pass"]
 
 
 def test_every_patch_is_declared_with_its_reason():

@@ -11,7 +11,7 @@ import pytest
 
 from sglang_glm5.attention.backend import TRACE_INDEXER_ENV
 from sglang_glm5.config import Glm5Config, Glm5ConfigError
-from sglang_glm5.serving import load_client
+from bench.lib import load_client
 from sglang_glm5.serving.process import ServerProcess, ServerStartError
 from tests.started_together import servers_started_together
 from tests.models.test_hf_parity import prompt_ids, server_logprobs, vocab_size

@@ -7,7 +7,7 @@ import pytest
 import requests
 
 from sglang_glm5.attention.impls import resolve_impl
-from sglang_glm5.serving import load_client
+from bench.lib import load_client
 from sglang_glm5.serving.process import ServerProcess
 
 GREEDY_TOKENS = 8

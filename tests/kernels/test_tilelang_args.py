@@ -18,7 +18,7 @@ from sglang_glm5.kernels.tilelang.common import head_tile
 from sglang_glm5.kernels.tilelang.indexer import check_fp8_variant, indexer_logits_fp8_kernel, indexer_logits_kernel
 from sglang_glm5.kernels.tilelang.mla_prefill import PREFILL_SCHEDULES, prefill_factory
 from sglang_glm5.kernels.tilelang.tuning import OPS, TuningError, knobs_for, table
-from sglang_glm5.presets.files import configs_dir
+from sglang_glm5.datafiles import configs_dir
 from tests.kernels.cases import QK_DIM, SM_SCALE, V_DIM
 
 TUNING = configs_dir() / "tilelang-tuning.json"

@@ -10,7 +10,7 @@ import pytest
 import requests
 import torch
 
-from sglang_glm5.serving import load_client
+from bench.lib import load_client
 from sglang_glm5.serving.process import ServerProcess
 from tests.conftest import PARITY_INDEX_TOPK
 from tests.oracle import dequantized_copy, hf_greedy, hf_logprobs

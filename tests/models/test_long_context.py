@@ -22,7 +22,7 @@ import torch
 
 from sglang_glm5.checkpoint.archs import get_arch
 from sglang_glm5.checkpoint.tiny import write_tiny_checkpoint
-from sglang_glm5.serving import load_client
+from bench.lib import load_client
 from sglang_glm5.serving.process import ServerProcess
 from tests.models.test_hf_parity import LOGPROB_ATOL, prompt_ids, vocab_size
 from tests.oracle import hf_chunked

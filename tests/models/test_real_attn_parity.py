@@ -19,7 +19,7 @@ from sglang_glm5.checkpoint.schema import mtp_tensor_specs
 from sglang_glm5.checkpoint.tiny import write_tiny_checkpoint
 from sglang_glm5.checkpoint.validate import read_headers
 from sglang_glm5.config import Glm5Config
-from sglang_glm5.serving import load_client
+from bench.lib import load_client
 from sglang_glm5.serving.process import ServerProcess, ServerStartError
 from tests.models.test_hf_parity import assert_prompt_logprobs_match_hf, prompt_ids, vocab_size
 from tests.oracle import dequantized_copy, hf_greedy

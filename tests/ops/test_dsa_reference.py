@@ -18,6 +18,7 @@ from sglang_glm5.ops import (
     topk_positions,
 )
 from sglang_glm5.ops.dsa_reference import FP8_E4M3_MAX, indexer_logits_fp8, quantize_fp8_rows
+from tests.kernels.cases import nan_except, random_topk
 
 PAGE_SIZE = 64
 KV_LORA_RANK, ROPE_DIM, QK_NOPE_DIM = 512, 64, 192
@@ -79,17 +80,6 @@ def make_batch(lengths, new_tokens, gen, layout="paged", index_dtype=torch.int32
     return Batch(page_table, q_seq, q_pos, num_slots, list(lengths))
 
 
-def random_topk(batch, k, gen, empty_rows=()):
-    """Random distinct valid positions per token, -1 padded, shuffled (order must not matter)."""
-    rows = []
-    for t in range(batch.num_tokens):
-        n = int(batch.q_pos[t]) + 1
-        chosen = [] if t in empty_rows else torch.randperm(n, generator=gen)[: min(k, n)].tolist()
-        row = torch.tensor(chosen + [-1] * (k - len(chosen)), dtype=torch.int32)
-        rows.append(row[torch.randperm(k, generator=gen)])
-    return torch.stack(rows)
-
-
 def brute_indexer_logits(q, weights, k_cache, batch):
     T, _, D = q.shape
     out = torch.full((T, batch.page_table.shape[1]), float("-inf"))
@@ -134,12 +124,6 @@ def referenced_slots(batch):
 
 def causal_mask(batch):
     return torch.arange(batch.page_table.shape[1]) <= batch.q_pos[:, None]  # [T, L]
-
-
-def nan_pool_except(cache, slots):
-    keep = torch.zeros(cache.shape[0], dtype=torch.bool)
-    keep[list(slots)] = True
-    return torch.where(keep[:, None], cache, float("nan")).to(cache.dtype)
 
 
 # ---- indexer_logits ----
@@ -187,7 +171,7 @@ def test_indexer_logits_fp8_is_the_dequantized_indexer(name, lengths, new, dtype
     q_fp8, q_scale = quantize_fp8_rows(torch.randn(batch.num_tokens, INDEX_HEADS, INDEX_DIM, generator=gen), dtype)
     k_fp8, k_scale = quantize_fp8_rows(torch.randn(batch.num_slots, INDEX_DIM, generator=gen), dtype)
     weights = torch.randn(batch.num_tokens, INDEX_HEADS, generator=gen) * INDEX_HEADS**-0.5
-    k_scale = nan_pool_except(k_scale[:, None], referenced_slots(batch))[:, 0]  # unreferenced scales never read
+    k_scale = nan_except(k_scale[:, None], referenced_slots(batch))[:, 0]  # unreferenced scales never read
 
     ours = indexer_logits_fp8(q_fp8, q_scale, weights, k_fp8, k_scale, batch.page_table, batch.q_seq, batch.q_pos)
     k_deq = torch.nan_to_num(k_fp8.float() * k_scale[:, None])
@@ -404,14 +388,14 @@ def test_nan_in_unused_slots_does_not_leak():
     q, kv_cache = mla_inputs(batch, 8, torch.bfloat16, gen)
     sel = random_topk(batch, 16, gen, empty_rows={0, 5})
     selected = {batch.slot(t, p) for t in range(batch.num_tokens) for p in sel[t].tolist() if p >= 0}
-    sparse = sparse_mla(q, nan_pool_except(kv_cache, selected), batch.page_table, batch.q_seq, sel, SM_SCALE, V_DIM)
+    sparse = sparse_mla(q, nan_except(kv_cache, selected), batch.page_table, batch.q_seq, sel, SM_SCALE, V_DIM)
     assert torch.isfinite(sparse).all()
     torch.testing.assert_close(sparse, sparse_mla(q, kv_cache, batch.page_table, batch.q_seq, sel, SM_SCALE, V_DIM))
 
     used = referenced_slots(batch)
-    dense = dense_mla(q, nan_pool_except(kv_cache, used), batch.page_table, batch.q_seq, batch.q_pos, SM_SCALE, V_DIM)
+    dense = dense_mla(q, nan_except(kv_cache, used), batch.page_table, batch.q_seq, batch.q_pos, SM_SCALE, V_DIM)
     assert torch.isfinite(dense).all()
-    k_cache = nan_pool_except(torch.randn(batch.num_slots, INDEX_DIM, generator=gen), used)
+    k_cache = nan_except(torch.randn(batch.num_slots, INDEX_DIM, generator=gen), used)
     weights = torch.randn(batch.num_tokens, INDEX_HEADS, generator=gen)
     q_idx = torch.randn(batch.num_tokens, INDEX_HEADS, INDEX_DIM, generator=gen)
     logits = indexer_logits(q_idx, weights, k_cache, batch.page_table, batch.q_seq, batch.q_pos)
@@ -527,7 +511,7 @@ def test_chunked_ops_equal_brute_force(name, lengths, new, key_chunk, chunk_elem
     batch = make_batch(lengths, new, gen, "paged")
     q_idx = torch.randn(batch.num_tokens, INDEX_HEADS, INDEX_DIM, generator=gen)
     weights = torch.randn(batch.num_tokens, INDEX_HEADS, generator=gen) * INDEX_HEADS**-0.5
-    k_cache = nan_pool_except(torch.randn(batch.num_slots, INDEX_DIM, generator=gen), referenced_slots(batch))
+    k_cache = nan_except(torch.randn(batch.num_slots, INDEX_DIM, generator=gen), referenced_slots(batch))
     logits = indexer_logits(q_idx, weights, k_cache, batch.page_table, batch.q_seq, batch.q_pos)
     torch.testing.assert_close(logits, brute_indexer_logits(q_idx, weights, k_cache, batch), **TOL[torch.float32])
 
@@ -538,7 +522,7 @@ def test_chunked_ops_equal_brute_force(name, lengths, new, key_chunk, chunk_elem
     torch.testing.assert_close(ours_fp8, brute_fp8, **TOL[torch.float32])
 
     q, kv_cache = mla_inputs(batch, 8, torch.float32, gen)
-    kv_cache = nan_pool_except(kv_cache, referenced_slots(batch))
+    kv_cache = nan_except(kv_cache, referenced_slots(batch))
     sel = random_topk(batch, 16, gen, empty_rows={0})
     out, lse = sparse_mla(q, kv_cache, batch.page_table, batch.q_seq, sel, SM_SCALE, V_DIM, return_lse=True)
     ref_out, ref_lse = brute_sparse_mla(q, kv_cache, batch, sel, SM_SCALE, V_DIM)

@@ -1,4 +1,4 @@
-"""The planner's figures against numbers computed here by hand from GLM-5's dimensions (DESIGN.md), per component."""
+"""The planner's figures against numbers computed here by hand from GLM-5's dimensions (the public GLM-5-FP8 config.json), per component."""
 
 import math
 
@@ -14,7 +14,7 @@ CATALOG = load_catalog()
 MIB = 2**20
 CONTEXT = 131072
 
-# GLM-5 (DESIGN.md)
+# GLM-5 (the public GLM-5-FP8 config.json, written out here as an independent check of configs/glm5-config.json)
 H, V, LAYERS, DENSE, I_DENSE = 6144, 154880, 78, 3, 12288
 E, I_MOE, HEADS = 256, 2048, 64
 Q_LORA, KV_LORA, NOPE, ROPE, V_HEAD = 2048, 512, 192, 64, 256

@@ -125,7 +125,7 @@ def edit(path, change):
         ("presets/mi300x-bf16.json", lambda d: d.update(dtype="fp8"), "presets/mi300x-bf16.json: field 'dtype': 'fp8' is not offered on mi300x"),
         ("presets/h200-fp8.json", lambda d: d.update(extra=1), "presets/h200-fp8.json: unknown field(s) ['extra']"),
         ("features.json", lambda d: d["features"]["indexcache"]["options"]["model_override_args"].update(index_topk_pattern="FS"),
-         "features.json: features.indexcache: options.model_override_args.index_topk_pattern: has 2 letters, GLM-5 has 78 decoder layers"),
+         "features.json: features.indexcache: options.model_override_args.index_topk_pattern: index_topk_pattern has 2 characters but the model has 78 decoder layers"),
         ("features.json", lambda d: d["features"]["eagle"]["refusals"].clear(), "features.json: features.eagle: refusals.vendor: missing the message"),
         ("glm5-config.json", lambda d: d.pop("index_topk"), "glm5-config.json: missing field 'index_topk' (DSA indexer)"),
         ("gpus.json", lambda d: d["hardware"]["h100"].update(gpus_per_node=0), "gpus.json: hardware.h100: field 'gpus_per_node' must be >= 1"),

@@ -9,7 +9,7 @@ import pytest
 
 from sglang_glm5.checkpoint.tiny import write_tiny_checkpoint
 from sglang_glm5.checkpoint.train import TrainConfig, corpus_for, train_checkpoint
-from sglang_glm5.serving import load_client
+from bench.lib import load_client
 from sglang_glm5.serving.process import ServerProcess
 
 EAGLE_FLAGS = [

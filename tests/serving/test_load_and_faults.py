@@ -11,7 +11,7 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 import requests
 
-from sglang_glm5.serving import load_client as client
+from bench.lib import load_client as client
 from sglang_glm5.serving.process import ServerProcess
 from tests.oracle import tokenizer
 

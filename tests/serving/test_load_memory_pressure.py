@@ -12,7 +12,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from sglang_glm5.serving import load_client as client
+from bench.lib import load_client as client
 from sglang_glm5.serving.process import ServerProcess
 from tests.oracle import tokenizer
 

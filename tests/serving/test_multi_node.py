@@ -14,7 +14,7 @@ import pytest
 from sglang_glm5.presets.catalog import load_catalog
 from sglang_glm5.presets.compose import compose
 from sglang_glm5.presets.launch_cli import head_address, node_commands
-from sglang_glm5.serving import load_client
+from bench.lib import load_client
 from sglang_glm5.serving.process import ServerProcess, free_port
 from tests.models.test_hf_parity import prompt_ids, vocab_size
 from tests.oracle import hf_greedy

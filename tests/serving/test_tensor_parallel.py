@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import pytest
 
-from sglang_glm5.serving import load_client
+from bench.lib import load_client
 from sglang_glm5.serving.process import ServerProcess
 from tests.models.test_hf_parity import assert_prompt_logprobs_match_hf, prompt_ids, vocab_size
 from tests.oracle import dequantized_copy, hf_greedy

@@ -4,8 +4,6 @@
 import openai
 import pytest
 
-from sglang_glm5.serving.process import ServerProcess
-
 REQUEST_TIMEOUT_S = 300
 
 
@@ -15,9 +13,9 @@ def checkpoint(tiny_checkpoint):
 
 
 @pytest.fixture(scope="package")
-def server(checkpoint, server_log_dir):
+def server(tiny_server):
     flags = ["--dtype", "float32", "--reasoning-parser", "glm5", "--tool-call-parser", "glm5"]
-    with ServerProcess(checkpoint, server_log_dir / "parsers-e2e.log", flags) as server:
+    with tiny_server("parsers-e2e.log", *flags) as server:
         yield server
 
 

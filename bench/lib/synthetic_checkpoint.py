@@ -18,39 +18,29 @@ import torch
 from safetensors.torch import save_file
 from tqdm import tqdm
 
+from bench.lib.glm5 import glm5, glm5_json
 from sglang_glm5.checkpoint.tiny import SAFETENSORS_METADATA, SCALE_SUFFIX, TensorSpec, tensor_specs, tiny_config_dict
 from sglang_glm5.checkpoint.tokenizer import build_tokenizer, write_tokenizer
 from sglang_glm5.config import Glm5Config
 from sglang_glm5.quant import quantize_fp8_blocks
 
-# GLM-5's real per-tensor dimensions (DESIGN.md; the public GLM-5-FP8 config.json).
-GLM5_DIMS = MappingProxyType(
-    {
-        "hidden_size": 6144,
-        "intermediate_size": 12288,
-        "moe_intermediate_size": 2048,
-        "num_attention_heads": 64,
-        "num_key_value_heads": 64,
-        "q_lora_rank": 2048,
-        "kv_lora_rank": 512,
-        "qk_nope_head_dim": 192,
-        "qk_rope_head_dim": 64,
-        "v_head_dim": 256,
-        "index_n_heads": 32,
-        "index_head_dim": 128,
-        "n_shared_experts": 1,
-        "n_group": 1,
-        "topk_group": 1,
-        "routed_scaling_factor": 2.5,
-    }
+# GLM-5's real per-tensor dimensions, from configs/glm5-config.json (bench/lib/glm5.py).
+_GLM5 = glm5()
+_DIM_FIELDS = (
+    "hidden_size", "intermediate_size", "moe_intermediate_size", "num_attention_heads", "q_lora_rank", "kv_lora_rank",
+    "qk_nope_head_dim", "qk_rope_head_dim", "v_head_dim", "index_n_heads", "index_head_dim", "n_shared_experts",
+    "n_group", "topk_group", "routed_scaling_factor",
 )
-GLM5_VOCAB = 154880
-GLM5_INDEX_TOPK = 2048
-GLM5_EXPERTS_PER_TOK = 8
-GLM5_FP8_BLOCK = (128, 128)
-GLM5_LAYERS = 78
-GLM5_DENSE_LAYERS = 3
-GLM5_ROUTED_EXPERTS = 256
+GLM5_DIMS = MappingProxyType(
+    {"num_key_value_heads": glm5_json()["num_key_value_heads"], **{k: getattr(_GLM5, k) for k in _DIM_FIELDS}}
+)
+GLM5_VOCAB = _GLM5.vocab_size
+GLM5_INDEX_TOPK = _GLM5.index_topk
+GLM5_EXPERTS_PER_TOK = _GLM5.num_experts_per_tok
+GLM5_FP8_BLOCK = _GLM5.quant.block
+GLM5_LAYERS = _GLM5.num_hidden_layers
+GLM5_DENSE_LAYERS = _GLM5.first_k_dense_replace
+GLM5_ROUTED_EXPERTS = _GLM5.n_routed_experts
 MAX_POSITIONS = 4096  # not a tensor shape; keeps SGLang's RoPE cache and context defaults small
 
 BYTES = {torch.bfloat16: 2, torch.float32: 4, torch.float8_e4m3fn: 1}

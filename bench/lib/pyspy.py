@@ -11,7 +11,7 @@ from pathlib import Path
 RATE_HZ = 100
 TOP = 15
 SITE_PACKAGES = "site-packages/"
-REPO_PREFIX = str(Path(__file__).resolve().parent.parent) + "/"
+REPO_PREFIX = str(Path(__file__).resolve().parents[2]) + "/"
 # Share of samples with this frame anywhere on the stack (py-spy --function: "name (file:first line)").
 MARKERS = {
     "model forward (ModelRunner.forward)": "ModelRunner.forward ",

@@ -1,4 +1,4 @@
-"""One checkpoint's load timings, in a fresh process (`python -m bench.load_worker`), called by weight_loading.py.
+"""One checkpoint's load timings, in a fresh process (`python -m bench.lib.load_worker`), called by weight_loading.py.
 
 (a) SGLang's own scheduler load path, in process: a `ModelRunner` is built once as the server's scheduler builds it
     (server args from `sglang-glm5 serve`'s CPU defaults), then `ModelRunner.load_model()` is run again per repeat

@@ -14,7 +14,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 BENCH_DIR = REPO / "bench"
 RESULTS_DIR = BENCH_DIR / "results"
 RESULTS_MD = BENCH_DIR / "RESULTS.md"
@@ -30,9 +30,13 @@ def command_line(argv: list[str] | None = None) -> str:
     """The command that reproduces this run, relative to the repo root where possible."""
     exe = Path(sys.executable)
     exe_str = str(exe.relative_to(REPO)) if exe.is_relative_to(REPO) else str(exe)
-    script = Path(sys.argv[0]).resolve()
-    script_str = str(script.relative_to(REPO)) if script.is_relative_to(REPO) else sys.argv[0]
-    return shlex.join([exe_str, script_str, *(sys.argv[1:] if argv is None else argv)])
+    spec = getattr(sys.modules["__main__"], "__spec__", None)
+    if spec is not None:  # `python -m bench.X`, as benchmarks are run
+        script = ["-m", spec.name]
+    else:
+        path = Path(sys.argv[0]).resolve()
+        script = [str(path.relative_to(REPO)) if path.is_relative_to(REPO) else sys.argv[0]]
+    return shlex.join([exe_str, *script, *(sys.argv[1:] if argv is None else argv)])
 
 
 def announce(argv: list[str] | None = None) -> str:
@@ -115,12 +119,14 @@ def write_json(payload: dict, stem: str, results_dir: Path = RESULTS_DIR) -> Pat
 
 
 def publish(payload: dict, stem: str, text: str, write: bool = True, results_dir: Path = RESULTS_DIR,
-            results_md: Path = RESULTS_MD) -> None:  # fmt: skip
-    """Print a benchmark's RESULTS.md section; with `write`, save the payload as JSON and replace that section."""
+            results_md: Path = RESULTS_MD, section: bool = True) -> None:  # fmt: skip
+    """The one way a benchmark reports: print its RESULTS.md section `text`; with `write`, save the payload as JSON
+    and (unless `section` is False: a failed or unrecorded run) replace that section, entirely generated."""
     print(text)
     if write:
         print(f"wrote {write_json(payload, stem, results_dir)}")
-        print(f"updated {update_section(stem, text, results_md)}")
+        if section:
+            print(f"updated {update_section(stem, text, results_md)}")
 
 
 def machine_line(m: dict) -> str:

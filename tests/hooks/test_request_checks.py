@@ -3,8 +3,8 @@ Through a real server: tests/serving/test_load_and_faults.py."""
 
 import pytest
 
-from sglang_glm5.serving import load_client as client
-from sglang_glm5.serving.request_checks import (
+from bench.lib import load_client as client
+from sglang_glm5.hooks.request_checks import (
     chat_template_kwargs_error,
     check_input_ids,
 )
