@@ -7,8 +7,10 @@ import ast
 from pathlib import Path
 
 import sglang_glm5
+import sglang_glm5.kernels
 
 PACKAGE = Path(sglang_glm5.__file__).parent
+KERNELS = Path(sglang_glm5.kernels.__file__).parent  # the top-level kernels/ tree (setup.py's package_dir), or a link
 ROOT = PACKAGE.name
 
 
@@ -18,10 +20,12 @@ def module_name(path: Path) -> str:
 
 
 def package_modules() -> dict[str, Path]:
-    files = list(PACKAGE.rglob("*.py")) + list((PACKAGE / "kernels").resolve().rglob("*.py"))
+    files = {p.resolve() for p in PACKAGE.rglob("*.py")} | {p.resolve() for p in KERNELS.rglob("*.py")}
     modules = {}
-    for path in files:
-        rel = path if path.is_relative_to(PACKAGE) else PACKAGE / "kernels" / path.relative_to((PACKAGE / "kernels").resolve())
+    kernels, package = KERNELS.resolve(), PACKAGE.resolve()
+    for path in sorted(files):
+        inside = PACKAGE / "kernels" / path.relative_to(kernels) if path.is_relative_to(kernels) else None
+        rel = inside or PACKAGE / path.relative_to(package)
         modules[module_name(rel)] = path
     return modules
 
