@@ -32,55 +32,31 @@ ACCUM = "float"
 SCALE_DTYPES = FLOAT_DTYPES + (torch.float32,)
 
 
-def _macros(*, heads, head_dim, block_h, block_q, block_l, gemm_dtype):
-    """T.macros of one CTA: block_q query tokens x key_blocks blocks of block_l positions, in passes per request.
-
-    Pass `seg` (one per run of equal requests in the block) serves the tokens j >= seg of request QSeq[t0 + seg]:
-    their q rows are the gemm's N columns (block_q x block_h: every key tile is read once for all of them), the
-    other rows zero. A request seen twice in one block (not SGLang's layout) is served twice, the same values.
-    """
+def _block_macros(*, heads, head_dim, block_h, block_l, gemm_dtype):
+    """T.macros of one (token, BL positions) block: load q and the gathered key rows as gemm operands; store logits."""
 
     @T.macro
-    def load_queries(Q, Weights, QSeq, t0, seg, num_tokens, q_s, w_s, active):
-        for j in T.Parallel(block_q):  # [BQ]: this pass serves token t0 + j
-            t = T.min(t0 + j, num_tokens - 1)
-            active[j] = (t0 + j < num_tokens) & (j >= seg) & (QSeq[t] == QSeq[t0 + seg])
-        for c, d in T.Parallel(block_q * block_h, head_dim):  # [BQ * BH, D], zero rows: padding heads, other tokens
-            j, h = c // block_h, c % block_h
-            q_s[c, d] = T.if_then_else(active[j] & (h < heads), T.cast(Q[T.min(t0 + j, num_tokens - 1),
-                                       T.min(h, heads - 1), d], gemm_dtype), T.cast(0, gemm_dtype))  # fmt: skip
-        for c in T.Parallel(block_q * block_h):  # [BQ * BH], zero weight on padding heads and inactive tokens
-            j, h = c // block_h, c % block_h
-            w_s[c] = T.if_then_else(active[j] & (h < heads),
-                                    T.cast(Weights[T.min(t0 + j, num_tokens - 1), T.min(h, heads - 1)], ACCUM), 0)
+    def load_operands(Q, K, PageTable, token, request, p0, q_pos, q_s, k_s, slots):
+        for h, d in T.Parallel(block_h, head_dim):  # [BH, D], padding heads are zero rows
+            q_s[h, d] = T.if_then_else(h < heads, T.cast(Q[token, h, d], gemm_dtype), T.cast(0, gemm_dtype))
+        for n in T.Parallel(block_l):  # [BL], positions past q_pos clamp to it: never an unreferenced entry
+            slots[n] = PageTable[request, T.min(p0 + n, q_pos)]
+        for n, d in T.Parallel(block_l, head_dim):  # [BL, D], zeros past q_pos
+            k_s[n, d] = T.if_then_else(p0 + n <= q_pos, T.cast(K[slots[n], d], gemm_dtype), T.cast(0, gemm_dtype))
 
     @T.macro
-    def gather_keys(K, PageTable, request, p0, last, slots, k_s):
-        for n in T.Parallel(block_l):  # [BL], positions past the pass's last clamp to it: always a referenced entry
-            # max(, 0) (slots are >= 0): not a bare copy, so not a cp.async, whose target the rows below would read
-            # as addresses before its wait
-            slots[n] = T.max(PageTable[request, T.min(p0 + n, last)], 0)
-        for n, d in T.Parallel(block_l, head_dim):  # [BL, D], cp.async into the stage's buffer
-            k_s[n, d] = K[slots[n], d]
+    def store(Out, token, p0, q_pos, length, logits):
+        for n in T.Parallel(block_l):
+            if p0 + n < length:
+                Out[token, p0 + n] = T.if_then_else(p0 + n <= q_pos, logits[n], -T.infinity(ACCUM))
 
     @T.macro
-    def reduce_store(Out, QPos, t0, p0, length, num_tokens, scores, s_s, active):
-        """logits[t0 + j, p] = sum_h scores[p, j * BH + h] (already weighted), stored only for p <= q_pos[t0 + j]."""
-        T.copy(scores, s_s)
-        for n, j in T.Parallel(block_l, block_q):  # keys past a token's position: not computed, not written
-            if active[j]:  # implies t0 + j < num_tokens
-                if (p0 + n <= QPos[t0 + j]) & (p0 + n < length):
-                    Out[t0 + j, p0 + n] = _head_sum(s_s, n, j, block_h)
+    def store_masked(Out, token, p0, length):
+        for n in T.Parallel(block_l):
+            if p0 + n < length:
+                Out[token, p0 + n] = -T.infinity(ACCUM)
 
-    return load_queries, gather_keys, reduce_store
-
-
-def _head_sum(s_s, n, j, block_h):
-    """sum_h s_s[n, j * block_h + h], unrolled at trace time (block_h is 16 to 64)."""
-    total = s_s[n, j * block_h]
-    for h in range(1, block_h):
-        total = total + s_s[n, j * block_h + h]
-    return total
+    return load_operands, store, store_masked
 
 
 def _check_tiles(head_dim, block_l, gemm_dtype):
@@ -89,30 +65,16 @@ def _check_tiles(head_dim, block_l, gemm_dtype):
     assert block_l % 16 == 0, f"block_l {block_l}: it is a gemm tile dimension, a multiple of 16"
 
 
-def _schedule(copies, computes, num_stages):
-    """T.Pipelined's manual schedule: the gather statements (slots, then the rows that read them; the planner alone
-    puts the slots after the rows) in stage 0, the gemm and epilogue num_stages - 1 iterations behind them."""
-    assert num_stages >= 1, f"num_stages {num_stages}: at least 1 (1 = no overlap)"
-    return dict(order=list(range(copies + computes)), stage=[0] * copies + [num_stages - 1] * computes)
-
-
-def _tiles(heads, block_q):
-    block_h = head_tile(heads, max(64, head_tile(heads)))  # every head in one tile: logits sum over heads
-    cols = block_q * block_h  # the gemm's N: block_q tokens x their heads
-    assert cols % 16 == 0 and cols <= 256, f"block_q {block_q} x {block_h} head rows = {cols}: one gemm N (<= 256)"
-    return block_h, cols
-
-
 @tilelang.jit(pass_configs=PASS_CONFIGS)
 def indexer_logits_kernel(
     *, heads, head_dim=128, dtype="bfloat16", weights_dtype="float32", index_dtype="int32", seq_dtype="int64",
-    pos_dtype="int64", block_l=64, block_q=4, key_blocks=8, num_stages=2, threads=128,
+    pos_dtype="int64", block_l=64, threads=128,
 ):  # fmt: skip
     _check_tiles(head_dim, block_l, dtype)
-    block_h, cols = _tiles(heads, block_q)
+    block_h = head_tile(heads, max(64, head_tile(heads)))  # every head in one tile: logits sum over heads
     score_scale = head_dim**-0.5
-    load_queries, gather_keys, reduce_store = _macros(heads=heads, head_dim=head_dim, block_h=block_h, block_q=block_q,
-                                                      block_l=block_l, gemm_dtype=dtype)  # fmt: skip
+    load_operands, store, store_masked = _block_macros(heads=heads, head_dim=head_dim, block_h=block_h,
+                                                       block_l=block_l, gemm_dtype=dtype)  # fmt: skip
     num_tokens, num_slots = T.dynamic("num_tokens"), T.dynamic("num_slots")
     batch, length, pt_stride = T.dynamic("batch"), T.dynamic("length"), T.dynamic("pt_stride")
 
@@ -126,35 +88,26 @@ def indexer_logits_kernel(
         QPos: T.Tensor((num_tokens,), pos_dtype),  # [T]
         Out: T.Tensor((num_tokens, length), ACCUM),  # [T, L]
     ):
-        with T.Kernel(T.ceildiv(num_tokens, block_q), T.ceildiv(length, block_l * key_blocks),
-                      threads=threads) as (q_block, k_block):  # fmt: skip
-            q_s = T.alloc_shared([cols, head_dim], dtype)  # [BQ * BH, D]
-            k_s = T.alloc_shared([block_l, head_dim], dtype)  # [BL, D]
-            w_s = T.alloc_shared([cols], ACCUM)
-            active = T.alloc_shared([block_q], "bool")
+        with T.Kernel(T.ceildiv(length, block_l), num_tokens, threads=threads) as (block_id, token):
+            q_s = T.alloc_shared([block_h, head_dim], dtype)
+            k_s = T.alloc_shared([block_l, head_dim], dtype)
+            w_s = T.alloc_shared([block_h], ACCUM)
             slots = T.alloc_shared([block_l], index_dtype)
-            scores = T.alloc_fragment([block_l, cols], ACCUM)  # [BL, BQ * BH]
-            s_s = T.alloc_shared([block_l, cols], ACCUM)
-            last = T.alloc_local([1], "int64")
-            t0 = q_block * block_q
-            k0 = k_block * (block_l * key_blocks)
-            for seg in T.serial(block_q):
-                t_seg = T.min(t0 + seg, num_tokens - 1)
-                if (t0 + seg < num_tokens) & ((seg == 0) | (QSeq[t_seg] != QSeq[T.max(t_seg - 1, 0)])):
-                    last[0] = -1  # the largest q_pos among the pass's tokens: its key blocks past it are skipped
-                    for j in T.serial(block_q):
-                        t = T.min(t0 + j, num_tokens - 1)
-                        if (t0 + j < num_tokens) & (j >= seg) & (QSeq[t] == QSeq[t_seg]):
-                            last[0] = T.max(last[0], T.cast(QPos[t], "int64"))
-                    if k0 <= last[0]:
-                        load_queries(Q, Weights, QSeq, t0, seg, num_tokens, q_s, w_s, active)
-                        num_blocks = T.cast(T.min(key_blocks, T.ceildiv(last[0] + 1 - k0, block_l)), "int32")
-                        for b in T.Pipelined(num_blocks, **_schedule(2, 4, num_stages)):
-                            gather_keys(K, PageTable, QSeq[t_seg], k0 + b * block_l, last[0], slots, k_s)
-                            T.gemm(k_s, q_s, scores, transpose_B=True, clear_accum=True)  # [BL, BQ * BH]
-                            for n, c in T.Parallel(block_l, cols):
-                                scores[n, c] = T.max(scores[n, c] * score_scale, 0) * w_s[c]
-                            reduce_store(Out, QPos, t0, k0 + b * block_l, length, num_tokens, scores, s_s, active)
+            scores = T.alloc_fragment([block_l, block_h], ACCUM)
+            logits = T.alloc_fragment([block_l], ACCUM)
+            p0 = block_id * block_l
+            q_pos = QPos[token]
+            if p0 <= q_pos:
+                load_operands(Q, K, PageTable, token, QSeq[token], p0, q_pos, q_s, k_s, slots)
+                for h in T.Parallel(block_h):  # [BH], zero weight on padding heads
+                    w_s[h] = T.if_then_else(h < heads, T.cast(Weights[token, T.min(h, heads - 1)], ACCUM), 0)
+                T.gemm(k_s, q_s, scores, transpose_B=True, clear_accum=True)  # [BL, BH]
+                for n, h in T.Parallel(block_l, block_h):
+                    scores[n, h] = T.max(scores[n, h] * score_scale, 0) * w_s[h]
+                T.reduce_sum(scores, logits, dim=1)  # [BL]
+                store(Out, token, p0, q_pos, length, logits)
+            else:
+                store_masked(Out, token, p0, length)
 
     return main
 
@@ -162,15 +115,14 @@ def indexer_logits_kernel(
 @tilelang.jit(pass_configs=PASS_CONFIGS)
 def indexer_logits_fp8_kernel(
     *, heads, head_dim=128, fp8_dtype="float8_e4m3fn", weights_dtype="float32", q_scale_dtype="float32",
-    k_scale_dtype="float32", index_dtype="int32", seq_dtype="int64", pos_dtype="int64", block_l=64, block_q=4,
-    key_blocks=8, num_stages=2, threads=128,
+    k_scale_dtype="float32", index_dtype="int32", seq_dtype="int64", pos_dtype="int64", block_l=64, threads=128,
 ):  # fmt: skip
     assert fp8_dtype in TL_FP8.values(), f"fp8_dtype {fp8_dtype}: one of {list(TL_FP8.values())}"
     _check_tiles(head_dim, block_l, fp8_dtype)
-    block_h, cols = _tiles(heads, block_q)
+    block_h = head_tile(heads, max(64, head_tile(heads)))
     score_scale = head_dim**-0.5
-    load_queries, gather_keys, reduce_store = _macros(heads=heads, head_dim=head_dim, block_h=block_h, block_q=block_q,
-                                                      block_l=block_l, gemm_dtype=fp8_dtype)  # fmt: skip
+    load_operands, store, store_masked = _block_macros(heads=heads, head_dim=head_dim, block_h=block_h,
+                                                       block_l=block_l, gemm_dtype=fp8_dtype)  # fmt: skip
     num_tokens, num_slots = T.dynamic("num_tokens"), T.dynamic("num_slots")
     batch, length, pt_stride = T.dynamic("batch"), T.dynamic("length"), T.dynamic("pt_stride")
 
@@ -186,43 +138,32 @@ def indexer_logits_fp8_kernel(
         QPos: T.Tensor((num_tokens,), pos_dtype),  # [T]
         Out: T.Tensor((num_tokens, length), ACCUM),  # [T, L]
     ):
-        with T.Kernel(T.ceildiv(num_tokens, block_q), T.ceildiv(length, block_l * key_blocks),
-                      threads=threads) as (q_block, k_block):  # fmt: skip
-            q_s = T.alloc_shared([cols, head_dim], fp8_dtype)  # [BQ * BH, D]
-            k_s = T.alloc_shared([block_l, head_dim], fp8_dtype)  # [BL, D]
-            w_s = T.alloc_shared([cols], ACCUM)
-            qs_s = T.alloc_shared([cols], ACCUM)
+        with T.Kernel(T.ceildiv(length, block_l), num_tokens, threads=threads) as (block_id, token):
+            q_s = T.alloc_shared([block_h, head_dim], fp8_dtype)
+            k_s = T.alloc_shared([block_l, head_dim], fp8_dtype)
+            w_s = T.alloc_shared([block_h], ACCUM)
+            qs_s = T.alloc_shared([block_h], ACCUM)
             ks_s = T.alloc_shared([block_l], ACCUM)
-            active = T.alloc_shared([block_q], "bool")
             slots = T.alloc_shared([block_l], index_dtype)
-            scores = T.alloc_fragment([block_l, cols], ACCUM)  # [BL, BQ * BH]
-            s_s = T.alloc_shared([block_l, cols], ACCUM)
-            last = T.alloc_local([1], "int64")
-            t0 = q_block * block_q
-            k0 = k_block * (block_l * key_blocks)
-            for seg in T.serial(block_q):
-                t_seg = T.min(t0 + seg, num_tokens - 1)
-                if (t0 + seg < num_tokens) & ((seg == 0) | (QSeq[t_seg] != QSeq[T.max(t_seg - 1, 0)])):
-                    last[0] = -1
-                    for j in T.serial(block_q):
-                        t = T.min(t0 + j, num_tokens - 1)
-                        if (t0 + j < num_tokens) & (j >= seg) & (QSeq[t] == QSeq[t_seg]):
-                            last[0] = T.max(last[0], T.cast(QPos[t], "int64"))
-                    if k0 <= last[0]:
-                        load_queries(Q, Weights, QSeq, t0, seg, num_tokens, q_s, w_s, active)
-                        for c in T.Parallel(cols):  # [BQ * BH]: D**-0.5 folded into q's scale
-                            qs_s[c] = T.cast(QScale[T.min(t0 + c // block_h, num_tokens - 1),
-                                                    T.min(c % block_h, heads - 1)], ACCUM) * score_scale  # fmt: skip
-                        num_blocks = T.cast(T.min(key_blocks, T.ceildiv(last[0] + 1 - k0, block_l)), "int32")
-                        for b in T.Pipelined(num_blocks, **_schedule(3, 4, num_stages)):
-                            gather_keys(K, PageTable, QSeq[t_seg], k0 + b * block_l, last[0], slots, k_s)
-                            for n in T.Parallel(block_l):  # [BL], through the same clamped slots
-                                ks_s[n] = T.cast(KScale[slots[n]], ACCUM)
-                            T.gemm(k_s, q_s, scores, transpose_B=True, clear_accum=True)  # [BL, BQ * BH]
-                            # scales before the relu, as the reference dequantizes: any scale sign gives its result
-                            for n, c in T.Parallel(block_l, cols):
-                                scores[n, c] = T.max(scores[n, c] * qs_s[c] * ks_s[n], 0) * w_s[c]
-                            reduce_store(Out, QPos, t0, k0 + b * block_l, length, num_tokens, scores, s_s, active)
+            scores = T.alloc_fragment([block_l, block_h], ACCUM)
+            logits = T.alloc_fragment([block_l], ACCUM)
+            p0 = block_id * block_l
+            q_pos = QPos[token]
+            if p0 <= q_pos:
+                load_operands(Q, K, PageTable, token, QSeq[token], p0, q_pos, q_s, k_s, slots)
+                for h in T.Parallel(block_h):  # [BH]: zero weight on padding heads; D**-0.5 folded into q's scale
+                    w_s[h] = T.if_then_else(h < heads, T.cast(Weights[token, T.min(h, heads - 1)], ACCUM), 0)
+                    qs_s[h] = T.cast(QScale[token, T.min(h, heads - 1)], ACCUM) * score_scale
+                for n in T.Parallel(block_l):  # [BL], slots already clamped to referenced entries
+                    ks_s[n] = T.cast(KScale[slots[n]], ACCUM)
+                T.gemm(k_s, q_s, scores, transpose_B=True, clear_accum=True)  # [BL, BH]
+                # scales before the relu, as the reference dequantizes: any scale sign gives its result
+                for n, h in T.Parallel(block_l, block_h):
+                    scores[n, h] = T.max(scores[n, h] * qs_s[h] * ks_s[n], 0) * w_s[h]
+                T.reduce_sum(scores, logits, dim=1)  # [BL]
+                store(Out, token, p0, q_pos, length, logits)
+            else:
+                store_masked(Out, token, p0, length)
 
     return main
 
@@ -256,19 +197,15 @@ def _index_dtypes(page_table, q_seq, q_pos):
 
 
 def indexer_logits(q, weights, k_cache, page_table, q_seq, q_pos, *, out=None):
-    """Indexer logits as dsa_reference.indexer_logits for positions p <= q_pos[t]; `out` [T, L] fp32 is written if
-    given. Positions past q_pos[t] are neither computed nor written (the reference's -inf there is never read: the
-    top-k reads only 0..q_pos[t]).
+    """Indexer logits, same contract as dsa_reference.indexer_logits; `out` [T, L] fp32 is written if given.
 
     q [T, H, D] fp16/bf16 (RoPE applied), weights [T, H] (already * H**-0.5), k_cache [S, D] -> logits [T, L] fp32.
-    One program per (BQ query tokens, key_blocks x BL positions), in one pass per run of a request in its tokens:
-    1. last = max q_pos of the pass's tokens; the program's key blocks past it are skipped (none: nothing to do)
-    2. q rows of the pass's tokens as the gemm's N (other rows zero)                              # [BQ * BH, D]
-    3. pipelined over its key blocks (cp.async into num_stages buffers on sm_90a):
-       slots = page_table[request, min(p, last)] (never an entry past the request's length)       # [BL]
-       k rows gathered to shared; s = k @ q^T * D**-0.5                                           # [BL, BQ * BH]
-       logits[t, p] = sum_h weights[t, h] * relu(s[p, (t, h)]), stored for p <= q_pos[t]           # [BL, BQ]
-    Every key tile is read once for the BQ tokens. Heads pad to 16/32/64 rows (8 heads run as 16).
+    One program per (block of BL positions p, query token t):
+    1. blocks with every p > q_pos[t] store -inf and stop
+    2. slots = page_table[q_seq[t], min(p, q_pos[t])] (never an entry past the request's length)    # [BL]
+    3. k rows gathered to shared (zero past q_pos); s = k @ q[t]^T * D**-0.5                          # [BL, H]
+    4. logits = sum_h weights[t, h] * relu(s[:, h]); -inf where p > q_pos[t]                           # [BL]
+    All heads share one tile, the gemm's N (16/32/64 columns: 8 heads run as 16, never padded to 64 below 64).
     Index values (q_seq, q_pos) are trusted, not checked: that would sync the device; the reference checks them.
     """
     _check_indexer(("q", "k_cache"), q, weights, k_cache, page_table, q_seq, q_pos, FLOAT_DTYPES)
@@ -287,13 +224,12 @@ def indexer_logits(q, weights, k_cache, page_table, q_seq, q_pos, *, out=None):
 
 
 def indexer_logits_fp8(q_fp8, q_scale, weights, k_fp8, k_scale, page_table, q_seq, q_pos, *, out=None):
-    """FP8 indexer logits as dsa_reference.indexer_logits_fp8 for p <= q_pos[t] (past it: not written, as
-    indexer_logits); `out` [T, L] fp32 is written if given.
+    """FP8 indexer logits, same contract as dsa_reference.indexer_logits_fp8; `out` [T, L] fp32 is written if given.
 
     q_fp8 [T, H, D] + q_scale [T, H], k_fp8 [S, D] + k_scale [S], weights [T, H] -> logits [T, L] fp32, in the e4m3
     variant the device's fp8 mma reads (tuning `fp8_dtype`: e4m3fn on sm_90a / gfx950, e4m3fnuz on gfx942).
     Dataflow of indexer_logits, with the e4m3 tiles as the gemm's operands and step 3 as
-    s = relu((k_fp8 @ q_fp8^T) * k_scale[slot] * (q_scale[t, h] * D**-0.5))                   # [BL, BQ * BH]
+    s = relu((k_fp8 @ q_fp8[t]^T) * k_scale[slot] * (q_scale[t, h] * D**-0.5))                        # [BL, H]
     k_scale is read through the same clamped slots as the key rows.
     """
     _check_indexer(("q_fp8", "k_fp8"), q_fp8, weights, k_fp8, page_table, q_seq, q_pos, tuple(TL_FP8))
