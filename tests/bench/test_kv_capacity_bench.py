@@ -20,3 +20,10 @@ def test_markdown_has_the_table(tmp_path):
     payload = dict(command="cmd", date="d", commit="c", result=kv_capacity.run(["h200-fp8"], ("indexcache",)))
     text = kv_capacity.markdown(payload)
     assert "| h200-fp8 | bfloat16 | pool-fp8 |" in text
+
+
+def test_fp8_latent_column_reaches_upstreams_bytes_on_nvidia():
+    """With the 656 B FP8 latent and the keys in SGLang's pool, NVIDIA's bytes per token are upstream's exactly."""
+    h200 = kv_capacity.run(["h200-fp8"], ())[0]
+    assert h200["fp8_bytes"] == h200["upstream_bytes"] == LAYERS * (656 + 132)
+    assert h200["fp8_tokens"] > h200["after_tokens"] > h200["before_tokens"]
