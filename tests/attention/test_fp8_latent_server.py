@@ -11,7 +11,7 @@ import pytest
 from sglang_glm5.attention.index_k_policy import MODEL, STORE_ENV
 from sglang_glm5.checkpoint.archs import get_arch
 from sglang_glm5.checkpoint.tiny import write_tiny_checkpoint
-from sglang_glm5.serving import load_client as client
+from bench.lib import load_client as client
 from sglang_glm5.serving.process import ServerProcess
 from tests.models.test_hf_parity import prompt_ids, server_logprobs, vocab_size
 from tests.oracle import hf_logprobs

@@ -6,7 +6,8 @@ import torch
 
 from sglang_glm5.ops import dsa_reference as ref
 from sglang_glm5.ops import dsa_static as static
-from tests.ops.test_dsa_reference import BATCHES, INDEX_DIM, QK_DIM, SM_SCALE, V_DIM, make_batch, nan_pool_except
+from tests.kernels.cases import nan_except
+from tests.ops.test_dsa_reference import BATCHES, INDEX_DIM, QK_DIM, SM_SCALE, V_DIM, make_batch
 
 INDEX_HEADS = 16
 STATIC_WIDTH_EXTRA = 37  # graph state: the page table is wider than any request (columns past it hold garbage)
@@ -24,7 +25,7 @@ def indexer_case(name, gen):
     q = torch.randn(batch.num_tokens, INDEX_HEADS, INDEX_DIM, generator=gen)
     weights = torch.randn(batch.num_tokens, INDEX_HEADS, generator=gen) * INDEX_HEADS**-0.5
     used = {int(s) for s in batch.page_table.flatten() if s < batch.num_slots}
-    k_cache = nan_pool_except(torch.randn(batch.num_slots, INDEX_DIM, generator=gen), used)  # NaN off the table
+    k_cache = nan_except(torch.randn(batch.num_slots, INDEX_DIM, generator=gen), used)  # NaN off the table
     return batch, q, weights, k_cache
 
 
