@@ -31,11 +31,13 @@ def test_picked_first_on_hopper_where_its_packages_import(tmp_path, packages_imp
     decision = decide(request(tmp_path, kv="fp8_e4m3"), env=SM_90)
     assert dict(decision.choice.backends) == {"prefill": "flashmla", "decode": "flashmla"}
     assert set(packages_import) == {"flash_mla", "deep_gemm"}
+    auto = decide(request(tmp_path), env=SM_90)  # no calibrated k/v scales: the scaled 656 B layout needs none
+    assert auto.kv_cache_dtype == "fp8_e4m3" and dict(auto.choice.backends) == dict(decision.choice.backends)
 
 
 def test_bf16_kv_keeps_flashmla_for_prefill_only(tmp_path, packages_import):
     """FlashMLA's sparse decode has no bf16-KV kernel: decode falls to the next in the pick order."""
-    decision = decide(request(tmp_path), env=SM_90)  # no calibrated k/v scales: auto -> bfloat16
+    decision = decide(request(tmp_path, kv="bfloat16"), env=SM_90)  # auto would pick the FP8 656 B latent here
     assert decision.kv_cache_dtype == "bfloat16"
     assert dict(decision.choice.backends) == {"prefill": "flashmla", "decode": "triton"}
 
