@@ -194,14 +194,9 @@ def quantize_fp8_rows(x, dtype=torch.float8_e4m3fn):
     return (x.float() / scale[..., None]).to(dtype), scale
 
 
-def indexer_logits_fp8(q_fp8, q_scale, weights, k_fp8, k_scale, page_table, q_seq, q_pos):
-    """indexer_logits of FP8 inputs with per-row scales, dequantized in fp32.
-
-    q_fp8 [T, H, D] e4m3 with q_scale [T, H], k_fp8 [S, D] e4m3 with k_scale [S] -> logits [T, L] fp32
-    (e4m3fn or e4m3fnuz, the same for q and k)
-    = indexer_logits(q_fp8 * q_scale, weights, k_fp8 * k_scale, ...). A Hadamard rotation applied to both q and k
-    before quantization (DeepSeek/SGLang) leaves every q . k unchanged, so it stays with the caller.
-    """
+def _check_fp8_inputs(q_fp8, q_scale, k_fp8, k_scale):
+    """indexer_logits_fp8's own arguments (both e4m3 tensors of one variant, their per-row scales); shared with
+    ops/dsa_static.py."""
     for name, x, ndim in (("q_fp8", q_fp8, 3), ("k_fp8", k_fp8, 2)):
         _check(name, x, ndim)
         if x.dtype not in FP8_DTYPES:
@@ -212,6 +207,17 @@ def indexer_logits_fp8(q_fp8, q_scale, weights, k_fp8, k_scale, page_table, q_se
     _check("k_scale", k_scale, 1, floating=True)
     _check_dim("q_scale", tuple(q_scale.shape), tuple(q_fp8.shape[:2]), "shape")
     _check_dim("k_scale", k_scale.shape[0], k_fp8.shape[0], "number of cache slots")
+
+
+def indexer_logits_fp8(q_fp8, q_scale, weights, k_fp8, k_scale, page_table, q_seq, q_pos):
+    """indexer_logits of FP8 inputs with per-row scales, dequantized in fp32.
+
+    q_fp8 [T, H, D] e4m3 with q_scale [T, H], k_fp8 [S, D] e4m3 with k_scale [S] -> logits [T, L] fp32
+    (e4m3fn or e4m3fnuz, the same for q and k)
+    = indexer_logits(q_fp8 * q_scale, weights, k_fp8 * k_scale, ...). A Hadamard rotation applied to both q and k
+    before quantization (DeepSeek/SGLang) leaves every q . k unchanged, so it stays with the caller.
+    """
+    _check_fp8_inputs(q_fp8, q_scale, k_fp8, k_scale)
     _check("weights", weights, 2, floating=True)
     _check_indexer_shapes(q_fp8, weights, "k_fp8", k_fp8.shape[1], page_table, q_seq, q_pos)
     q = q_fp8.float() * q_scale.float()[..., None]  # [T, H, D]

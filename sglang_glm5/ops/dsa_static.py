@@ -15,10 +15,10 @@ request, a top-k shortcut, value checks). These ops have the same signatures and
 import torch
 
 from sglang_glm5.ops.dsa_reference import (
-    FP8_DTYPES,
     KEY_CHUNK,
     _check,
     _check_dim,
+    _check_fp8_inputs,
     _check_sparse_mla_shapes,
     _check_topk_shapes,
     _sparse_mla,
@@ -44,16 +44,7 @@ def indexer_logits_fp8(q_fp8, q_scale, weights, k_fp8, k_scale, page_table, q_se
     """dsa_reference.indexer_logits_fp8 over every page-table column (see indexer_logits): q_fp8 [T, H, D] e4m3 with
     q_scale [T, H], k_fp8 [S, D] e4m3 with k_scale [S] -> [T, L] fp32; keys dequantized per gathered chunk in fp32
     (k_fp8[slot] * k_scale[slot]), as the reference does. Dtype and shape checks only (host metadata)."""
-    for name, x, ndim in (("q_fp8", q_fp8, 3), ("k_fp8", k_fp8, 2)):
-        _check(name, x, ndim)
-        if x.dtype not in FP8_DTYPES:
-            raise TypeError(f"{name} must have dtype in {[str(d) for d in FP8_DTYPES]}, got {x.dtype}")
-    if k_fp8.dtype != q_fp8.dtype:
-        raise TypeError(f"k_fp8 is {k_fp8.dtype} but q_fp8 is {q_fp8.dtype}: both must use one e4m3 variant")
-    _check("q_scale", q_scale, 2, floating=True)
-    _check("k_scale", k_scale, 1, floating=True)
-    _check_dim("q_scale", tuple(q_scale.shape), tuple(q_fp8.shape[:2]), "shape")
-    _check_dim("k_scale", k_scale.shape[0], k_fp8.shape[0], "number of cache slots")
+    _check_fp8_inputs(q_fp8, q_scale, k_fp8, k_scale)
     _check_indexer_args(q_fp8, weights, "k_fp8", k_fp8, page_table, q_seq, q_pos)
     q = q_fp8.float() * q_scale.float()[..., None]  # [T, H, D]
     return _indexer(q, weights, k_fp8, k_scale, page_table, q_seq, q_pos)
