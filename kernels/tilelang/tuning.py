@@ -5,8 +5,8 @@ from pathlib import Path
 
 import torch
 
-from sglang_glm5.datafiles import read_json_object
-from sglang_glm5.datafiles import configs_dir
+from sglang_glm5.datafiles import configs_dir, read_json_object
+from sglang_glm5.devices import gpu_arch
 
 TUNING_NAME = "tilelang-tuning.json"  # in configs/ (SGLANG_GLM5_CONFIGS may point elsewhere)
 OPS = ("indexer_logits", "indexer_logits_fp8", "topk_positions", "sparse_mla_prefill", "sparse_mla_decode")
@@ -35,11 +35,9 @@ def table(path: Path) -> dict:
 
 def device_arch(device: torch.device) -> tuple[str, str]:
     """(device name, architecture) of a CUDA/ROCm device: sm_90a style on CUDA, the gcnArchName base on ROCm."""
-    props = torch.cuda.get_device_properties(device)
-    if getattr(torch.version, "hip", None):
-        return props.name, props.gcnArchName.split(":")[0]
-    suffix = "a" if props.major == 9 else ""  # Hopper's wgmma / setmaxnreg need the arch-specific sm_90a target
-    return props.name, f"sm_{props.major}{props.minor}{suffix}"
+    name, arch = gpu_arch(device)
+    suffix = "a" if arch.startswith("sm_9") else ""  # Hopper's wgmma / setmaxnreg need the arch-specific sm_90a target
+    return name, arch + suffix
 
 
 def knobs_for(op: str, name: str, arch: str, path: Path | None = None) -> dict:

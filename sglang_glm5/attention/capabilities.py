@@ -181,11 +181,10 @@ def detect_device(device_type: str | None = None, env: Mapping[str, str] = os.en
         return Device(CPU, "CPU")
     if device_type not in (None, "cuda"):
         return Device(device_type, device_type.upper())
-    props = torch.cuda.get_device_properties(0)
-    if torch.version.hip:
-        return Device(props.gcnArchName.split(":")[0], props.name)  # "gfx942:sramecc+:xnack-" -> gfx942
-    major, minor = torch.cuda.get_device_capability(0)
-    return Device(f"sm_{major}{minor}", props.name)
+    from sglang_glm5.devices import gpu_arch
+
+    name, arch = gpu_arch(0)
+    return Device(arch, name)
 
 
 def load_capabilities(root: Path | None = None) -> CapabilityTable:
