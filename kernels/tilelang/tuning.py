@@ -5,14 +5,14 @@ from pathlib import Path
 
 import torch
 
-from sglang_glm5.datafiles import configs_dir, read_json_object
+from sglang_glm5.datafiles import DataFileError, configs_dir, field, read_json_object
 from sglang_glm5.devices import gpu_arch
 
 TUNING_NAME = "tilelang-tuning.json"  # in configs/ (SGLANG_GLM5_CONFIGS may point elsewhere)
 OPS = ("indexer_logits", "indexer_logits_fp8", "topk_positions", "sparse_mla_prefill", "sparse_mla_decode")
 
 
-class TuningError(ValueError):
+class TuningError(DataFileError):
     pass
 
 
@@ -21,9 +21,9 @@ def table(path: Path) -> dict:
     """The tuning file, checked: every architecture has knobs for every op, every device names a known arch."""
     data = read_json_object(path, TuningError)
     for key in ("devices", "arch"):
-        if not isinstance(data.get(key), dict):
-            raise TuningError(f"{path}: field '{key}' must be an object")
+        field(data, key, dict, str(path), TuningError)
     for arch, ops in data["arch"].items():
+        field(data["arch"], arch, dict, f"{path}: arch", TuningError)
         missing = [op for op in OPS if not isinstance(ops.get(op), dict)]
         if missing:
             raise TuningError(f"{path}: arch '{arch}' has no knobs for {', '.join(missing)}")

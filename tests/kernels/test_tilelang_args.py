@@ -17,6 +17,7 @@ from sglang_glm5.kernels.tilelang import (
 from sglang_glm5.kernels.tilelang.common import head_tile
 from sglang_glm5.kernels.tilelang.indexer import check_fp8_variant
 from sglang_glm5.kernels.tilelang.mla_prefill import PREFILL_SCHEDULES, prefill_factory
+from sglang_glm5.datafiles import DataFileError
 from sglang_glm5.kernels.tilelang.tuning import OPS, TuningError, knobs_for, table
 from sglang_glm5.datafiles import configs_dir
 from tests.kernels.cases import QK_DIM, SM_SCALE, V_DIM
@@ -151,6 +152,10 @@ def test_tuning_file_errors_name_the_field(tmp_path):
     path.write_text(json.dumps(data))
     with pytest.raises(TuningError, match="arch 'gfx942' has no knobs for topk_positions"):
         table(path)
+    data["arch"]["gfx942"] = ["not", "an", "object"]
+    path.write_text(json.dumps(data))
+    with pytest.raises(DataFileError, match=r"tuning.json: arch: field 'gfx942' must be dict"):
+        table(path)  # the one data-file error type (sglang_glm5/datafiles.py), TuningError a kind of it
 
 
 @pytest.mark.parametrize("arch,schedule", [("sm_90a", "warp_specialized"), ("gfx942", "pipelined"),
