@@ -188,41 +188,48 @@ def detect_device(device_type: str | None = None, env: Mapping[str, str] = os.en
 
 
 def load_capabilities(root: Path | None = None) -> CapabilityTable:
-    from sglang_glm5.datafiles import configs_dir
+    from sglang_glm5.datafiles import configs_dir, field
 
     path = (Path(root) if root is not None else configs_dir()) / TABLE_FILE
     data = read_json_object(path, DSACapabilityError)
+
+    def get(obj, name, kind, where):  # datafiles.field, raising the table's own error
+        return field(obj, name, kind, f"{path}: {where}", DSACapabilityError)
+
+    archs_known = get(data, "archs", dict, "top level")
 
     def bad(where: str, what: str):
         return DSACapabilityError(f"{path}: {where}: {what}")
 
     impls, needs_env, graph_unsafe = {}, {}, {}
-    for name, row in data["implementations"].items():
+    for name, row in get(data, "implementations", dict, "top level").items():
         phases = {}
         for phase in PHASES:
             if phase not in row:
                 raise bad(f"implementations.{name}", f"missing phase '{phase}'")
-            cell = row[phase]
-            archs = tuple(cell["archs"])
-            unknown = [a for a in archs if a != ANY_ARCH and a not in data["archs"]]
+            where = f"implementations.{name}.{phase}"
+            cell = get(row, phase, dict, f"implementations.{name}")
+            archs = tuple(get(cell, "archs", list, where))
+            unknown = [a for a in archs if a != ANY_ARCH and a not in archs_known]
             if unknown:
-                raise bad(f"implementations.{name}.{phase}.archs", f"unknown arch {unknown} (known: {list(data['archs'])})")
-            heads = cell["heads_per_gpu"]
+                raise bad(f"{where}.archs", f"unknown arch {unknown} (known: {list(archs_known)})")
+            heads = get(cell, "heads_per_gpu", (list, type(None)), where)
             more = {a: tuple(kv) for a, kv in cell.get("kv_cache_dtypes_on", {}).items()}
-            unknown = [a for a in more if a not in data["archs"]]
+            unknown = [a for a in more if a not in archs_known]
             if unknown:
                 raise bad(f"implementations.{name}.{phase}.kv_cache_dtypes_on", f"unknown arch {unknown}")
-            phases[phase] = Support(archs, tuple(cell["kv_cache_dtypes"]), None if heads is None else tuple(heads), more)
+            kv = tuple(get(cell, "kv_cache_dtypes", list, where))
+            phases[phase] = Support(archs, kv, None if heads is None else tuple(heads), more)
         impls[name] = phases
         needs_env[name] = row.get("needs_env", {})
         graph_unsafe[name] = row.get("cuda_graph_unsafe", {})
         unknown = [p for p in graph_unsafe[name] if p not in PHASES]
         if unknown:
             raise bad(f"implementations.{name}.cuda_graph_unsafe", f"unknown phase {unknown} (phases: {list(PHASES)})")
-    pick_order = {k: tuple(v) for k, v in data["auto_pick_order"].items() if k != "about"}
+    pick_order = {k: tuple(v) for k, v in get(data, "auto_pick_order", dict, "top level").items() if k != "about"}
     for key, order in pick_order.items():
         unknown = [n for n in order if n not in impls]
         if unknown:
             raise bad(f"auto_pick_order.{key}", f"unknown implementation {unknown}")
-    kv_defaults = {k: tuple(v) for k, v in data["kv_cache_dtype_default"].items() if k != "about"}
-    return CapabilityTable(path, dict(data["archs"]), impls, needs_env, pick_order, kv_defaults, graph_unsafe)
+    kv_defaults = {k: tuple(v) for k, v in get(data, "kv_cache_dtype_default", dict, "top level").items() if k != "about"}
+    return CapabilityTable(path, dict(archs_known), impls, needs_env, pick_order, kv_defaults, graph_unsafe)

@@ -1,5 +1,7 @@
 """The capability table against simulated devices: every automatic pick and every refusal, with their messages."""
 
+import json
+
 import pytest
 
 from sglang_glm5.attention.capabilities import (
@@ -218,3 +220,20 @@ def test_heads_per_gpu(tp, dp, heads):
 def test_unresolved_flag_names_the_check():
     with pytest.raises(DSABackendChoiceError, match="--dsa-decode-backend not resolved: the start-up check"):
         resolve_impl(None, "decode")
+
+
+@pytest.mark.parametrize("breakage,message", [
+    (lambda d: d.pop("auto_pick_order"), "top level: missing field 'auto_pick_order'"),
+    (lambda d: d["implementations"]["triton"]["decode"].update(archs="sm_90"),
+     "implementations.triton.decode: field 'archs' must be list, got 'sm_90'"),
+    (lambda d: d["implementations"]["triton"]["prefill"].pop("kv_cache_dtypes"),
+     "implementations.triton.prefill: missing field 'kv_cache_dtypes'"),
+], ids=["no-pick-order", "archs-not-a-list", "no-kv-dtypes"])  # fmt: skip
+def test_a_malformed_table_is_refused_naming_the_file_and_field(tmp_path, breakage, message):
+    """The table is read through sglang_glm5/datafiles.py's field check (its own error type), never a KeyError."""
+    data = json.loads((TABLE.path).read_text())
+    breakage(data)
+    (tmp_path / TABLE.path.name).write_text(json.dumps(data))
+    with pytest.raises(DSACapabilityError) as raised:
+        load_capabilities(tmp_path)
+    assert str(raised.value) == f"{tmp_path / TABLE.path.name}: {message}"
