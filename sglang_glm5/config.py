@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import json
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,6 +17,29 @@ SUPPORTED_HIDDEN_ACTS = ("silu",)
 SUPPORTED_SCORING_FUNCS = ("sigmoid",)
 SUPPORTED_TOPK_METHODS = ("noaux_tc",)
 DEFAULT_ROPE_TYPE = "default"
+
+
+OVERRIDE_FLAG = "--json-model-override-args"
+
+
+class OverrideArgsError(ValueError):
+    pass
+
+
+def parse_override_args(value: str) -> dict:
+    """`--json-model-override-args` as the JSON object of config fields it must be; an error naming the flag otherwise
+    (SGLang's bare json.loads ends start-up in a JSONDecodeError that never names it)."""
+    try:
+        parsed = json.loads(value)
+    except json.JSONDecodeError as err:
+        raise OverrideArgsError(
+            f"{OVERRIDE_FLAG} is not valid JSON: {err.msg} at character {err.pos} of {value!r}"
+        ) from None
+    if not isinstance(parsed, dict):
+        raise OverrideArgsError(
+            f"{OVERRIDE_FLAG} must be a JSON object of config fields, got {type(parsed).__name__}: {value!r}"
+        )
+    return parsed
 
 
 class Glm5ConfigError(ValueError):

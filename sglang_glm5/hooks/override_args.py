@@ -5,25 +5,8 @@ JSONDecodeError that never says which flag was wrong (and a JSON list or string 
 """
 
 import inspect
-import json
 
-FLAG = "--json-model-override-args"
-
-
-class OverrideArgsError(ValueError):
-    pass
-
-
-def parse_override_args(value: str) -> dict:
-    try:
-        parsed = json.loads(value)
-    except json.JSONDecodeError as err:
-        raise OverrideArgsError(
-            f"{FLAG} is not valid JSON: {err.msg} at character {err.pos} of {value!r}"
-        ) from None
-    if not isinstance(parsed, dict):
-        raise OverrideArgsError(f"{FLAG} must be a JSON object of config fields, got {type(parsed).__name__}: {value!r}")
-    return parsed
+from sglang_glm5.config import parse_override_args
 
 
 def check_model_config_init(original, self, *args, **kwargs):

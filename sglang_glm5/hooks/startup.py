@@ -9,7 +9,7 @@ import logging
 from pathlib import Path
 
 from sglang_glm5.architectures import is_glm5
-from sglang_glm5.hooks.override_args import parse_override_args
+from sglang_glm5.config import parse_override_args
 from sglang_glm5.serving.startup_check import decide, graph_changes, request_from_args
 
 logger = logging.getLogger(__name__)

@@ -15,8 +15,7 @@ logger = logging.getLogger(__name__)
 def check_config(view) -> None:
     """Glm5ConfigError (naming the file and field) for a config.json + overrides our model would refuse."""
     from sglang_glm5.checkpoint.locate import CheckpointNotCached, checkpoint_dir
-    from sglang_glm5.config import Glm5Config
-    from sglang_glm5.hooks.override_args import parse_override_args
+    from sglang_glm5.config import Glm5Config, parse_override_args
 
     try:
         model_dir = checkpoint_dir(

@@ -1,6 +1,5 @@
 """GLM-5 (`GlmMoeDsaForCausalLM`): embedding, decoder layers, final norm, LM head — SGLang's model interface."""
 
-import json
 import logging
 from pathlib import Path
 
@@ -18,7 +17,7 @@ from torch import nn
 
 from sglang_glm5.checkpoint.locate import CheckpointNotCached, checkpoint_dir
 from sglang_glm5.checkpoint.validate import describe_missing_mtp, missing_mtp_tensors, validate_checkpoint
-from sglang_glm5.config import Glm5Config
+from sglang_glm5.config import Glm5Config, parse_override_args
 from sglang_glm5.models.decoder import Glm5DecoderLayer
 from sglang_glm5.models.weights import load_weights
 from sglang_glm5.quant.cpu_fp8 import plan_weight_format
@@ -126,7 +125,7 @@ class GlmMoeDsaForCausalLM(nn.Module):
 def glm5_config_of(hf_config) -> Glm5Config:
     """The checkpoint's config.json as written (transformers silently fills defaults for missing fields, which must
     fail here instead) plus `--json-model-override-args`; the HF config object when there is no local file."""
-    overrides = json.loads(getattr(get_server_args(), "json_model_override_args", None) or "{}")
+    overrides = parse_override_args(getattr(get_server_args(), "json_model_override_args", None) or "{}")
     try:
         path = _checkpoint_dir(hf_config) / "config.json"
     except CheckpointNotCached as err:

@@ -1,6 +1,6 @@
 import pytest
 
-from sglang_glm5.hooks.override_args import OverrideArgsError, parse_override_args
+from sglang_glm5.config import OverrideArgsError, parse_override_args
 
 
 def test_override_args_object_parses():
