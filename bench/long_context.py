@@ -232,7 +232,11 @@ def main(argv=None) -> int:
         "tiny dims the indexer (which scores every key, sparse or not) outweighs the attention, so dense/sparse "
         "flattens near 1 + MLA/indexer once L >> top-k; sparse's attention term is flat past top-k. At GLM-5's dims "
         "the attention is ~17x the indexer per key and the same model gives the large ratios of bench/kernels.py. "
-        "Same tokens: sparse and dense greedy outputs agree (they may differ once top-k drops keys).\n\n"
+        "Same tokens: sparse and dense greedy outputs agree (they may differ once top-k drops keys). Dense is the "
+        "same code with a wider top-k: every query token carries an index_topk-wide row of positions (-1 past its "
+        "own position) and the CPU reference's sparse MLA gathers and masks every column, so dense prefill pays a "
+        "per-token cost that follows index_topk, not L; the FLOP model counts valid keys only and misses it (read "
+        "the prefill ratio as sparse vs this dense stand-in, not vs a dense-attention kernel).\n\n"
         f"![long context](results/{common.result_stem(NAME, args.quick)}.png)\n"
     )
     payload = {"command": cmd, "machine": machine, "config": {k: config[k] for k in ("index_topk", "num_hidden_layers")},
