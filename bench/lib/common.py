@@ -55,24 +55,23 @@ def cpu_model() -> str:
     return platform.processor() or "unknown"
 
 
-def mem_total_gib() -> float | None:
+def _meminfo_gib(field: str) -> float | None:
+    """`field` of /proc/meminfo (kB) in GiB, None where there is none."""
     try:
         for line in Path("/proc/meminfo").read_text().splitlines():
-            if line.startswith("MemTotal:"):
+            if line.startswith(f"{field}:"):
                 return round(int(line.split()[1]) / 2**20, 1)
     except OSError:
         pass
     return None
+
+
+def mem_total_gib() -> float | None:
+    return _meminfo_gib("MemTotal")
 
 
 def mem_available_gib() -> float | None:
-    try:
-        for line in Path("/proc/meminfo").read_text().splitlines():
-            if line.startswith("MemAvailable:"):
-                return round(int(line.split()[1]) / 2**20, 1)
-    except OSError:
-        pass
-    return None
+    return _meminfo_gib("MemAvailable")
 
 
 def git_commit() -> str | None:

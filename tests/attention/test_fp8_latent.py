@@ -3,33 +3,20 @@ DSATokenToKVPool: our writer's bytes against SGLang's own writer and e4m3 roundi
 V32 dequantization of the pool, reference and Triton (interpreter) sparse MLA on the pool's bytes == the same math by
 hand in float64 from the raw bits, and slots no top-k reaches never read."""
 
-import json
-import os
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 import torch
 
 from sglang_glm5.ops.fp8_latent import dequantize_latent, fp8_latent_width, is_fp8_latent, quantize_latent
+from tests.attention.pool_cases import pool_case_facts
 
-REPO = Path(__file__).resolve().parents[2]
-CASES_TIMEOUT_S = 900
 HAND_RTOL = 1e-6  # fp32 sums in another order, relative to the largest output (|out| up to ~1e3 here)
 E4M3_STEP = 1 / 16  # e4m3 has 3 mantissa bits: rounding to nearest moves a value by at most 2**-4 of itself
 
 
 @pytest.fixture(scope="module")
 def facts():
-    env = dict(os.environ, TRITON_INTERPRET="1", SGLANG_USE_CPU_ENGINE="1")
-    env["PYTHONPATH"] = os.pathsep.join([str(REPO / "sglang_glm5/serving/cpu_stubs"), str(REPO), env.get("PYTHONPATH", "")])
-    proc = subprocess.run(
-        [sys.executable, "-m", "tests.attention.fp8_latent_cases"], cwd=REPO, env=env, capture_output=True,
-        text=True, timeout=CASES_TIMEOUT_S,
-    )  # fmt: skip
-    assert proc.returncode == 0, proc.stderr[-4000:]
-    return json.loads(proc.stdout.strip().splitlines()[-1])
+    return pool_case_facts("tests.attention.fp8_latent_cases")
 
 
 def test_sglang_pool_rows_are_656_bytes(facts):

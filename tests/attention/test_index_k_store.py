@@ -3,11 +3,6 @@ FlashInfer's reader of the layout, reference and Triton indexers == the math by 
 move_kv_cache, poisoning the pool changes what is read), the model-dtype store, and the store decision."""
 
 import dataclasses
-import json
-import os
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 import torch
@@ -20,23 +15,15 @@ from sglang_glm5.attention.index_k_policy import (
     refuse_unverified_pool_features,
 )
 from sglang_glm5.attention.index_k_store import IndexKStoreError, ModelDtypeIndexKStore, hadamard_matrix
+from tests.attention.pool_cases import pool_case_facts
 
-REPO = Path(__file__).resolve().parents[2]
-CASES_TIMEOUT_S = 900
 HAND_ATOL = 1e-5  # fp32 sums in another order
 FP8_LOGIT_TOL = 0.06  # FP8 keys + queries vs the unquantized indexer, relative to the largest logit (measured 0.039)
 
 
 @pytest.fixture(scope="module")
 def facts():
-    env = dict(os.environ, TRITON_INTERPRET="1", SGLANG_USE_CPU_ENGINE="1")
-    env["PYTHONPATH"] = os.pathsep.join([str(REPO / "sglang_glm5/serving/cpu_stubs"), str(REPO), env.get("PYTHONPATH", "")])
-    proc = subprocess.run(
-        [sys.executable, "-m", "tests.attention.pool_index_k_cases"], cwd=REPO, env=env, capture_output=True,
-        text=True, timeout=CASES_TIMEOUT_S,
-    )  # fmt: skip
-    assert proc.returncode == 0, proc.stderr[-4000:]
-    return json.loads(proc.stdout.strip().splitlines()[-1])
+    return pool_case_facts("tests.attention.pool_index_k_cases")
 
 
 def test_sglang_pool_allocates_pages_only_for_indexer_layers(facts):
