@@ -35,14 +35,16 @@ HIST, COMPACT = 0, 1  # `phase` argument: split rows' histogram launch, then the
 
 
 def order_key(bits):
-    """fp32 bits (uint32) -> uint32 whose order is the float order; -0.0 == +0.0, NaN above +inf as torch.sort has it.
-
-    Integer ops only: TVM's simplifier folds float `x != x` to false and mis-folds selects around a reinterpret.
-    """
-    bits = T.if_then_else(bits == T.uint32(SIGN), T.uint32(0), bits)  # -0.0 -> +0.0
+    """fp32 bits (uint32, -0.0 already made +0.0 by positive_zero) -> uint32 whose order is the float order; NaN
+    above +inf as torch.sort has it. Integer ops only: TVM's simplifier folds float `x != x` to false and mis-folds
+    selects around a reinterpret. `bits` is a variable: the selects below read it, not a copy of its expression."""
     # negative floats order backwards in their bit pattern: flip them all; positives go above with the sign bit
     key = T.if_then_else(bits >= T.uint32(SIGN), ~bits, bits | T.uint32(SIGN))
     return T.if_then_else((bits & T.uint32(SIGN - 1)) > T.uint32(EXP_MASK), T.uint32(0xFFFFFFFF), key)
+
+
+def positive_zero(bits):
+    return T.if_then_else(bits == T.uint32(SIGN), T.uint32(0), bits)  # -0.0 -> +0.0
 
 
 @tilelang.jit(pass_configs=PASS_CONFIGS)
@@ -128,6 +130,7 @@ def topk_kernel(*, k, in_dtype="float32", pos_dtype="int64", threads=512, capaci
             owner = T.alloc_var("int32")
             prefix = T.alloc_var("uint32")  # threshold key bits found so far
             key = T.alloc_var("uint32")
+            bits = T.alloc_var("uint32")  # the logit's fp32 bits
             keep = T.alloc_var("int32")
             pos = T.alloc_var("int32")
             value = T.alloc_var("float32")  # the logit, materialised so its bits are read from a register
@@ -148,7 +151,9 @@ def topk_kernel(*, k, in_dtype="float32", pos_dtype="int64", threads=512, capaci
                         pos = lo + i * threads + tx
                         if pos < hi:
                             value = T.cast(Logits[row, pos], "float32")
-                            key = order_key(T.reinterpret("uint32", value))
+                            bits = T.reinterpret("uint32", value)
+                            bits = positive_zero(bits)
+                            key = order_key(bits)
                             T.atomic_add(hist[T.cast(key >> (KEY_BITS - COARSE_BITS), "int32")], 1)
                     T.sync_threads()
                 if phase == HIST:  # split rows: into the row's global histogram (global atomics, non-zero bins)
@@ -173,7 +178,9 @@ def topk_kernel(*, k, in_dtype="float32", pos_dtype="int64", threads=512, capaci
                             key = T.uint32(0)
                             if pos < hi:
                                 value = T.cast(Logits[row, pos], "float32")
-                                key = order_key(T.reinterpret("uint32", value))
+                                bits = T.reinterpret("uint32", value)
+                                bits = positive_zero(bits)
+                                key = order_key(bits)
                                 if T.cast(key >> (KEY_BITS - COARSE_BITS), "int32") >= coarse:
                                     keep = 1
                             block_scan(keep, res, wsum, lane, warp)
@@ -230,7 +237,9 @@ def topk_kernel(*, k, in_dtype="float32", pos_dtype="int64", threads=512, capaci
                                     pos = i * threads + tx
                                     if pos < num_valid:
                                         value = T.cast(Logits[row, pos], "float32")
-                                        key = order_key(T.reinterpret("uint32", value))
+                                        bits = T.reinterpret("uint32", value)
+                                        bits = positive_zero(bits)
+                                        key = order_key(bits)
                                         if (key >> (shift + FINE_BITS)) == (prefix >> (shift + FINE_BITS)):
                                             T.atomic_add(hist[T.cast((key >> shift) & T.uint32(NUM_FINE - 1), "int32")], 1)
                             T.sync_threads()
@@ -251,7 +260,9 @@ def topk_kernel(*, k, in_dtype="float32", pos_dtype="int64", threads=512, capaci
                                     keep = T.if_then_else(key > prefix, 1, T.if_then_else(key == prefix, 1 << COUNT_BITS, 0))
                             elif pos < num_valid:
                                 value = T.cast(Logits[row, pos], "float32")
-                                key = order_key(T.reinterpret("uint32", value))
+                                bits = T.reinterpret("uint32", value)
+                                bits = positive_zero(bits)
+                                key = order_key(bits)
                                 keep = T.if_then_else(key > prefix, 1, T.if_then_else(key == prefix, 1 << COUNT_BITS, 0))
                             block_scan(keep, res, wsum, lane, warp)
                             ties_left = T.max(remaining - ties_seen, 0)
