@@ -22,6 +22,7 @@ QK_DIM = 576
 GEMM_INSTRUCTION = {"sm_90a": "mma", "gfx942": "mfma", "gfx950": "mfma"}  # tensor-core ops in the source
 FP8_GEMM_INSTRUCTION = {"sm_90a": "kFloat8_e4m3", "gfx942": "fp8_fp8", "gfx950": "fp8_fp8"}  # e4m3 operands, no widening
 SOURCE_HEADER = {"sm_90a": 'extern "C" __global__', "gfx942": "hip/hip_runtime.h", "gfx950": "hip/hip_runtime.h"}
+SHARED_LIMIT = {"sm_90a": 232_448, "gfx942": 65_536, "gfx950": 163_840}  # bytes per block (opt-in max on Hopper)
 KERNEL_IDS = [spec[0] for spec in kernel_specs("sm_90a")]
 
 pytestmark = pytest.mark.slow
@@ -94,6 +95,8 @@ def assert_topk_structure(target, source):
     capacity, warp = knobs["capacity"], knobs["warp_size"]
     sizes = _shared_sizes(source)
     assert sizes.get("lpos", 0) >= 4 * capacity and sizes.get("lkey", 0) >= 4 * capacity, sizes
+    # the carve-up fits the target's shared memory / LDS per block (the last buffer is the 4-int scalar slots)
+    assert sum(size or 16 for size in sizes.values()) <= SHARED_LIMIT[target], sizes
     assert source.count("AtomicAdd((&(((int*)hist)[") == 3, "shared histogram atomics: coarse + 2 refinement sources"
     assert source.count("AtomicAdd((&(Hist[") == 1, "split rows: one global atomic add per non-empty bin"
     assert source.count("AtomicAddRet((&(Arrived[") == 1 and source.count("__threadfence()") >= 2
