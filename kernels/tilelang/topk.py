@@ -43,6 +43,15 @@ def order_key(bits):
     return T.if_then_else((bits & T.uint32(SIGN - 1)) > T.uint32(EXP_MASK), T.uint32(0xFFFFFFFF), key)
 
 
+def fine_digit(key, shift):
+    return T.cast((key >> shift) & T.uint32(NUM_FINE - 1), "int32")
+
+
+def taken_flag(key, threshold):
+    """1 for a key above the threshold (taken), 1 << COUNT_BITS for one equal to it (a tie), else 0."""
+    return T.if_then_else(key > threshold, 1, T.if_then_else(key == threshold, 1 << COUNT_BITS, 0))
+
+
 def positive_zero(bits):
     return T.if_then_else(bits == T.uint32(SIGN), T.uint32(0), bits)  # -0.0 -> +0.0
 
@@ -231,7 +240,7 @@ def topk_kernel(*, k, in_dtype="float32", pos_dtype="int64", threads=512, capaci
                                     if i * threads + tx < n_list:
                                         key = lkey[i * threads + tx]
                                         if (key >> (shift + FINE_BITS)) == (prefix >> (shift + FINE_BITS)):
-                                            T.atomic_add(hist[T.cast((key >> shift) & T.uint32(NUM_FINE - 1), "int32")], 1)
+                                            T.atomic_add(hist[fine_digit(key, shift)], 1)
                             else:
                                 for i in T.serial(T.ceildiv(num_valid, threads)):
                                     pos = i * threads + tx
@@ -241,7 +250,7 @@ def topk_kernel(*, k, in_dtype="float32", pos_dtype="int64", threads=512, capaci
                                         bits = positive_zero(bits)
                                         key = order_key(bits)
                                         if (key >> (shift + FINE_BITS)) == (prefix >> (shift + FINE_BITS)):
-                                            T.atomic_add(hist[T.cast((key >> shift) & T.uint32(NUM_FINE - 1), "int32")], 1)
+                                            T.atomic_add(hist[fine_digit(key, shift)], 1)
                             T.sync_threads()
                             find_digit(hist, NUM_FINE, remaining, res, wsum, lane, warp, tx, s_int)
                             prefix = prefix | (T.cast(s_int[0], "uint32") << shift)
@@ -257,13 +266,13 @@ def topk_kernel(*, k, in_dtype="float32", pos_dtype="int64", threads=512, capaci
                                 if pos < n_list:
                                     key = lkey[pos]
                                     pos = lpos[pos]
-                                    keep = T.if_then_else(key > prefix, 1, T.if_then_else(key == prefix, 1 << COUNT_BITS, 0))
+                                    keep = taken_flag(key, prefix)
                             elif pos < num_valid:
                                 value = T.cast(Logits[row, pos], "float32")
                                 bits = T.reinterpret("uint32", value)
                                 bits = positive_zero(bits)
                                 key = order_key(bits)
-                                keep = T.if_then_else(key > prefix, 1, T.if_then_else(key == prefix, 1 << COUNT_BITS, 0))
+                                keep = taken_flag(key, prefix)
                             block_scan(keep, res, wsum, lane, warp)
                             ties_left = T.max(remaining - ties_seen, 0)
                             if keep == 1 or (keep != 0 and (res[0] >> COUNT_BITS) < ties_left):

@@ -22,7 +22,7 @@ QK_DIM = 576
 GEMM_INSTRUCTION = {"sm_90a": "mma", "gfx942": "mfma", "gfx950": "mfma"}  # tensor-core ops in the source
 FP8_GEMM_INSTRUCTION = {"sm_90a": "kFloat8_e4m3", "gfx942": "fp8_fp8", "gfx950": "fp8_fp8"}  # e4m3 operands, no widening
 SOURCE_HEADER = {"sm_90a": 'extern "C" __global__', "gfx942": "hip/hip_runtime.h", "gfx950": "hip/hip_runtime.h"}
-SHARED_LIMIT = {"sm_90a": 232_448, "gfx942": 65_536, "gfx950": 163_840}  # bytes per block (opt-in max on Hopper)
+SHARED_LIMIT = {"sm_90a": 232_448, "gfx942": 65_536, "gfx950": 163_840}  # bytes per block (Hopper: opt-in max)
 KERNEL_IDS = [spec[0] for spec in kernel_specs("sm_90a")]
 
 pytestmark = pytest.mark.slow
@@ -76,7 +76,8 @@ def test_kernel_lowers(lowered, kernel, target):
 
 def _shared_sizes(source):
     """{buffer: bytes} of the dynamic shared memory carve-up (offsets into buf_dyn_shmem; the last one open-ended)."""
-    offsets = sorted((int(o), name) for name, o in re.findall(r"void\* (\w+) = \(\(void\*\)\(\(char\*\)buf_dyn_shmem \+ (\d+)\)\)", source))
+    carve = r"void\* (\w+) = \(\(void\*\)\(\(char\*\)buf_dyn_shmem \+ (\d+)\)\)"
+    offsets = sorted((int(o), name) for name, o in re.findall(carve, source))
     return {name: (nxt - off if nxt is not None else None)
             for (off, name), nxt in zip(offsets, [o for o, _ in offsets[1:]] + [None])}  # fmt: skip
 
