@@ -78,8 +78,9 @@ if [ "$rc_all" -eq 0 ]; then
     step tests 110 "$PY" -m pytest -q -rs -p no:cacheprovider ${XDIST[@]+"${XDIST[@]}"} tests/gpu/test_dsa_kernels.py \
         --durations=10
     # 2. timing: one GLM-5 layer, batch 1 decode (issue 4's H200 goal: 8-head sparse MLA decode < 16.8 us; top-k at
-    #    64k and 200k keys under the decode's own time), each
-    #    provider in its own process (TileLang first): a failure or a crash in one leaves the other's numbers
+    #    64k and 200k keys under the decode's own time; top-k checked equal to the reference's canonical output, index
+    #    sets, ties and -1 padding, before it is timed; step 1 also runs each top-k's split-row and, for TileLang,
+    #    shared-list overflow cases), each provider in its own process (TileLang first): a failure or a crash in one leaves the other's numbers
     for provider in tilelang triton; do
         step "kernels-$provider" 60 "$PY" -m bench.kernels --contexts 4096 65536 200000 --heads 8 64 \
             --providers "$provider" --tag "$provider" --repeats 3

@@ -109,13 +109,14 @@ def test_topk_positions(backend, k, ties):
     assert torch.equal(out.cpu(), dsa_reference.topk_positions(logits, q_pos, k))
 
 
+@pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize("length", [65536, 200_000], ids=lambda n: f"S{n}")
 @pytest.mark.parametrize("ties", [False, True], ids=["distinct", "ties"])
-def test_triton_topk_batch1_long_row_split_across_programs(length, ties):
-    """Batch-1 decode over a long context: the row is split across programs (default_num_chunks > 1 on any GPU with
-    more than one SM), same canonical result as the reference and as one program for the row."""
-    impl = _backend("triton")
-    from sglang_glm5.kernels.triton.topk import default_num_chunks
+def test_topk_batch1_long_row_split_across_programs(backend, length, ties):
+    """Batch-1 decode over a long context: the row is split across programs / CTAs (default_num_chunks > 1 on any GPU
+    with more than one SM), same canonical result as the reference and as one program for the row."""
+    impl = _backend(backend)
+    default_num_chunks = importlib.import_module(f"sglang_glm5.kernels.{backend}.topk").default_num_chunks
 
     gen = torch.Generator().manual_seed(length)
     logits = torch.randn(1, length, generator=gen)
@@ -127,6 +128,23 @@ def test_triton_topk_batch1_long_row_split_across_programs(length, ties):
     out = impl.topk_positions(logits.cuda(), q_pos.cuda(), 2048)
     assert torch.equal(out.cpu(), dsa_reference.topk_positions(logits, q_pos, 2048))
     assert torch.equal(out, impl.topk_positions(logits.cuda(), q_pos.cuda(), 2048, num_chunks=1))
+
+
+@pytest.mark.parametrize("num_chunks", [1, 5], ids=["one-cta", "split"])
+@pytest.mark.parametrize("ties", [False, True], ids=["distinct", "ties"])
+def test_tilelang_topk_shared_list_overflow_falls_back(num_chunks, ties):
+    """A candidate list larger than the shared capacity (forced: capacity 64 < k) is refined over the row instead:
+    same canonical result, with one CTA per row and with split rows (several rows, odd lengths, some <= k)."""
+    impl = _backend("tilelang")
+    gen = torch.Generator().manual_seed(num_chunks)
+    lengths = [100, 129, 5000, 20_001]
+    logits = torch.randn(len(lengths), max(lengths), generator=gen)
+    if ties:
+        logits = (logits * 2).round()
+    q_pos = torch.tensor([n - 1 for n in lengths])
+    out = torch.full((len(lengths), 128), -7, dtype=torch.int32, device="cuda")
+    impl.topk_positions(logits.cuda(), q_pos.cuda(), 128, out=out, num_chunks=num_chunks, capacity=64)
+    assert torch.equal(out.cpu(), dsa_reference.topk_positions(logits, q_pos, 128))
 
 
 @pytest.mark.parametrize("backend", BACKENDS)

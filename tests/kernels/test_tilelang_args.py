@@ -122,6 +122,31 @@ def test_topk_names_the_bad_argument():
         topk_positions(logits, q_pos[:2], 16)
     with pytest.raises(ValueError, match="GPU only"):
         topk_positions(logits, q_pos, 16)
+    with pytest.raises(ValueError, match="num_chunks must be an int >= 1"):
+        topk_positions(logits, q_pos, 16, num_chunks=0)
+    with pytest.raises(ValueError, match="capacity must be an int >= 1"):
+        topk_positions(logits, q_pos, 16, capacity=1.5)
+
+
+@pytest.mark.parametrize("rows,length,sms,chunks", [(1, 65536, 132, 16), (1, 200_000, 132, 49), (4, 65536, 132, 16),
+                                                    (8, 65536, 132, 16), (66, 65536, 132, 2), (132, 200_000, 132, 1),
+                                                    (1, 3000, 132, 1), (1, 65536, 78, 16)])  # fmt: skip
+def test_topk_splits_few_long_rows_across_ctas(rows, length, sms, chunks):
+    """Batch-1 decode over 64k-200k keys runs on many SMs (at least 4096 keys per CTA); one CTA per row from as
+    many rows as SMs up, and for short rows."""
+    from sglang_glm5.kernels.tilelang.topk import default_num_chunks
+
+    assert default_num_chunks(rows, length, sms) == chunks
+
+
+def test_topk_workspace_shapes():
+    from sglang_glm5.kernels.tilelang.topk import NUM_COARSE, workspace
+
+    hist, arrived, counts, list_pos, list_key = workspace(3, 16, 8192, "cpu")
+    assert hist.shape == (3, NUM_COARSE) and not hist.any() and not arrived.any() and arrived.shape == (3,)
+    assert counts.shape == (3, 16) and list_pos.shape == list_key.shape == (3, 16, 8192)
+    assert list_key.dtype == torch.uint32 and list_pos.dtype == torch.int32
+    assert [t.shape[0] for t in workspace(300, 1, 4096, "cpu")] == [1] * 5  # one CTA per row: stand-ins only
 
 
 @pytest.mark.parametrize("heads,cap,tile", [(8, 64, 16), (16, 64, 16), (32, 64, 32), (64, 64, 64), (128, 64, 64),

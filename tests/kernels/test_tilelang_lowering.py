@@ -22,6 +22,7 @@ QK_DIM = 576
 GEMM_INSTRUCTION = {"sm_90a": "mma", "gfx942": "mfma", "gfx950": "mfma"}  # tensor-core ops in the source
 FP8_GEMM_INSTRUCTION = {"sm_90a": "kFloat8_e4m3", "gfx942": "fp8_fp8", "gfx950": "fp8_fp8"}  # e4m3 operands, no widening
 SOURCE_HEADER = {"sm_90a": 'extern "C" __global__', "gfx942": "hip/hip_runtime.h", "gfx950": "hip/hip_runtime.h"}
+SHARED_LIMIT = {"sm_90a": 232_448, "gfx942": 65_536, "gfx950": 163_840}  # bytes per block (Hopper: opt-in max)
 KERNEL_IDS = [spec[0] for spec in kernel_specs("sm_90a")]
 
 pytestmark = pytest.mark.slow
@@ -69,6 +70,44 @@ def test_kernel_lowers(lowered, kernel, target):
         assert str(heads * QK_DIM) in source, f"{kernel}: no token stride {heads} x {QK_DIM} in the source"
     if kernel.startswith("sparse_mla_prefill") and target == "sm_90a":
         assert_producer_consumer(kernel, source)
+    if kernel.startswith("topk"):
+        assert_topk_structure(target, source)
+
+
+def _shared_sizes(source):
+    """{buffer: bytes} of the dynamic shared memory carve-up (offsets into buf_dyn_shmem; the last one open-ended)."""
+    carve = r"void\* (\w+) = \(\(void\*\)\(\(char\*\)buf_dyn_shmem \+ (\d+)\)\)"
+    offsets = sorted((int(o), name) for name, o in re.findall(carve, source))
+    return {name: (nxt - off if nxt is not None else None)
+            for (off, name), nxt in zip(offsets, [o for o, _ in offsets[1:]] + [None])}  # fmt: skip
+
+
+def assert_topk_structure(target, source):
+    """The top-k is the coarse-pass / shared-compaction / refine-in-shared kernel, with split rows across CTAs:
+    - the candidate list lives in shared memory: positions and keys, `capacity` entries each;
+    - histograms are built with atomics: shared ones (the coarse pass, the two refinement passes over the list and
+      over the row), and the split rows' per-row global one;
+    - global scores are read in exactly 4 places: the coarse pass, the compaction, and the overflow fallback's
+      refinement and write over the row, the last two only where the list did not fit (`n_list <= capacity` else);
+      the refinement and the write otherwise read the shared list;
+    - split rows: the chunk is blockIdx.y, and the row's last CTA is found by a fenced atomic ticket;
+    - block scans are warp shuffles over the target's whole warp."""
+    knobs = knobs_for("topk_positions", "", target)
+    capacity, warp = knobs["capacity"], knobs["warp_size"]
+    sizes = _shared_sizes(source)
+    assert sizes.get("lpos", 0) >= 4 * capacity and sizes.get("lkey", 0) >= 4 * capacity, sizes
+    # the carve-up fits the target's shared memory / LDS per block (the last buffer is the 4-int scalar slots)
+    assert sum(size or 16 for size in sizes.values()) <= SHARED_LIMIT[target], sizes
+    assert source.count("AtomicAdd((&(((int*)hist)[") == 3, "shared histogram atomics: coarse + 2 refinement sources"
+    assert source.count("AtomicAdd((&(Hist[") == 1, "split rows: one global atomic add per non-empty bin"
+    assert source.count("AtomicAddRet((&(Arrived[") == 1 and source.count("__threadfence()") >= 2
+    assert "blockIdx.y" in source, "rows are not split across CTAs"
+    assert source.count("Logits[") == 4, f"{source.count('Logits[')} reads of the scores, expected 4"
+    fallback = source.split(f"if (n_list <= {capacity})")
+    assert len(fallback) >= 4, "compaction, refinement and write each branch on the list fitting"
+    refine_and_write = source[source.index("prefix = (((uint)coarse)"):]
+    assert refine_and_write.count("Logits[") == 2 and refine_and_write.count("lkey)[") >= 2
+    assert re.search(rf"__shfl_up(_sync)?\([^;]*, {warp}\)", source), f"no {warp}-lane shuffle scan"
 
 
 def _warpgroup_branches(source):
