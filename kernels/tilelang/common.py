@@ -1,5 +1,8 @@
 """What the DSA TileLang kernels share: dtype names, head tiling, argument checks with named errors."""
 
+from types import SimpleNamespace
+
+import tilelang.language as T
 import torch
 from sglang_glm5.kernels.checks import (  # noqa: F401
     INDEX_DTYPES,
@@ -7,6 +10,7 @@ from sglang_glm5.kernels.checks import (  # noqa: F401
     check_out,
     check_size,
     check_tensor,
+    fresh_buffer,
 )
 
 FLOAT_DTYPES = (
@@ -58,3 +62,24 @@ def require_gpu(x, name="q"):
     if x.device.type != "cuda":
         raise ValueError(f"{name} is on {x.device}: the tilelang DSA kernels run on a CUDA or ROCm GPU only "
                          "(use --dsa-*-backend reference on CPU)")  # fmt: skip
+
+
+def out_buffer(out, name, shape, dtype, device, empty):
+    """A caller's output buffer checked, or one from the plan's `empty` (graph_plan.py) under the slot `name`."""
+    return empty(name, shape, dtype, device) if out is None else check_out(out, shape, dtype, device)
+
+
+def sparse_mla_operands(*, heads, v_dim, rope_dim, topk, dtype, index_dtype, seq_dtype):
+    """The input tensor types every sparse MLA kernel (prefill, warp-specialized prefill, decode split) declares,
+    over the same dynamic sizes: Q [T, H, Dqk], KV [S, Dqk], PageTable [B, L] (rows keep their stride), QSeq [T],
+    Topk [T, K]; and `num_tokens`, the dynamic T, for the outputs."""
+    num_tokens, num_slots = T.dynamic("num_tokens"), T.dynamic("num_slots")
+    batch, length, pt_stride = T.dynamic("batch"), T.dynamic("length"), T.dynamic("pt_stride")
+    return SimpleNamespace(
+        num_tokens=num_tokens,
+        Q=T.Tensor((num_tokens, heads, v_dim + rope_dim), dtype),  # [T, H, Dqk]
+        KV=T.Tensor((num_slots, v_dim + rope_dim), dtype),  # [S, Dqk]
+        PageTable=T.StridedTensor((batch, length), (pt_stride, 1), index_dtype),  # [B, L]
+        QSeq=T.Tensor((num_tokens,), seq_dtype),  # [T]
+        Topk=T.Tensor((num_tokens, topk), "int32"),  # [T, K]
+    )

@@ -15,13 +15,15 @@ from sglang_glm5.kernels.tilelang.common import (
     NEG_BIG,
     TL_DTYPE,
     check_batch,
-    check_out,
     check_size,
     check_tensor,
     dense,
     dense_rows,
+    fresh_buffer,
     head_tile,
+    out_buffer,
     require_gpu,
+    sparse_mla_operands,
 )
 from sglang_glm5.kernels.tilelang.mla_prefill_ws import sparse_mla_prefill_ws_kernel
 from sglang_glm5.kernels.tilelang.tuning import TuningError, tuning
@@ -127,23 +129,20 @@ def sparse_mla_prefill_kernel(
     num_steps = T.ceildiv(topk, block_n)
     accum = "float"
     scale_log2 = sm_scale * LOG2E  # exp2 of log2-unit scores is cheaper than exp
-    num_tokens, num_slots = T.dynamic("num_tokens"), T.dynamic("num_slots")
-    batch, length, pt_stride = (
-        T.dynamic("batch"),
-        T.dynamic("length"),
-        T.dynamic("pt_stride"),
-    )
+    ops = sparse_mla_operands(heads=heads, v_dim=v_dim, rope_dim=rope_dim, topk=topk, dtype=dtype,
+                              index_dtype=index_dtype, seq_dtype=seq_dtype)  # fmt: skip
+    num_tokens = ops.num_tokens
     attend = attend_topk_macro(heads=heads, block_h=block_h, v_dim=v_dim, rope_dim=rope_dim, block_n=block_n,
                                topk=topk, num_steps=num_steps, dtype=dtype, accum=accum, num_stages=num_stages,
                                policy=getattr(T.GemmWarpPolicy, gemm_policy))  # fmt: skip
 
     @T.prim_func
     def main(
-        Q: T.Tensor((num_tokens, heads, v_dim + rope_dim), dtype),  # [T, H, Dqk]
-        KV: T.Tensor((num_slots, v_dim + rope_dim), dtype),  # [S, Dqk]
-        PageTable: T.StridedTensor((batch, length), (pt_stride, 1), index_dtype),  # [B, L]
-        QSeq: T.Tensor((num_tokens,), seq_dtype),  # [T]
-        Topk: T.Tensor((num_tokens, topk), "int32"),  # [T, K]
+        Q: ops.Q,  # [T, H, Dqk]
+        KV: ops.KV,  # [S, Dqk]
+        PageTable: ops.PageTable,  # [B, L]
+        QSeq: ops.QSeq,  # [T]
+        Topk: ops.Topk,  # [T, K]
         Out: T.Tensor((num_tokens, heads, v_dim), dtype),  # [T, H, V]
         Lse: T.Tensor((num_tokens, heads), accum),  # [T, H]
     ):
@@ -180,8 +179,9 @@ def prefill_factory(knobs: dict):
     return PREFILL_SCHEDULES[schedule], knobs
 
 
-def check_sparse_mla_args(q, kv_cache, page_table, q_seq, topk, sm_scale, v_dim, out, lse):
-    """The prefill and decode wrappers' checks; returns the out [T, H, V] and lse [T, H] buffers to write."""
+def check_sparse_mla_args(q, kv_cache, page_table, q_seq, topk, sm_scale, v_dim, out, lse, empty=fresh_buffer):
+    """The prefill and decode plans' checks; returns the out [T, H, V] and lse [T, H] buffers to write (the caller's,
+    checked, or from `empty`: the graph state's arena under CUDA graphs)."""
     check_tensor("q", q, 3, FLOAT_DTYPES)
     num_tokens, _, qk_dim = q.shape
     check_tensor("kv_cache", kv_cache, 2, (q.dtype,), q.device)
@@ -194,8 +194,8 @@ def check_sparse_mla_args(q, kv_cache, page_table, q_seq, topk, sm_scale, v_dim,
     if not sm_scale > 0:
         raise ValueError(f"sm_scale must be > 0, got {sm_scale}")
     num_heads = q.shape[1]
-    out = check_out(out, (num_tokens, num_heads, v_dim), q.dtype, q.device)
-    lse = check_out(lse, (num_tokens, num_heads), torch.float32, q.device)
+    out = out_buffer(out, "sparse_mla.out", (num_tokens, num_heads, v_dim), q.dtype, q.device, empty)
+    lse = out_buffer(lse, "sparse_mla.lse", (num_tokens, num_heads), torch.float32, q.device, empty)
     require_gpu(q)
     return out, lse
 
@@ -214,19 +214,24 @@ def kernel_args(q, kv_cache, page_table, q_seq, topk, sm_scale, v_dim, phase):
     )  # fmt: skip
 
 
+def plan_sparse_mla_prefill(
+    q, kv_cache, page_table, q_seq, topk, sm_scale, v_dim, return_lse=False, *, out=None, lse=None, empty=fresh_buffer
+):  # fmt: skip
+    """What sparse_mla_prefill does before its launch, done once per shape under CUDA graphs (graph_plan.py): the
+    checks, the tuning lookup (schedule and knobs), the outputs from `empty` and the JIT-compiled kernel looked up.
+    -> sparse_mla_prefill's keyword arguments for its launch-only path (checked=True)."""
+    out, lse = check_sparse_mla_args(q, kv_cache, page_table, q_seq, topk, sm_scale, v_dim, out, lse, empty)
+    kernel = None
+    if q.shape[0]:
+        factory, knobs = prefill_factory(kernel_args(q, kv_cache, page_table, q_seq, topk, sm_scale, v_dim, "prefill"))
+        kernel = factory(**knobs)
+    return {"out": out, "lse": lse, "kernel": kernel, "checked": True}
+
+
 def sparse_mla_prefill(
-    q,
-    kv_cache,
-    page_table,
-    q_seq,
-    topk,
-    sm_scale,
-    v_dim,
-    return_lse=False,
-    *,
-    out=None,
-    lse=None,
-):
+    q, kv_cache, page_table, q_seq, topk, sm_scale, v_dim, return_lse=False, *, out=None, lse=None, kernel=None,
+    checked=False,
+):  # fmt: skip
     """Sparse MLA for prefill, same contract as dsa_reference.sparse_mla_prefill; `out` / `lse` written if given.
 
     q [T, H, Dqk] fp16/bf16, kv_cache [S, Dqk] (latent | rope key), topk [T, K] int32 positions (-1 = none)
@@ -239,12 +244,12 @@ def sparse_mla_prefill(
     4. acc += p @ kv_latent                                                         # [BH, V]
     5. out = acc / sum (0 for an all -1 row), lse = log(sum) + max * sm_scale (-inf for an all -1 row)
     Heads are tiled by 16/32/64 (8 heads run as a 16-row tile), not padded to 64. Index values are trusted.
+    checked=True: plan_sparse_mla_prefill ran for these shapes (under CUDA graphs, once) and passes out, lse and the
+    kernel; only the launch runs here. Otherwise it runs per call.
     """
-    out, lse_buf = check_sparse_mla_args(q, kv_cache, page_table, q_seq, topk, sm_scale, v_dim, out, lse)
-    if q.shape[0]:
-        q, kv_cache, page_table, q_seq, topk = dense_operands(q, kv_cache, page_table, q_seq, topk)
-        args = kernel_args(q, kv_cache, page_table, q_seq, topk, sm_scale, v_dim, "prefill")
-        factory, knobs = prefill_factory(args)
-        kernel = factory(**knobs)
-        kernel(q, kv_cache, page_table, q_seq, topk, out, lse_buf)
-    return (out, lse_buf) if return_lse else out
+    if not checked:
+        planned = plan_sparse_mla_prefill(q, kv_cache, page_table, q_seq, topk, sm_scale, v_dim, out=out, lse=lse)
+        out, lse, kernel = planned["out"], planned["lse"], planned["kernel"]
+    if kernel is not None:  # None: no tokens
+        kernel(*dense_operands(q, kv_cache, page_table, q_seq, topk), out, lse)
+    return (out, lse) if return_lse else out

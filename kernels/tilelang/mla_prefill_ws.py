@@ -15,7 +15,7 @@ consumers with setmaxnreg (the accumulators [BH, V/2] are 128 fp32 per thread at
 
 import tilelang
 import tilelang.language as T
-from sglang_glm5.kernels.tilelang.common import LN2, LOG2E, NEG_BIG, head_tile
+from sglang_glm5.kernels.tilelang.common import LN2, LOG2E, NEG_BIG, head_tile, sparse_mla_operands
 
 PASS_CONFIGS = {
     # rows are gathered through the page table (no TMA box); the warpgroups are specialized by hand below
@@ -57,8 +57,9 @@ def sparse_mla_prefill_ws_kernel(
     # smaller tiles (8-32 heads) take the synchronous gemm, which picks the instruction that fits their rows
     async_scores = block_h % 64 == 0
     score_gemm = T.wgmma_gemm if async_scores else T.gemm
-    num_tokens, num_slots = T.dynamic("num_tokens"), T.dynamic("num_slots")
-    batch, length, pt_stride = T.dynamic("batch"), T.dynamic("length"), T.dynamic("pt_stride")
+    ops = sparse_mla_operands(heads=heads, v_dim=v_dim, rope_dim=rope_dim, topk=topk, dtype=dtype,
+                              index_dtype=index_dtype, seq_dtype=seq_dtype)  # fmt: skip
+    num_tokens = ops.num_tokens
 
     @T.macro
     def gather(KV, PageTable, Topk, token, request, step, ptx, kv_lo, kv_hi, k_rope, valid):
@@ -144,11 +145,11 @@ def sparse_mla_prefill_ws_kernel(
 
     @T.prim_func
     def main(
-        Q: T.Tensor((num_tokens, heads, v_dim + rope_dim), dtype),  # [T, H, Dqk]
-        KV: T.Tensor((num_slots, v_dim + rope_dim), dtype),  # [S, Dqk]
-        PageTable: T.StridedTensor((batch, length), (pt_stride, 1), index_dtype),  # [B, L]
-        QSeq: T.Tensor((num_tokens,), seq_dtype),  # [T]
-        Topk: T.Tensor((num_tokens, topk), "int32"),  # [T, K]
+        Q: ops.Q,  # [T, H, Dqk]
+        KV: ops.KV,  # [S, Dqk]
+        PageTable: ops.PageTable,  # [B, L]
+        QSeq: ops.QSeq,  # [T]
+        Topk: ops.Topk,  # [T, K]
         Out: T.Tensor((num_tokens, heads, v_dim), dtype),  # [T, H, V]
         Lse: T.Tensor((num_tokens, heads), accum),  # [T, H]
     ):

@@ -10,6 +10,7 @@ from sglang_glm5.kernels.tilelang.common import (
     check_size,
     check_tensor,
     dense,
+    fresh_buffer,
     require_gpu,
 )
 from sglang_glm5.kernels.tilelang.tuning import tuning
@@ -154,7 +155,27 @@ def topk_kernel(*, k, in_dtype="float32", pos_dtype="int64", threads=1024):
     return main
 
 
-def topk_positions(logits, q_pos, k, *, out=None):
+def plan_topk_positions(logits, q_pos, k, *, out=None, empty=fresh_buffer):
+    """topk_positions' checks, tuning lookup and JIT kernel; once per shape under CUDA graphs (graph_plan.py) -> its
+    keyword arguments for the launch-only path (checked=True). The output is not planned (`empty` unused): IndexCache
+    layers read it after later ops ran, so it is the caller's (the graph state's, one per top-k layer) or fresh."""
+    check_tensor("logits", logits, 2, (torch.float32, torch.float16, torch.bfloat16))
+    check_tensor("q_pos", q_pos, 1, INDEX_DTYPES, logits.device)
+    num_tokens, _ = logits.shape
+    check_size("q_pos", q_pos.shape[0], num_tokens, "number of query tokens")
+    if not isinstance(k, int) or k < 1:
+        raise ValueError(f"k must be an int >= 1, got {k!r}")
+    if out is not None:
+        check_out(out, (num_tokens, k), torch.int32, logits.device)
+    require_gpu(logits, "logits")
+    kernel = None
+    if num_tokens:
+        kernel = topk_kernel(k=k, in_dtype=TL_DTYPE[logits.dtype], pos_dtype=TL_DTYPE[q_pos.dtype],
+                             **tuning("topk_positions", logits.device))  # fmt: skip
+    return {"kernel": kernel, "checked": True}
+
+
+def topk_positions(logits, q_pos, k, *, out=None, kernel=None, checked=False):
     """Top-k positions, same contract as dsa_reference.topk_positions; `out` [T, k] int32 is written if given.
 
     logits [T, L], q_pos [T] -> [T, k] int32: the min(k, q_pos[t] + 1) best of positions 0..q_pos[t], ascending,
@@ -167,18 +188,13 @@ def topk_positions(logits, q_pos, k, *, out=None):
        taken before each one (greater, and the first (k - #greater) equal), which is its output column  # [k]
     4. columns min(k, q_pos[t] + 1).. get -1
     q_pos values are trusted (< L), not checked: that would sync the device; the reference checks them.
+    checked=True: plan_topk_positions ran for these shapes and passes the kernel; only the launch runs here (and
+    the allocation of `out` when none is given).
     """
-    check_tensor("logits", logits, 2, (torch.float32, torch.float16, torch.bfloat16))
-    check_tensor("q_pos", q_pos, 1, INDEX_DTYPES, logits.device)
-    num_tokens, _ = logits.shape
-    check_size("q_pos", q_pos.shape[0], num_tokens, "number of query tokens")
-    if not isinstance(k, int) or k < 1:
-        raise ValueError(f"k must be an int >= 1, got {k!r}")
-    out = check_out(out, (num_tokens, k), torch.int32, logits.device)
-    require_gpu(logits, "logits")
-    if num_tokens:
-        logits, q_pos = dense(logits), dense(q_pos)
-        kernel = topk_kernel(k=k, in_dtype=TL_DTYPE[logits.dtype], pos_dtype=TL_DTYPE[q_pos.dtype],
-                             **tuning("topk_positions", logits.device))  # fmt: skip
-        kernel(logits, q_pos, out)
+    if not checked:
+        kernel = plan_topk_positions(logits, q_pos, k, out=out)["kernel"]
+    if out is None:
+        out = torch.empty((logits.shape[0], k), dtype=torch.int32, device=logits.device)
+    if kernel is not None:  # None: no tokens
+        kernel(dense(logits), dense(q_pos), out)
     return out

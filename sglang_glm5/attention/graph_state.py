@@ -64,6 +64,8 @@ class DSAGraphState:
         req_to_token: torch.Tensor,
         draft_step: DraftStep | None,
         index_k_store=None,  # IndexKStore: one that translates slots (pool-fp8) gets its key rows filled here
+        topk_layers=(),  # the layers that compute a top-k (IndexCache: the others reuse the previous one's)
+        index_topk: int = 0,
     ):
         device = req_to_token.device
         self.max_bs, self.max_num_tokens = max_bs, max_num_tokens
@@ -82,6 +84,12 @@ class DSAGraphState:
             if self.index_k_store is not None
             else None
         )
+        # one top-k output per top-k layer: IndexCache layers read the previous top-k layer's after later ops ran,
+        # so no two layers may share one; a captured forward writes them in place (select_topk) and allocates none
+        self.topk = {
+            layer: torch.full((max_num_tokens, index_topk), -1, dtype=torch.int32, device=device)  # [T, K]
+            for layer in sorted(topk_layers)
+        }
         self._metadata: dict[GraphLayout, DSAMetadata] = {}
 
     def buffers(self) -> dict[str, torch.Tensor]:
@@ -91,7 +99,15 @@ class DSAGraphState:
         }  # fmt: skip
         if self.key_rows is not None:
             buffers["key_rows"] = self.key_rows
+        buffers.update({f"topk.{layer}": buf for layer, buf in self.topk.items()})
         return buffers
+
+    def topk_out(self, layer_id: int, tokens: int) -> torch.Tensor:
+        """Layer `layer_id`'s top-k output for a graph forward of `tokens` query tokens: [tokens, index_topk]."""
+        if layer_id not in self.topk:
+            raise DSAGraphError(f"layer {layer_id} computes a top-k but the graph state has no buffer for it "
+                                f"(top-k layers: {sorted(self.topk)})")  # fmt: skip
+        return self.topk[layer_id][:tokens]
 
     def index_key_rows(self, page_table: torch.Tensor) -> torch.Tensor | None:
         """The translated page table of the store for a graph forward with `page_table` (a view of ours), or None."""
@@ -143,8 +159,9 @@ class DSAGraphHooks:
 
     def init_cuda_graph_state(self, max_bs: int, max_num_tokens: int):
         self.graph_state = DSAGraphState(
-            max_bs, max_num_tokens, self.req_to_token_pool.req_to_token, self.draft_step, self.index_k_store
-        )
+            max_bs, max_num_tokens, self.req_to_token_pool.req_to_token, self.draft_step, self.index_k_store,
+            topk_layers=self.index_k_store.layers, index_topk=self.index_topk,
+        )  # fmt: skip
         self.graph_arena = GraphArena()  # planned ops' outputs and workspaces (graph_plan.py), owned here
         self.graph_impls = {
             phase: resolve_graph_impl(impl.name, phase, self.graph_arena) for phase, impl in self.impls.items()
