@@ -83,3 +83,26 @@ def sparse_mla_operands(*, heads, v_dim, rope_dim, topk, dtype, index_dtype, seq
         QSeq=T.Tensor((num_tokens,), seq_dtype),  # [T]
         Topk=T.Tensor((num_tokens, topk), "int32"),  # [T, K]
     )
+
+
+def online_softmax_macro(*, block_h, block_n, width):
+    """A T.macro: one key tile's online-softmax update in exp2 units, shared by the pipelined attend (mla_prefill) and
+    the warp-specialized score consumer (mla_prefill_ws). With scores acc_s [BH, BN] in raw units:
+    m_i = max(m_prev, row max); alpha = exp2((m_prev - m_i) * scale_log2); acc_s = exp2((acc_s - m_i) * scale_log2)
+    (the tile's numerators); sumexp = sumexp * alpha + row sum; acc_o [BH, width] *= alpha."""
+
+    @T.macro
+    def update(acc_s, acc_o, sumexp, sumexp_i, m_i, m_prev, alpha, scale_log2):
+        T.copy(m_i, m_prev)
+        T.reduce_max(acc_s, m_i, dim=1, clear=False)
+        for h in T.Parallel(block_h):
+            alpha[h] = T.exp2((m_prev[h] - m_i[h]) * scale_log2)
+        for h, n in T.Parallel(block_h, block_n):
+            acc_s[h, n] = T.exp2(acc_s[h, n] * scale_log2 - m_i[h] * scale_log2)
+        T.reduce_sum(acc_s, sumexp_i, dim=1)
+        for h in T.Parallel(block_h):
+            sumexp[h] = sumexp[h] * alpha[h] + sumexp_i[h]
+        for h, d in T.Parallel(block_h, width):
+            acc_o[h, d] = acc_o[h, d] * alpha[h]
+
+    return update

@@ -11,16 +11,14 @@ import torch
 from sglang_glm5.devices import multiprocessor_count
 from sglang_glm5.kernels.tilelang.common import (
     LN2,
-    LOG2E,
     MIN_GEMM_M,
     fresh_buffer,
     head_tile,
-    sparse_mla_operands,
 )
 from sglang_glm5.kernels.tilelang.mla_prefill import (
     PASS_CONFIGS,
     alloc_attend_buffers,
-    attend_topk_macro,
+    attend_parts,
     check_sparse_mla_args,
     dense_operands,
     kernel_args,
@@ -76,20 +74,14 @@ def sparse_mla_split_kernel(
     *, heads, v_dim=512, rope_dim=64, topk=2048, sm_scale, dtype="bfloat16", index_dtype="int32", seq_dtype="int64",
     max_block_h=64, block_n=64, num_stages=2, threads=256, gemm_policy="FullRow", columns_per_split=256,
 ):  # fmt: skip
-    assert v_dim % 16 == 0 and rope_dim % 16 == 0, f"v_dim {v_dim} and rope_dim {rope_dim}: gemm k-steps are 16 wide"
-    assert block_n % 16 == 0, f"block_n {block_n}: it is a gemm tile dimension, a multiple of 16"
     num_splits = num_splits_for(topk, block_n, columns_per_split)
     steps_per_split = columns_per_split // block_n
-    block_h = head_tile(heads, max_block_h)
-    head_tiles = T.ceildiv(heads, block_h)
-    accum = "float"
-    scale_log2 = sm_scale * LOG2E
-    ops = sparse_mla_operands(heads=heads, v_dim=v_dim, rope_dim=rope_dim, topk=topk, dtype=dtype,
-                              index_dtype=index_dtype, seq_dtype=seq_dtype)  # fmt: skip
+    parts = attend_parts(heads=heads, v_dim=v_dim, rope_dim=rope_dim, topk=topk, sm_scale=sm_scale, dtype=dtype,
+                         index_dtype=index_dtype, seq_dtype=seq_dtype, max_block_h=max_block_h, block_n=block_n,
+                         num_steps=steps_per_split, num_stages=num_stages, gemm_policy=gemm_policy)  # fmt: skip
+    block_h, head_tiles, accum, ops, attend, scale_log2 = (
+        parts.block_h, parts.head_tiles, parts.accum, parts.ops, parts.attend, parts.scale_log2)  # fmt: skip
     num_tokens = ops.num_tokens
-    attend = attend_topk_macro(heads=heads, block_h=block_h, v_dim=v_dim, rope_dim=rope_dim, block_n=block_n,
-                               topk=topk, num_steps=steps_per_split, dtype=dtype, accum=accum, num_stages=num_stages,
-                               policy=getattr(T.GemmWarpPolicy, gemm_policy))  # fmt: skip
 
     @T.prim_func
     def main(

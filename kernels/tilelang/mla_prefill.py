@@ -5,6 +5,8 @@ Two schedules of the same computation, picked per architecture by the tuning fil
 producer warpgroup gathers with cp.async into two stages and two consumer warpgroups split the value columns.
 """
 
+from types import SimpleNamespace
+
 import tilelang
 import tilelang.language as T
 import torch
@@ -21,6 +23,7 @@ from sglang_glm5.kernels.tilelang.common import (
     dense_rows,
     fresh_buffer,
     head_tile,
+    online_softmax_macro,
     out_buffer,
     require_gpu,
     sparse_mla_operands,
@@ -55,6 +58,8 @@ def attend_topk_macro(
     valid column was seen); scores are scaled inside exp2 by scale_log2 = sm_scale * log2(e).
     """
 
+    softmax_update = online_softmax_macro(block_h=block_h, block_n=block_n, width=v_dim)
+
     @T.macro
     def attend(Q, KV, PageTable, Topk, token, request, h0, step0, scale_log2,
                q_s, q_rope_s, kv_s, k_rope_s, p_s, slots, valid, acc_o, acc_s, sumexp, sumexp_i, m_i, m_prev, alpha):  # fmt: skip
@@ -80,17 +85,7 @@ def attend_topk_macro(
                 acc_s[h, n] = T.if_then_else(valid[n], 0, -T.infinity(accum))
             T.gemm(q_s, kv_s, acc_s, transpose_B=True, policy=policy)  # [BH, BN]
             T.gemm(q_rope_s, k_rope_s, acc_s, transpose_B=True, policy=policy)
-            T.copy(m_i, m_prev)
-            T.reduce_max(acc_s, m_i, dim=1, clear=False)
-            for h in T.Parallel(block_h):
-                alpha[h] = T.exp2((m_prev[h] - m_i[h]) * scale_log2)
-            for h, n in T.Parallel(block_h, block_n):
-                acc_s[h, n] = T.exp2(acc_s[h, n] * scale_log2 - m_i[h] * scale_log2)
-            T.reduce_sum(acc_s, sumexp_i, dim=1)
-            for h in T.Parallel(block_h):
-                sumexp[h] = sumexp[h] * alpha[h] + sumexp_i[h]
-            for h, d in T.Parallel(block_h, v_dim):
-                acc_o[h, d] = acc_o[h, d] * alpha[h]
+            softmax_update(acc_s, acc_o, sumexp, sumexp_i, m_i, m_prev, alpha, scale_log2)
             T.copy(acc_s, p_s)
             T.gemm(p_s, kv_s, acc_o, policy=policy)  # [BH, V]
 
@@ -117,24 +112,37 @@ def alloc_attend_buffers(block_h, v_dim, rope_dim, block_n, dtype, accum, index_
     )
 
 
+def attend_parts(
+    *, heads, v_dim, rope_dim, topk, sm_scale, dtype, index_dtype, seq_dtype, max_block_h, block_n, num_steps,
+    num_stages, gemm_policy,
+):  # fmt: skip
+    """What the pipelined prefill kernel and the decode split kernel build alike: the head tile, the operand types
+    (common.sparse_mla_operands) and the attend macro over `num_steps` key tiles (all of K, or one split's)."""
+    assert v_dim % 16 == 0 and rope_dim % 16 == 0, f"v_dim {v_dim} and rope_dim {rope_dim}: gemm k-steps are 16 wide"
+    assert block_n % 16 == 0, f"block_n {block_n}: it is a gemm tile dimension, a multiple of 16"
+    block_h = head_tile(heads, max_block_h)
+    accum = "float"
+    attend = attend_topk_macro(heads=heads, block_h=block_h, v_dim=v_dim, rope_dim=rope_dim, block_n=block_n,
+                               topk=topk, num_steps=num_steps, dtype=dtype, accum=accum, num_stages=num_stages,
+                               policy=getattr(T.GemmWarpPolicy, gemm_policy))  # fmt: skip
+    ops = sparse_mla_operands(heads=heads, v_dim=v_dim, rope_dim=rope_dim, topk=topk, dtype=dtype,
+                              index_dtype=index_dtype, seq_dtype=seq_dtype)  # fmt: skip
+    # exp2 of log2-unit scores is cheaper than exp
+    return SimpleNamespace(block_h=block_h, head_tiles=T.ceildiv(heads, block_h), accum=accum, ops=ops,
+                           attend=attend, scale_log2=sm_scale * LOG2E)  # fmt: skip
+
+
 @tilelang.jit(pass_configs=PASS_CONFIGS)
 def sparse_mla_prefill_kernel(
     *, heads, v_dim=512, rope_dim=64, topk=2048, sm_scale, dtype="bfloat16", index_dtype="int32", seq_dtype="int64",
     max_block_h=64, block_n=64, num_stages=2, threads=256, gemm_policy="FullRow",
 ):  # fmt: skip
-    assert v_dim % 16 == 0 and rope_dim % 16 == 0, f"v_dim {v_dim} and rope_dim {rope_dim}: gemm k-steps are 16 wide"
-    assert block_n % 16 == 0, f"block_n {block_n}: it is a gemm tile dimension, a multiple of 16"
-    block_h = head_tile(heads, max_block_h)
-    head_tiles = T.ceildiv(heads, block_h)
-    num_steps = T.ceildiv(topk, block_n)
-    accum = "float"
-    scale_log2 = sm_scale * LOG2E  # exp2 of log2-unit scores is cheaper than exp
-    ops = sparse_mla_operands(heads=heads, v_dim=v_dim, rope_dim=rope_dim, topk=topk, dtype=dtype,
-                              index_dtype=index_dtype, seq_dtype=seq_dtype)  # fmt: skip
+    parts = attend_parts(heads=heads, v_dim=v_dim, rope_dim=rope_dim, topk=topk, sm_scale=sm_scale, dtype=dtype,
+                         index_dtype=index_dtype, seq_dtype=seq_dtype, max_block_h=max_block_h, block_n=block_n,
+                         num_steps=T.ceildiv(topk, block_n), num_stages=num_stages, gemm_policy=gemm_policy)  # fmt: skip
+    block_h, head_tiles, accum, ops, attend, scale_log2 = (
+        parts.block_h, parts.head_tiles, parts.accum, parts.ops, parts.attend, parts.scale_log2)  # fmt: skip
     num_tokens = ops.num_tokens
-    attend = attend_topk_macro(heads=heads, block_h=block_h, v_dim=v_dim, rope_dim=rope_dim, block_n=block_n,
-                               topk=topk, num_steps=num_steps, dtype=dtype, accum=accum, num_stages=num_stages,
-                               policy=getattr(T.GemmWarpPolicy, gemm_policy))  # fmt: skip
 
     @T.prim_func
     def main(

@@ -15,7 +15,14 @@ consumers with setmaxnreg (the accumulators [BH, V/2] are 128 fp32 per thread at
 
 import tilelang
 import tilelang.language as T
-from sglang_glm5.kernels.tilelang.common import LN2, LOG2E, NEG_BIG, head_tile, sparse_mla_operands
+from sglang_glm5.kernels.tilelang.common import (
+    LN2,
+    LOG2E,
+    NEG_BIG,
+    head_tile,
+    online_softmax_macro,
+    sparse_mla_operands,
+)
 
 PASS_CONFIGS = {
     # rows are gathered through the page table (no TMA box); the warpgroups are specialized by hand below
@@ -85,6 +92,8 @@ def sparse_mla_prefill_ws_kernel(
                 T.ptx_cp_async(T.access_ptr(k_rope[row, u * SPAN + c0], "w"),
                                T.access_ptr(KV[slot, v_dim + u * SPAN + c0], "r"), CHUNK, pos >= 0)  # fmt: skip
 
+    softmax_update = online_softmax_macro(block_h=block_h, block_n=block_n, width=half)
+
     @T.macro
     def score_step(valid, step, q_lo, q_hi, q_rope, kv_lo, kv_hi, k_rope, p_s, alpha_s,
                    acc_s, acc_o, sumexp, sumexp_i, m_i, m_prev, alpha, p_free, parity_free):  # fmt: skip
@@ -98,17 +107,7 @@ def sparse_mla_prefill_ws_kernel(
             T.wait_wgmma(0)
         if step > 0:  # consumer 1 is done with the previous P and rescale factor
             T.barrier_wait(p_free[0], parity_free)
-        T.copy(m_i, m_prev)
-        T.reduce_max(acc_s, m_i, dim=1, clear=False)
-        for h in T.Parallel(block_h):
-            alpha[h] = T.exp2((m_prev[h] - m_i[h]) * scale_log2)
-        for h, n in T.Parallel(block_h, block_n):
-            acc_s[h, n] = T.exp2(acc_s[h, n] * scale_log2 - m_i[h] * scale_log2)
-        T.reduce_sum(acc_s, sumexp_i, dim=1)
-        for h in T.Parallel(block_h):
-            sumexp[h] = sumexp[h] * alpha[h] + sumexp_i[h]
-        for h, d in T.Parallel(block_h, half):
-            acc_o[h, d] = acc_o[h, d] * alpha[h]
+        softmax_update(acc_s, acc_o, sumexp, sumexp_i, m_i, m_prev, alpha, scale_log2)  # acc_o: this half
         T.copy(alpha, alpha_s)
         T.copy(acc_s, p_s)
         T.gemm(p_s, kv_lo, acc_o, policy=policy)  # [BH, V/2]

@@ -94,3 +94,55 @@ def assert_decode_fills_the_gpu(kernel, target, source):
     assert str(heads * num_splits * V_DIM) in source, f"{kernel}: no partial-output stride {heads} x {num_splits} x V"
     assert "blockIdx.z" in source, f"{kernel}: the split index is not the grid's z"
     assert f"__launch_bounds__({knobs['threads']}" in source or target != "sm_90a", f"{kernel}: threads"
+
+
+def _warpgroup_branches(source):
+    """The source cut at each warpgroup's setmaxnreg: [consumer 0, consumer 1, producer] in branch order."""
+    cuts = [m.start() for m in re.finditer(r"tl::warpgroup_reg_(alloc|dealloc)<\d+>", source)]
+    assert len(cuts) == 3, f"{len(cuts)} setmaxnreg branches, expected 3 warpgroups"
+    return [source[a:b] for a, b in zip(cuts, [*cuts[1:], len(source)])]
+
+
+def assert_producer_consumer(kernel, source):
+    """sm_90a prefill is the warp-specialized pipeline: 3 warpgroups with their own register limits; the producer
+    gathers rows with zero-filling cp.async into two stages, each completion arriving on the stage's mbarrier; the
+    consumers wait on them. The producer never waits on its own copies nor joins a named barrier, and no named
+    barrier id is shared by two warpgroups (bar.sync counts arrivals by id: mixed warpgroups would release it)."""
+    knobs = knobs_for("sparse_mla_prefill", "", "sm_90a")
+    assert "__launch_bounds__(384" in source, f"{kernel}: not 3 warpgroups"
+    consumer0, consumer1, producer = _warpgroup_branches(source)
+    assert f"warpgroup_reg_alloc<{knobs['score_regs']}>" in consumer0
+    assert f"warpgroup_reg_alloc<{knobs['value_regs']}>" in consumer1
+    assert f"warpgroup_reg_dealloc<{knobs['producer_regs']}>" in producer
+    for stage in (0, 1):  # two stage buffers, each filled by cp.async and released by mbarriers
+        assert f"mbarrier_cp_async_arrive_noinc(kv_ready[{stage}])" in producer, f"{kernel}: stage {stage}"
+        assert f"kv_free[{stage}].wait" in producer and f"kv_ready[{stage}].wait" in consumer0, f"{kernel}: {stage}"
+        assert f"kv_free[{stage}].arrive" in consumer0 and f"kv_free[{stage}].arrive" in consumer1
+    copies = producer.count("cp_async_gs_conditional<16>")  # 16-byte chunks, zero-filled where the position is -1
+    assert copies >= 6 and "cp_async_gs_conditional" not in consumer0 + consumer1, f"{kernel}: {copies} copies"
+    assert not re.search(r"cp_async_wait|__syncthreads|__sync_thread_partial|bar\.sync", producer), kernel
+    ids = [set(re.findall(r"__sync_thread_partial\((\d+),", branch)) for branch in (consumer0, consumer1, producer)]
+    assert not (ids[0] & ids[1] or ids[0] & ids[2] or ids[1] & ids[2]), f"{kernel}: named barrier ids {ids}"
+    if int(kernel.rsplit("-H", 1)[1]) >= 64:  # a 64-row head tile: score wgmmas issued together, one wait
+        assert "wgmma" in consumer0 and "wgmma" in consumer1 and "wait_wgmma<0>" in consumer0, kernel
+
+
+@pytest.mark.parametrize("kernel", CUBIN_KERNELS)
+def test_kernel_builds_sm90a_cubin(cubins, kernel):
+    record = cubins[(kernel, "sm_90a")]
+    _ok(record)
+    assert record["cubins"] >= 1 and record["bytes"] > 0 and record["cuda_elf"], record
+
+
+@pytest.mark.parametrize("kernel", CUBIN_KERNELS)
+def test_sm90a_cubin_fits_without_spills(cubins, kernel):
+    """Resource contract on Hopper, read from the cubin by cuobjdump: at most 255 registers per thread and no stack or
+    local memory (spills) in any kernel function; static + dynamic shared memory (the launch's bytes in TileLang's
+    host code) within the 227 KB opt-in maximum per block."""
+    record = cubins[(kernel, "sm_90a")]
+    _ok(record)
+    assert record["resources"], f"{kernel}: cuobjdump found no kernel function"
+    assert len(record["dynamic_shared"]) == len(record["resources"]), record
+    for usage, dynamic in zip(record["resources"], record["dynamic_shared"]):
+        assert usage["regs"] <= 255 and usage["spill_bytes"] == 0, f"{kernel}: {usage}"
+        assert usage["static_shared"] + dynamic <= 232_448, f"{kernel}: {usage}, {dynamic} B dynamic"
