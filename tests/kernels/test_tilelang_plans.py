@@ -44,7 +44,8 @@ PER_CALL_WORK = {
         "plan_sparse_mla_prefill",
     ),
     "sglang_glm5.kernels.tilelang.mla_decode": (
-        "check_sparse_mla_args", "kernel_args", "decode_split", "multiprocessor_count", "plan_sparse_mla_decode",
+        "check_sparse_mla_args", "kernel_args", "decode_launch", "decode_split", "multiprocessor_count",
+        "plan_sparse_mla_decode",
         *JIT_FACTORIES[mla_decode],
     ),
     "sglang_glm5.kernels.tilelang.tuning": ("tuning", "knobs_for", "device_arch", "table"),
