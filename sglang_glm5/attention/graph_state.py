@@ -19,6 +19,7 @@ Graph modes have the same number of query tokens per request (decode: 1, target 
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 
 import torch
@@ -26,6 +27,8 @@ import torch
 from sglang_glm5.attention.graph_plan import GraphArena
 from sglang_glm5.attention.impls import DSAPhaseImpl, resolve_graph_impl
 from sglang_glm5.attention.metadata import DraftStep, DSAMetadata
+
+logger = logging.getLogger(__name__)
 
 SEQ_LEN_FILL = 1  # a padded request has one cached token (position 0): its row reads column 0 only
 
@@ -162,6 +165,9 @@ class DSAGraphHooks:
             max_bs, max_num_tokens, self.req_to_token_pool.req_to_token, self.draft_step, self.index_k_store,
             topk_layers=self.index_k_store.layers, index_topk=self.index_topk,
         )  # fmt: skip
+        topk_bytes = sum(b.nbytes for b in self.graph_state.topk.values())
+        logger.info("GLM-5 DSA graph state: %d requests / %d tokens; top-k buffers for layers %s, %.1f MiB",
+                    max_bs, max_num_tokens, sorted(self.graph_state.topk), topk_bytes / 2**20)  # fmt: skip
         self.graph_arena = GraphArena()  # planned ops' outputs and workspaces (graph_plan.py), owned here
         self.graph_impls = {
             phase: resolve_graph_impl(impl.name, phase, self.graph_arena) for phase, impl in self.impls.items()
