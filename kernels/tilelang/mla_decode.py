@@ -48,14 +48,17 @@ def decode_split(
 ) -> tuple[int, int, int]:  # fmt: skip
     """(block_n, columns_per_split, num_splits) so that the grid (T, head tiles, NS) fills the GPU's SMs once, as the
     Triton decode's default_num_splits: NS ~ SMs / (T x head tiles), each split a whole number of key tiles, the
-    tuned tile halved (down to min_block_n) while it is wider than a split. K 2048 on 132 SMs, one 16-head tile:
-    batch 1 -> 16-column tiles, 128 splits; batch 2 -> 32 x 64; batch 8 -> 64-column tiles, 16 splits of 128;
-    batch >= 132 -> one split of K in the tuned tiles. Without an SM count (num_sms None): one split."""
+    tuned tile halved (down to min_block_n) while it is wider than a split, the tiles per split rounded up to a power
+    of two (each split size is its own compiled kernel: at most log2(K / 16) + 1 of them over every batch size, at
+    most half the wanted grid lost). K 2048 on 132 SMs, one 16-head tile: batch 1 -> 16-column tiles, 128 splits;
+    batch 2 -> 32 x 64; batch 8 -> 64-column tiles, 16 splits of 128; batch 12 -> 8 splits of 256; batch >= 132 ->
+    one split of K in the tuned tiles. Without an SM count (num_sms None): one split."""
     wanted = -(-num_sms // max(num_tokens * head_tiles, 1)) if num_sms else 1
     per_split = -(-max(topk, 1) // wanted)  # columns per split for `wanted` splits
     while block_n > min_block_n and block_n > per_split:
         block_n //= 2
-    columns = -(-per_split // block_n) * block_n
+    tiles = -(-per_split // block_n)
+    columns = block_n * (1 << (tiles - 1).bit_length())  # a power of two of tiles: few kernel variants to compile
     return block_n, columns, num_splits_for(topk, block_n, columns)
 
 

@@ -193,8 +193,9 @@ def test_plan_still_refuses_bad_arguments_and_cpu_tensors():
 @pytest.mark.parametrize(
     "tokens,heads,want",
     [(1, 8, (16, 16, 64, 128)), (2, 8, (32, 32, 128, 64)), (8, 8, (64, 128, 256, 16)), (3, 8, (32, 64, 128, 32)),
-     (132, 8, (64, 2048, 256, 1)), (1, 32, (32, 32, 128, 64)), (1, 64, (64, 64, 256, 32))],
-    ids=["batch1", "batch2", "batch8", "batch3", "batch132", "batch1-H32", "batch1-H64"],
+     (12, 8, (64, 256, 256, 8)), (132, 8, (64, 2048, 256, 1)), (1, 32, (32, 32, 128, 64)),
+     (1, 64, (64, 64, 256, 32))],
+    ids=["batch1", "batch2", "batch8", "batch3", "batch12", "batch132", "batch1-H32", "batch1-H64"],
 )  # fmt: skip
 def test_decode_launch_fills_the_sms_in_one_wave(tokens, heads, want):
     """K 2048 on 132 SMs with sm_90a's knobs (block_n 64, 256 threads, head tiles up to 64): the grid T x head tiles
@@ -211,3 +212,13 @@ def test_decode_launch_fills_the_sms_in_one_wave(tokens, heads, want):
     narrowest = block_n == mla_decode.min_key_tile(block_h, V_DIM)
     assert ctas <= max(H200_SMS, tokens) and (2 * ctas > H200_SMS or narrowest)
     assert block_h * V_DIM // threads <= mla_decode.ACC_REGS, "the accumulator fits its registers per thread"
+
+
+def test_decode_compiles_few_kernel_variants_over_all_batch_sizes():
+    """Each split size is its own compiled kernel (planned at warmup, once per captured batch size): tiles per split
+    are a power of two, so batch sizes 1..256 at 8 heads on 132 SMs need 8 variants (16 to 2048 columns a split),
+    not one per batch size."""
+    knobs = tuning.knobs_for("sparse_mla_decode", "", "sm_90a")
+    launches = [mla_decode.decode_launch(b, 8, 2048, V_DIM, H200_SMS, knobs) for b in range(1, 257)]
+    assert sorted({k["columns_per_split"] for k in launches}) == [16 << i for i in range(8)]
+    assert len({tuple(sorted(k.items())) for k in launches}) == 8
