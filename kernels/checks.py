@@ -49,3 +49,9 @@ def check_out(out, shape, dtype, device, *, rows_dense=False):
     if not out.is_contiguous():
         raise ValueError("out must be contiguous: kernels write it with the row strides of a dense tensor")
     return out
+
+
+def fresh_buffer(name, shape, dtype, device):
+    """A plan's default `empty` (sglang_glm5/attention/graph_plan.py): a fresh tensor per call, `name` unused. Under
+    CUDA graphs the graph state's GraphArena.empty takes its place: one buffer per named slot."""
+    return torch.empty(shape, dtype=dtype, device=device)

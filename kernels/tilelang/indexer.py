@@ -13,12 +13,13 @@ from sglang_glm5.kernels.tilelang.common import (
     FLOAT_DTYPES,
     TL_DTYPE,
     check_batch,
-    check_out,
     check_size,
     check_tensor,
     dense,
     dense_rows,
+    fresh_buffer,
     head_tile,
+    out_buffer,
     require_gpu,
 )
 from sglang_glm5.kernels.tilelang.tuning import tuning
@@ -196,7 +197,23 @@ def _index_dtypes(page_table, q_seq, q_pos):
                 pos_dtype=TL_DTYPE[q_pos.dtype])  # fmt: skip
 
 
-def indexer_logits(q, weights, k_cache, page_table, q_seq, q_pos, *, out=None):
+def plan_indexer_logits(q, weights, k_cache, page_table, q_seq, q_pos, *, out=None, empty=fresh_buffer):
+    """indexer_logits' checks, tuning lookup, output (the caller's or from `empty`) and JIT kernel; once per shape
+    under CUDA graphs (graph_plan.py) -> its keyword arguments for the launch-only path (checked=True)."""
+    _check_indexer(("q", "k_cache"), q, weights, k_cache, page_table, q_seq, q_pos, FLOAT_DTYPES)
+    num_tokens, num_heads, head_dim = q.shape
+    out = out_buffer(out, "indexer_logits.out", (num_tokens, page_table.shape[1]), torch.float32, q.device, empty)
+    require_gpu(q)
+    kernel = None
+    if num_tokens and page_table.shape[1]:
+        kernel = indexer_logits_kernel(
+            heads=num_heads, head_dim=head_dim, dtype=TL_DTYPE[q.dtype], weights_dtype=TL_DTYPE[weights.dtype],
+            **_index_dtypes(page_table, q_seq, q_pos), **tuning("indexer_logits", q.device),
+        )  # fmt: skip
+    return {"out": out, "kernel": kernel, "checked": True}
+
+
+def indexer_logits(q, weights, k_cache, page_table, q_seq, q_pos, *, out=None, kernel=None, checked=False):
     """Indexer logits, same contract as dsa_reference.indexer_logits; `out` [T, L] fp32 is written if given.
 
     q [T, H, D] fp16/bf16 (RoPE applied), weights [T, H] (already * H**-0.5), k_cache [S, D] -> logits [T, L] fp32.
@@ -207,23 +224,45 @@ def indexer_logits(q, weights, k_cache, page_table, q_seq, q_pos, *, out=None):
     4. logits = sum_h weights[t, h] * relu(s[:, h]); -inf where p > q_pos[t]                           # [BL]
     All heads share one tile, the gemm's N (16/32/64 columns: 8 heads run as 16, never padded to 64 below 64).
     Index values (q_seq, q_pos) are trusted, not checked: that would sync the device; the reference checks them.
+    checked=True: plan_indexer_logits ran for these shapes and passes out and the kernel; only the launch runs here.
     """
-    _check_indexer(("q", "k_cache"), q, weights, k_cache, page_table, q_seq, q_pos, FLOAT_DTYPES)
-    num_tokens, num_heads, head_dim = q.shape
-    out = check_out(out, (num_tokens, page_table.shape[1]), torch.float32, q.device)
-    require_gpu(q)
-    if num_tokens and page_table.shape[1]:
+    if not checked:
+        planned = plan_indexer_logits(q, weights, k_cache, page_table, q_seq, q_pos, out=out)
+        out, kernel = planned["out"], planned["kernel"]
+    if kernel is not None:  # None: no tokens or no columns
         q, weights, k_cache, q_seq, q_pos = map(dense, (q, weights, k_cache, q_seq, q_pos))
-        page_table = dense_rows(page_table)
-        kernel = indexer_logits_kernel(
-            heads=num_heads, head_dim=head_dim, dtype=TL_DTYPE[q.dtype], weights_dtype=TL_DTYPE[weights.dtype],
-            **_index_dtypes(page_table, q_seq, q_pos), **tuning("indexer_logits", q.device),
-        )  # fmt: skip
-        kernel(q, weights, k_cache, page_table, q_seq, q_pos, out)
+        kernel(q, weights, k_cache, dense_rows(page_table), q_seq, q_pos, out)
     return out
 
 
-def indexer_logits_fp8(q_fp8, q_scale, weights, k_fp8, k_scale, page_table, q_seq, q_pos, *, out=None):
+def plan_indexer_logits_fp8(
+    q_fp8, q_scale, weights, k_fp8, k_scale, page_table, q_seq, q_pos, *, out=None, empty=fresh_buffer
+):  # fmt: skip
+    """indexer_logits_fp8's checks (the e4m3 variant too), tuning lookup, output and JIT kernel; once per shape under
+    CUDA graphs (graph_plan.py) -> its keyword arguments for the launch-only path (checked=True)."""
+    _check_indexer(("q_fp8", "k_fp8"), q_fp8, weights, k_fp8, page_table, q_seq, q_pos, tuple(TL_FP8))
+    num_tokens, num_heads, head_dim = q_fp8.shape
+    check_tensor("q_scale", q_scale, 2, SCALE_DTYPES, q_fp8.device)
+    check_size("q_scale", tuple(q_scale.shape), (num_tokens, num_heads), "shape")
+    check_tensor("k_scale", k_scale, 1, SCALE_DTYPES, q_fp8.device)
+    check_size("k_scale", k_scale.shape[0], k_fp8.shape[0], "number of cache slots")
+    out = out_buffer(out, "indexer_logits.out", (num_tokens, page_table.shape[1]), torch.float32, q_fp8.device, empty)
+    require_gpu(q_fp8, "q_fp8")
+    knobs = tuning("indexer_logits_fp8", q_fp8.device)
+    check_fp8_variant(q_fp8.dtype, knobs["fp8_dtype"], q_fp8.device)
+    kernel = None
+    if num_tokens and page_table.shape[1]:
+        kernel = indexer_logits_fp8_kernel(
+            heads=num_heads, head_dim=head_dim, weights_dtype=TL_DTYPE[weights.dtype],
+            q_scale_dtype=TL_DTYPE[q_scale.dtype], k_scale_dtype=TL_DTYPE[k_scale.dtype],
+            **_index_dtypes(page_table, q_seq, q_pos), **knobs,
+        )  # fmt: skip
+    return {"out": out, "kernel": kernel, "checked": True}
+
+
+def indexer_logits_fp8(
+    q_fp8, q_scale, weights, k_fp8, k_scale, page_table, q_seq, q_pos, *, out=None, kernel=None, checked=False
+):  # fmt: skip
     """FP8 indexer logits, same contract as dsa_reference.indexer_logits_fp8; `out` [T, L] fp32 is written if given.
 
     q_fp8 [T, H, D] + q_scale [T, H], k_fp8 [S, D] + k_scale [S], weights [T, H] -> logits [T, L] fp32, in the e4m3
@@ -231,26 +270,14 @@ def indexer_logits_fp8(q_fp8, q_scale, weights, k_fp8, k_scale, page_table, q_se
     Dataflow of indexer_logits, with the e4m3 tiles as the gemm's operands and step 3 as
     s = relu((k_fp8 @ q_fp8[t]^T) * k_scale[slot] * (q_scale[t, h] * D**-0.5))                        # [BL, H]
     k_scale is read through the same clamped slots as the key rows.
+    checked=True: plan_indexer_logits_fp8 ran for these shapes and passes out and the kernel; only the launch runs.
     """
-    _check_indexer(("q_fp8", "k_fp8"), q_fp8, weights, k_fp8, page_table, q_seq, q_pos, tuple(TL_FP8))
-    num_tokens, num_heads, head_dim = q_fp8.shape
-    check_tensor("q_scale", q_scale, 2, SCALE_DTYPES, q_fp8.device)
-    check_size("q_scale", tuple(q_scale.shape), (num_tokens, num_heads), "shape")
-    check_tensor("k_scale", k_scale, 1, SCALE_DTYPES, q_fp8.device)
-    check_size("k_scale", k_scale.shape[0], k_fp8.shape[0], "number of cache slots")
-    out = check_out(out, (num_tokens, page_table.shape[1]), torch.float32, q_fp8.device)
-    require_gpu(q_fp8, "q_fp8")
-    knobs = tuning("indexer_logits_fp8", q_fp8.device)
-    check_fp8_variant(q_fp8.dtype, knobs["fp8_dtype"], q_fp8.device)
-    if num_tokens and page_table.shape[1]:
+    if not checked:
+        planned = plan_indexer_logits_fp8(q_fp8, q_scale, weights, k_fp8, k_scale, page_table, q_seq, q_pos, out=out)
+        out, kernel = planned["out"], planned["kernel"]
+    if kernel is not None:  # None: no tokens or no columns
         q_fp8, q_scale, weights, k_fp8, k_scale, q_seq, q_pos = map(
             dense, (q_fp8, q_scale, weights, k_fp8, k_scale, q_seq, q_pos)
         )
-        page_table = dense_rows(page_table)
-        kernel = indexer_logits_fp8_kernel(
-            heads=num_heads, head_dim=head_dim, weights_dtype=TL_DTYPE[weights.dtype],
-            q_scale_dtype=TL_DTYPE[q_scale.dtype], k_scale_dtype=TL_DTYPE[k_scale.dtype],
-            **_index_dtypes(page_table, q_seq, q_pos), **knobs,
-        )  # fmt: skip
-        kernel(q_fp8, q_scale, weights, k_fp8, k_scale, page_table, q_seq, q_pos, out)
+        kernel(q_fp8, q_scale, weights, k_fp8, k_scale, dense_rows(page_table), q_seq, q_pos, out)
     return out

@@ -5,6 +5,8 @@ Two schedules of the same computation, picked per architecture by the tuning fil
 producer warpgroup gathers with cp.async into two stages and two consumer warpgroups split the value columns.
 """
 
+from types import SimpleNamespace
+
 import tilelang
 import tilelang.language as T
 import torch
@@ -15,13 +17,16 @@ from sglang_glm5.kernels.tilelang.common import (
     NEG_BIG,
     TL_DTYPE,
     check_batch,
-    check_out,
     check_size,
     check_tensor,
     dense,
     dense_rows,
+    fresh_buffer,
     head_tile,
+    online_softmax_macro,
+    out_buffer,
     require_gpu,
+    sparse_mla_operands,
 )
 from sglang_glm5.kernels.tilelang.mla_prefill_ws import sparse_mla_prefill_ws_kernel
 from sglang_glm5.kernels.tilelang.tuning import TuningError, tuning
@@ -53,6 +58,8 @@ def attend_topk_macro(
     valid column was seen); scores are scaled inside exp2 by scale_log2 = sm_scale * log2(e).
     """
 
+    softmax_update = online_softmax_macro(block_h=block_h, block_n=block_n, width=v_dim)
+
     @T.macro
     def attend(Q, KV, PageTable, Topk, token, request, h0, step0, scale_log2,
                q_s, q_rope_s, kv_s, k_rope_s, p_s, slots, valid, acc_o, acc_s, sumexp, sumexp_i, m_i, m_prev, alpha):  # fmt: skip
@@ -78,17 +85,7 @@ def attend_topk_macro(
                 acc_s[h, n] = T.if_then_else(valid[n], 0, -T.infinity(accum))
             T.gemm(q_s, kv_s, acc_s, transpose_B=True, policy=policy)  # [BH, BN]
             T.gemm(q_rope_s, k_rope_s, acc_s, transpose_B=True, policy=policy)
-            T.copy(m_i, m_prev)
-            T.reduce_max(acc_s, m_i, dim=1, clear=False)
-            for h in T.Parallel(block_h):
-                alpha[h] = T.exp2((m_prev[h] - m_i[h]) * scale_log2)
-            for h, n in T.Parallel(block_h, block_n):
-                acc_s[h, n] = T.exp2(acc_s[h, n] * scale_log2 - m_i[h] * scale_log2)
-            T.reduce_sum(acc_s, sumexp_i, dim=1)
-            for h in T.Parallel(block_h):
-                sumexp[h] = sumexp[h] * alpha[h] + sumexp_i[h]
-            for h, d in T.Parallel(block_h, v_dim):
-                acc_o[h, d] = acc_o[h, d] * alpha[h]
+            softmax_update(acc_s, acc_o, sumexp, sumexp_i, m_i, m_prev, alpha, scale_log2)
             T.copy(acc_s, p_s)
             T.gemm(p_s, kv_s, acc_o, policy=policy)  # [BH, V]
 
@@ -115,35 +112,45 @@ def alloc_attend_buffers(block_h, v_dim, rope_dim, block_n, dtype, accum, index_
     )
 
 
+def attend_parts(
+    *, heads, v_dim, rope_dim, topk, sm_scale, dtype, index_dtype, seq_dtype, max_block_h, block_n, num_steps,
+    num_stages, gemm_policy,
+):  # fmt: skip
+    """What the pipelined prefill kernel and the decode split kernel build alike: the head tile, the operand types
+    (common.sparse_mla_operands) and the attend macro over `num_steps` key tiles (all of K, or one split's)."""
+    assert v_dim % 16 == 0 and rope_dim % 16 == 0, f"v_dim {v_dim} and rope_dim {rope_dim}: gemm k-steps are 16 wide"
+    assert block_n % 16 == 0, f"block_n {block_n}: it is a gemm tile dimension, a multiple of 16"
+    block_h = head_tile(heads, max_block_h)
+    accum = "float"
+    attend = attend_topk_macro(heads=heads, block_h=block_h, v_dim=v_dim, rope_dim=rope_dim, block_n=block_n,
+                               topk=topk, num_steps=num_steps, dtype=dtype, accum=accum, num_stages=num_stages,
+                               policy=getattr(T.GemmWarpPolicy, gemm_policy))  # fmt: skip
+    ops = sparse_mla_operands(heads=heads, v_dim=v_dim, rope_dim=rope_dim, topk=topk, dtype=dtype,
+                              index_dtype=index_dtype, seq_dtype=seq_dtype)  # fmt: skip
+    # exp2 of log2-unit scores is cheaper than exp
+    return SimpleNamespace(block_h=block_h, head_tiles=T.ceildiv(heads, block_h), accum=accum, ops=ops,
+                           attend=attend, scale_log2=sm_scale * LOG2E)  # fmt: skip
+
+
 @tilelang.jit(pass_configs=PASS_CONFIGS)
 def sparse_mla_prefill_kernel(
     *, heads, v_dim=512, rope_dim=64, topk=2048, sm_scale, dtype="bfloat16", index_dtype="int32", seq_dtype="int64",
     max_block_h=64, block_n=64, num_stages=2, threads=256, gemm_policy="FullRow",
 ):  # fmt: skip
-    assert v_dim % 16 == 0 and rope_dim % 16 == 0, f"v_dim {v_dim} and rope_dim {rope_dim}: gemm k-steps are 16 wide"
-    assert block_n % 16 == 0, f"block_n {block_n}: it is a gemm tile dimension, a multiple of 16"
-    block_h = head_tile(heads, max_block_h)
-    head_tiles = T.ceildiv(heads, block_h)
-    num_steps = T.ceildiv(topk, block_n)
-    accum = "float"
-    scale_log2 = sm_scale * LOG2E  # exp2 of log2-unit scores is cheaper than exp
-    num_tokens, num_slots = T.dynamic("num_tokens"), T.dynamic("num_slots")
-    batch, length, pt_stride = (
-        T.dynamic("batch"),
-        T.dynamic("length"),
-        T.dynamic("pt_stride"),
-    )
-    attend = attend_topk_macro(heads=heads, block_h=block_h, v_dim=v_dim, rope_dim=rope_dim, block_n=block_n,
-                               topk=topk, num_steps=num_steps, dtype=dtype, accum=accum, num_stages=num_stages,
-                               policy=getattr(T.GemmWarpPolicy, gemm_policy))  # fmt: skip
+    parts = attend_parts(heads=heads, v_dim=v_dim, rope_dim=rope_dim, topk=topk, sm_scale=sm_scale, dtype=dtype,
+                         index_dtype=index_dtype, seq_dtype=seq_dtype, max_block_h=max_block_h, block_n=block_n,
+                         num_steps=T.ceildiv(topk, block_n), num_stages=num_stages, gemm_policy=gemm_policy)  # fmt: skip
+    block_h, head_tiles, accum, ops, attend, scale_log2 = (
+        parts.block_h, parts.head_tiles, parts.accum, parts.ops, parts.attend, parts.scale_log2)  # fmt: skip
+    num_tokens = ops.num_tokens
 
     @T.prim_func
     def main(
-        Q: T.Tensor((num_tokens, heads, v_dim + rope_dim), dtype),  # [T, H, Dqk]
-        KV: T.Tensor((num_slots, v_dim + rope_dim), dtype),  # [S, Dqk]
-        PageTable: T.StridedTensor((batch, length), (pt_stride, 1), index_dtype),  # [B, L]
-        QSeq: T.Tensor((num_tokens,), seq_dtype),  # [T]
-        Topk: T.Tensor((num_tokens, topk), "int32"),  # [T, K]
+        Q: ops.Q,  # [T, H, Dqk]
+        KV: ops.KV,  # [S, Dqk]
+        PageTable: ops.PageTable,  # [B, L]
+        QSeq: ops.QSeq,  # [T]
+        Topk: ops.Topk,  # [T, K]
         Out: T.Tensor((num_tokens, heads, v_dim), dtype),  # [T, H, V]
         Lse: T.Tensor((num_tokens, heads), accum),  # [T, H]
     ):
@@ -180,8 +187,9 @@ def prefill_factory(knobs: dict):
     return PREFILL_SCHEDULES[schedule], knobs
 
 
-def check_sparse_mla_args(q, kv_cache, page_table, q_seq, topk, sm_scale, v_dim, out, lse):
-    """The prefill and decode wrappers' checks; returns the out [T, H, V] and lse [T, H] buffers to write."""
+def check_sparse_mla_args(q, kv_cache, page_table, q_seq, topk, sm_scale, v_dim, out, lse, empty=fresh_buffer):
+    """The prefill and decode plans' checks; returns the out [T, H, V] and lse [T, H] buffers to write (the caller's,
+    checked, or from `empty`: the graph state's arena under CUDA graphs)."""
     check_tensor("q", q, 3, FLOAT_DTYPES)
     num_tokens, _, qk_dim = q.shape
     check_tensor("kv_cache", kv_cache, 2, (q.dtype,), q.device)
@@ -194,8 +202,8 @@ def check_sparse_mla_args(q, kv_cache, page_table, q_seq, topk, sm_scale, v_dim,
     if not sm_scale > 0:
         raise ValueError(f"sm_scale must be > 0, got {sm_scale}")
     num_heads = q.shape[1]
-    out = check_out(out, (num_tokens, num_heads, v_dim), q.dtype, q.device)
-    lse = check_out(lse, (num_tokens, num_heads), torch.float32, q.device)
+    out = out_buffer(out, "sparse_mla.out", (num_tokens, num_heads, v_dim), q.dtype, q.device, empty)
+    lse = out_buffer(lse, "sparse_mla.lse", (num_tokens, num_heads), torch.float32, q.device, empty)
     require_gpu(q)
     return out, lse
 
@@ -214,19 +222,24 @@ def kernel_args(q, kv_cache, page_table, q_seq, topk, sm_scale, v_dim, phase):
     )  # fmt: skip
 
 
+def plan_sparse_mla_prefill(
+    q, kv_cache, page_table, q_seq, topk, sm_scale, v_dim, return_lse=False, *, out=None, lse=None, empty=fresh_buffer
+):  # fmt: skip
+    """What sparse_mla_prefill does before its launch, done once per shape under CUDA graphs (graph_plan.py): the
+    checks, the tuning lookup (schedule and knobs), the outputs from `empty` and the JIT-compiled kernel looked up.
+    -> sparse_mla_prefill's keyword arguments for its launch-only path (checked=True)."""
+    out, lse = check_sparse_mla_args(q, kv_cache, page_table, q_seq, topk, sm_scale, v_dim, out, lse, empty)
+    kernel = None
+    if q.shape[0]:
+        factory, knobs = prefill_factory(kernel_args(q, kv_cache, page_table, q_seq, topk, sm_scale, v_dim, "prefill"))
+        kernel = factory(**knobs)
+    return {"out": out, "lse": lse, "kernel": kernel, "checked": True}
+
+
 def sparse_mla_prefill(
-    q,
-    kv_cache,
-    page_table,
-    q_seq,
-    topk,
-    sm_scale,
-    v_dim,
-    return_lse=False,
-    *,
-    out=None,
-    lse=None,
-):
+    q, kv_cache, page_table, q_seq, topk, sm_scale, v_dim, return_lse=False, *, out=None, lse=None, kernel=None,
+    checked=False,
+):  # fmt: skip
     """Sparse MLA for prefill, same contract as dsa_reference.sparse_mla_prefill; `out` / `lse` written if given.
 
     q [T, H, Dqk] fp16/bf16, kv_cache [S, Dqk] (latent | rope key), topk [T, K] int32 positions (-1 = none)
@@ -239,12 +252,12 @@ def sparse_mla_prefill(
     4. acc += p @ kv_latent                                                         # [BH, V]
     5. out = acc / sum (0 for an all -1 row), lse = log(sum) + max * sm_scale (-inf for an all -1 row)
     Heads are tiled by 16/32/64 (8 heads run as a 16-row tile), not padded to 64. Index values are trusted.
+    checked=True: plan_sparse_mla_prefill ran for these shapes (under CUDA graphs, once) and passes out, lse and the
+    kernel; only the launch runs here. Otherwise it runs per call.
     """
-    out, lse_buf = check_sparse_mla_args(q, kv_cache, page_table, q_seq, topk, sm_scale, v_dim, out, lse)
-    if q.shape[0]:
-        q, kv_cache, page_table, q_seq, topk = dense_operands(q, kv_cache, page_table, q_seq, topk)
-        args = kernel_args(q, kv_cache, page_table, q_seq, topk, sm_scale, v_dim, "prefill")
-        factory, knobs = prefill_factory(args)
-        kernel = factory(**knobs)
-        kernel(q, kv_cache, page_table, q_seq, topk, out, lse_buf)
-    return (out, lse_buf) if return_lse else out
+    if not checked:
+        planned = plan_sparse_mla_prefill(q, kv_cache, page_table, q_seq, topk, sm_scale, v_dim, out=out, lse=lse)
+        out, lse, kernel = planned["out"], planned["lse"], planned["kernel"]
+    if kernel is not None:  # None: no tokens
+        kernel(*dense_operands(q, kv_cache, page_table, q_seq, topk), out, lse)
+    return (out, lse) if return_lse else out

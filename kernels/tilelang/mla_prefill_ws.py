@@ -15,7 +15,14 @@ consumers with setmaxnreg (the accumulators [BH, V/2] are 128 fp32 per thread at
 
 import tilelang
 import tilelang.language as T
-from sglang_glm5.kernels.tilelang.common import LN2, LOG2E, NEG_BIG, head_tile
+from sglang_glm5.kernels.tilelang.common import (
+    LN2,
+    LOG2E,
+    NEG_BIG,
+    head_tile,
+    online_softmax_macro,
+    sparse_mla_operands,
+)
 
 PASS_CONFIGS = {
     # rows are gathered through the page table (no TMA box); the warpgroups are specialized by hand below
@@ -57,8 +64,9 @@ def sparse_mla_prefill_ws_kernel(
     # smaller tiles (8-32 heads) take the synchronous gemm, which picks the instruction that fits their rows
     async_scores = block_h % 64 == 0
     score_gemm = T.wgmma_gemm if async_scores else T.gemm
-    num_tokens, num_slots = T.dynamic("num_tokens"), T.dynamic("num_slots")
-    batch, length, pt_stride = T.dynamic("batch"), T.dynamic("length"), T.dynamic("pt_stride")
+    ops = sparse_mla_operands(heads=heads, v_dim=v_dim, rope_dim=rope_dim, topk=topk, dtype=dtype,
+                              index_dtype=index_dtype, seq_dtype=seq_dtype)  # fmt: skip
+    num_tokens = ops.num_tokens
 
     @T.macro
     def gather(KV, PageTable, Topk, token, request, step, ptx, kv_lo, kv_hi, k_rope, valid):
@@ -84,6 +92,8 @@ def sparse_mla_prefill_ws_kernel(
                 T.ptx_cp_async(T.access_ptr(k_rope[row, u * SPAN + c0], "w"),
                                T.access_ptr(KV[slot, v_dim + u * SPAN + c0], "r"), CHUNK, pos >= 0)  # fmt: skip
 
+    softmax_update = online_softmax_macro(block_h=block_h, block_n=block_n, width=half)
+
     @T.macro
     def score_step(valid, step, q_lo, q_hi, q_rope, kv_lo, kv_hi, k_rope, p_s, alpha_s,
                    acc_s, acc_o, sumexp, sumexp_i, m_i, m_prev, alpha, p_free, parity_free):  # fmt: skip
@@ -97,17 +107,7 @@ def sparse_mla_prefill_ws_kernel(
             T.wait_wgmma(0)
         if step > 0:  # consumer 1 is done with the previous P and rescale factor
             T.barrier_wait(p_free[0], parity_free)
-        T.copy(m_i, m_prev)
-        T.reduce_max(acc_s, m_i, dim=1, clear=False)
-        for h in T.Parallel(block_h):
-            alpha[h] = T.exp2((m_prev[h] - m_i[h]) * scale_log2)
-        for h, n in T.Parallel(block_h, block_n):
-            acc_s[h, n] = T.exp2(acc_s[h, n] * scale_log2 - m_i[h] * scale_log2)
-        T.reduce_sum(acc_s, sumexp_i, dim=1)
-        for h in T.Parallel(block_h):
-            sumexp[h] = sumexp[h] * alpha[h] + sumexp_i[h]
-        for h, d in T.Parallel(block_h, half):
-            acc_o[h, d] = acc_o[h, d] * alpha[h]
+        softmax_update(acc_s, acc_o, sumexp, sumexp_i, m_i, m_prev, alpha, scale_log2)  # acc_o: this half
         T.copy(alpha, alpha_s)
         T.copy(acc_s, p_s)
         T.gemm(p_s, kv_lo, acc_o, policy=policy)  # [BH, V/2]
@@ -144,11 +144,11 @@ def sparse_mla_prefill_ws_kernel(
 
     @T.prim_func
     def main(
-        Q: T.Tensor((num_tokens, heads, v_dim + rope_dim), dtype),  # [T, H, Dqk]
-        KV: T.Tensor((num_slots, v_dim + rope_dim), dtype),  # [S, Dqk]
-        PageTable: T.StridedTensor((batch, length), (pt_stride, 1), index_dtype),  # [B, L]
-        QSeq: T.Tensor((num_tokens,), seq_dtype),  # [T]
-        Topk: T.Tensor((num_tokens, topk), "int32"),  # [T, K]
+        Q: ops.Q,  # [T, H, Dqk]
+        KV: ops.KV,  # [S, Dqk]
+        PageTable: ops.PageTable,  # [B, L]
+        QSeq: ops.QSeq,  # [T]
+        Topk: ops.Topk,  # [T, K]
         Out: T.Tensor((num_tokens, heads, v_dim), dtype),  # [T, H, V]
         Lse: T.Tensor((num_tokens, heads), accum),  # [T, H]
     ):

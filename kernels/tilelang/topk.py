@@ -13,8 +13,10 @@ from sglang_glm5.kernels.tilelang.common import (
     check_size,
     check_tensor,
     dense,
+    fresh_buffer,
     require_gpu,
 )
+from sglang_glm5.devices import multiprocessor_count
 from sglang_glm5.kernels.tilelang.tuning import tuning
 
 PAD = -1
@@ -295,18 +297,49 @@ def default_num_chunks(num_tokens: int, length: int, num_sms: int) -> int:
     return max(1, min(-(-num_sms // max(num_tokens, 1)), -(-length // MIN_CHUNK)))
 
 
-def workspace(num_tokens: int, num_chunks: int, capacity: int, device) -> tuple[torch.Tensor, ...]:
+def workspace(num_tokens: int, num_chunks: int, capacity: int, device, empty=fresh_buffer) -> tuple[torch.Tensor, ...]:
     """(Hist [T, 4096], Arrived [T], Counts [T, C], ListPos / ListKey [T, C, capacity]) of a split launch, Hist and
-    Arrived zeroed (the kernel leaves them zeroed again); one-row stand-ins, never read, with one chunk per row."""
+    Arrived zeroed here (the kernel leaves them zeroed again, so a planned workspace stays ready for the next
+    launch); one-row stand-ins, never read, with one chunk per row. `empty`: fresh_buffer, or the graph arena's."""
     rows = num_tokens if num_chunks > 1 else 1
-    return (torch.zeros((rows, NUM_COARSE), dtype=torch.int32, device=device),
-            torch.zeros((rows,), dtype=torch.int32, device=device),
-            torch.empty((rows, num_chunks), dtype=torch.int32, device=device),
-            torch.empty((rows, num_chunks, capacity), dtype=torch.int32, device=device),
-            torch.empty((rows, num_chunks, capacity), dtype=torch.uint32, device=device))  # fmt: skip
+    return (empty("topk_positions.hist", (rows, NUM_COARSE), torch.int32, device).zero_(),
+            empty("topk_positions.arrived", (rows,), torch.int32, device).zero_(),
+            empty("topk_positions.counts", (rows, num_chunks), torch.int32, device),
+            empty("topk_positions.list_pos", (rows, num_chunks, capacity), torch.int32, device),
+            empty("topk_positions.list_key", (rows, num_chunks, capacity), torch.uint32, device))  # fmt: skip
 
 
-def topk_positions(logits, q_pos, k, *, out=None, num_chunks=None, capacity=None):
+def plan_topk_positions(logits, q_pos, k, *, out=None, num_chunks=None, capacity=None, empty=fresh_buffer):
+    """topk_positions' checks, tuning lookup, split choice, JIT kernel and split workspace; once per shape under CUDA
+    graphs (graph_plan.py) -> its keyword arguments for the launch-only path (checked=True). The output is not
+    planned: IndexCache layers read it after later ops ran, so it is the caller's (the graph state's, one per top-k
+    layer) or fresh."""
+    check_tensor("logits", logits, 2, (torch.float32, torch.float16, torch.bfloat16))
+    check_tensor("q_pos", q_pos, 1, INDEX_DTYPES, logits.device)
+    num_tokens, length = logits.shape
+    check_size("q_pos", q_pos.shape[0], num_tokens, "number of query tokens")
+    if not isinstance(k, int) or k < 1:
+        raise ValueError(f"k must be an int >= 1, got {k!r}")
+    if out is not None:
+        check_out(out, (num_tokens, k), torch.int32, logits.device)
+    for name, knob in (("num_chunks", num_chunks), ("capacity", capacity)):
+        if knob is not None and (not isinstance(knob, int) or knob < 1):
+            raise ValueError(f"{name} must be an int >= 1, got {knob!r}")
+    require_gpu(logits, "logits")
+    if not (num_tokens and length):
+        return {"kernel": None, "checked": True, "num_chunks": 1, "scratch": ()}
+    knobs = tuning("topk_positions", logits.device)
+    if capacity is not None:
+        knobs["capacity"] = capacity
+    if num_chunks is None:
+        num_chunks = default_num_chunks(num_tokens, length, multiprocessor_count(logits.device))
+    kernel = topk_kernel(k=k, in_dtype=TL_DTYPE[logits.dtype], pos_dtype=TL_DTYPE[q_pos.dtype], **knobs)
+    scratch = workspace(num_tokens, num_chunks, knobs["capacity"], logits.device, empty)
+    return {"kernel": kernel, "checked": True, "num_chunks": num_chunks, "scratch": scratch}
+
+
+def topk_positions(logits, q_pos, k, *, out=None, num_chunks=None, capacity=None, kernel=None, scratch=None,
+                   checked=False):  # fmt: skip
     """Top-k positions, same contract as dsa_reference.topk_positions; `out` [T, k] int32 is written if given.
 
     logits [T, L], q_pos [T] -> [T, k] int32: the min(k, q_pos[t] + 1) best of positions 0..q_pos[t], ascending,
@@ -325,30 +358,17 @@ def topk_positions(logits, q_pos, k, *, out=None, num_chunks=None, capacity=None
     4. a row with <= k valid positions: all of them, then -1
     q_pos values are trusted (< L), not checked: that would sync the device; the reference checks them.
     num_chunks / capacity: default_num_chunks and the tuning's capacity unless given (tests force the split path
-    and the overflow fallback with them).
+    and the overflow fallback with them). checked=True: plan_topk_positions ran for these shapes and passes the
+    kernel, split count and workspace; only the launches run here (and the allocation of `out` when none is given).
     """
-    check_tensor("logits", logits, 2, (torch.float32, torch.float16, torch.bfloat16))
-    check_tensor("q_pos", q_pos, 1, INDEX_DTYPES, logits.device)
-    num_tokens, length = logits.shape
-    check_size("q_pos", q_pos.shape[0], num_tokens, "number of query tokens")
-    if not isinstance(k, int) or k < 1:
-        raise ValueError(f"k must be an int >= 1, got {k!r}")
-    out = check_out(out, (num_tokens, k), torch.int32, logits.device)
-    for name, knob in (("num_chunks", num_chunks), ("capacity", capacity)):
-        if knob is not None and (not isinstance(knob, int) or knob < 1):
-            raise ValueError(f"{name} must be an int >= 1, got {knob!r}")
-    require_gpu(logits, "logits")
-    if not (num_tokens and length):
+    if not checked:
+        planned = plan_topk_positions(logits, q_pos, k, out=out, num_chunks=num_chunks, capacity=capacity)
+        kernel, num_chunks, scratch = planned["kernel"], planned["num_chunks"], planned["scratch"]
+    if out is None:
+        out = torch.empty((logits.shape[0], k), dtype=torch.int32, device=logits.device)
+    if kernel is None:  # no tokens or no keys
         return out
-    knobs = tuning("topk_positions", logits.device)
-    if capacity is not None:
-        knobs["capacity"] = capacity
-    if num_chunks is None:
-        sms = torch.cuda.get_device_properties(logits.device).multi_processor_count
-        num_chunks = default_num_chunks(num_tokens, length, sms)
     logits, q_pos = dense(logits), dense(q_pos)
-    kernel = topk_kernel(k=k, in_dtype=TL_DTYPE[logits.dtype], pos_dtype=TL_DTYPE[q_pos.dtype], **knobs)
-    scratch = workspace(num_tokens, num_chunks, knobs["capacity"], logits.device)
     if num_chunks > 1:  # the histogram launch, then the rest: queued back to back, no host round trip
         kernel(logits, q_pos, out, *scratch, HIST)
     kernel(logits, q_pos, out, *scratch, COMPACT)

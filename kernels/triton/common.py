@@ -1,13 +1,14 @@
 """What the DSA Triton kernels share: tile reductions, dot precision, and argument checks with named errors."""
 
 import os
-from functools import lru_cache, partial
+from functools import partial
 
 import torch
 import triton
 import triton.language as tl
 from sglang_glm5.kernels import checks
 from sglang_glm5.kernels.checks import INDEX_DTYPES, check_size  # noqa: F401
+from sglang_glm5.devices import multiprocessor_count  # noqa: F401  (one answer for every kernel family)
 from triton.language.standard import _elementwise_max, _sum_combine
 
 MIN_DOT = 16  # tl.dot needs every tile dimension >= 16
@@ -64,9 +65,3 @@ check_batch = partial(checks.check_batch, rows_dense=True)
 check_out = partial(checks.check_out, rows_dense=True)
 
 
-@lru_cache(maxsize=None)
-def multiprocessor_count(device: torch.device) -> int | None:
-    """SMs (CUs) of a GPU device, None for the CPU: grids that split work to fill the GPU size themselves by it."""
-    if device.type != "cuda":
-        return None
-    return torch.cuda.get_device_properties(device).multi_processor_count

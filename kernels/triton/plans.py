@@ -3,35 +3,34 @@
 Each function has its op's signature plus `empty(name, shape, dtype, device)` (the graph state's arena) and does
 what the op would do per call before its launches: the argument checks, the device lookups (SM count -> split
 counts) and the allocations of outputs and workspaces. It returns the op's keyword arguments for its fast path
-(`checked=True`), which then only launches kernels. The top-k output is allocated by the op (see graph_plan.py).
+(`checked=True`), which then only launches kernels. The top-k output is the caller's `out` (the graph state's
+buffer of the layer; see graph_plan.py), else allocated by the op.
 """
 
 import torch
 
+from sglang_glm5.kernels.checks import fresh_buffer
 from sglang_glm5.kernels.triton import mla_decode, topk
 from sglang_glm5.kernels.triton.indexer import _check_common, check_fp8_args
 from sglang_glm5.kernels.triton.common import FLOAT_DTYPES, multiprocessor_count
 from sglang_glm5.kernels.triton.mla_prefill import check_sparse_mla_args
 
 
-def _empty(name, shape, dtype, device):
-    return torch.empty(shape, dtype=dtype, device=device)
-
-
-def indexer_logits(q, weights, k_cache, page_table, q_seq, q_pos, *, empty=_empty):
+def indexer_logits(q, weights, k_cache, page_table, q_seq, q_pos, *, empty=fresh_buffer):
     _check_common(q, weights, k_cache, page_table, q_seq, q_pos, FLOAT_DTYPES, FLOAT_DTYPES)
     return {"out": empty("indexer_logits.out", (q.shape[0], page_table.shape[1]), torch.float32, q.device),
             "checked": True}  # fmt: skip
 
 
-def indexer_logits_fp8(q_fp8, q_scale, weights, k_fp8, k_scale, page_table, q_seq, q_pos, *, empty=_empty):
+def indexer_logits_fp8(q_fp8, q_scale, weights, k_fp8, k_scale, page_table, q_seq, q_pos, *, empty=fresh_buffer):
     check_fp8_args(q_fp8, q_scale, weights, k_fp8, k_scale, page_table, q_seq, q_pos)
     return {"out": empty("indexer_logits.out", (q_fp8.shape[0], page_table.shape[1]), torch.float32, q_fp8.device),
             "checked": True}  # fmt: skip
 
 
-def topk_positions(logits, q_pos, k, *, num_chunks=None, empty=_empty):
-    _, num_chunks = topk.check_topk_args(logits, q_pos, k, None, num_chunks)  # its output: plan time only
+def topk_positions(logits, q_pos, k, *, out=None, num_chunks=None, empty=fresh_buffer):
+    # out: the caller's (the graph state's buffer of the layer), checked here; without one the op allocates it
+    _, num_chunks = topk.check_topk_args(logits, q_pos, k, out, num_chunks)  # a fresh output: plan time only
     num_tokens, length = logits.shape
     workspace = None
     if num_tokens and length:  # the candidate lists (and split rows' chunk histograms): topk.workspace_shapes
@@ -49,14 +48,14 @@ def _sparse_mla_outputs(q, v_dim, return_lse, empty):
     return out, lse
 
 
-def sparse_mla_prefill(q, kv_cache, page_table, q_seq, topk_, sm_scale, v_dim, return_lse=False, *, empty=_empty):
+def sparse_mla_prefill(q, kv_cache, page_table, q_seq, topk_, sm_scale, v_dim, return_lse=False, *, empty=fresh_buffer):
     check_sparse_mla_args(q, kv_cache, page_table, q_seq, topk_, sm_scale, v_dim)
     out, lse = _sparse_mla_outputs(q, v_dim, return_lse, empty)
     return {"out": out, "lse": lse, "checked": True}
 
 
 def sparse_mla_decode(
-    q, kv_cache, page_table, q_seq, topk_, sm_scale, v_dim, return_lse=False, *, num_splits=None, empty=_empty
+    q, kv_cache, page_table, q_seq, topk_, sm_scale, v_dim, return_lse=False, *, num_splits=None, empty=fresh_buffer
 ):
     check_sparse_mla_args(q, kv_cache, page_table, q_seq, topk_, sm_scale, v_dim)  # before reading q's shape
     out, lse = _sparse_mla_outputs(q, v_dim, return_lse, empty)

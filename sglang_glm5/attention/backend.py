@@ -116,7 +116,8 @@ class Glm5DSABackend(DSAGraphHooks, AttentionBackend):  # CUDA graph hooks: grap
         store.write(layer_id, meta.out_cache_loc, k)
         key_rows = self.graph_state.index_key_rows(meta.page_table) if meta.static else None
         keys = store.read(layer_id, meta.page_table, key_rows)
-        return chunked_topk(impl, self.indexer_workspace, q, weights, keys, meta.q_seq, meta.q_pos, self.index_topk)
+        out = self.graph_state.topk_out(layer_id, q.shape[0]) if meta.static else None  # the layer's own buffer
+        return chunked_topk(impl, self.indexer_workspace, q, weights, keys, meta.q_seq, meta.q_pos, self.index_topk, out)
 
     def _forward(self, q, k, v, layer, forward_batch, save_kv_cache=True, k_rope=None, topk=None, **kwargs):
         assert k_rope is not None and topk is not None, "GLM-5 DSA attention needs k_rope and topk"

@@ -3,7 +3,8 @@
 A captured forward runs the Python of each op once (at capture); every replay reruns only its kernels. Work a
 wrapper does per call (argument checks, a tuning-table or SM-count lookup, output and workspace allocation) is
 therefore host time in SGLang's eager warmup and capture, and allocations from the graph's pool at capture. An
-implementation with a plans module (`_ImplSource.plans`, e.g. kernels/triton/plans.py) does it once instead: its
+implementation with a plans module (`_ImplSource.plans`: kernels/triton/plans.py, kernels/tilelang/plans.py, where
+it also looks up the tuning table and the JIT-compiled kernels) does it once instead: its
 plan function has the op's signature and returns the keyword arguments of the op's fast path (`checked=True`,
 outputs / workspaces, split counts). `PlannedOp` calls the plan at the first call with a shape key, then only the
 op with the cached arguments: nothing is checked, looked up or allocated again for that key.
@@ -13,7 +14,8 @@ taking a view of its prefix. SGLang captures its batch sizes largest first, so t
 all; a later, larger one gets a fresh buffer (the old one stays alive for the graphs that read it). Sharing a slot
 across shapes and layers is safe because a captured forward runs its ops one after another and each slot's contents
 are consumed before the next call writes it (indexer logits by the top-k, partials by their merge, attention output
-by o_proj). The top-k output is not planned: IndexCache layers reuse it after later ops ran.
+by o_proj). The top-k output is not an arena slot: IndexCache layers reuse it after later ops ran, so each top-k
+layer has its own buffer in the graph state (graph_state.DSAGraphState.topk), passed by the caller as `out`.
 """
 
 from __future__ import annotations

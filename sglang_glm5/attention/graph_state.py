@@ -19,6 +19,7 @@ Graph modes have the same number of query tokens per request (decode: 1, target 
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 
 import torch
@@ -26,6 +27,8 @@ import torch
 from sglang_glm5.attention.graph_plan import GraphArena
 from sglang_glm5.attention.impls import DSAPhaseImpl, resolve_graph_impl
 from sglang_glm5.attention.metadata import DraftStep, DSAMetadata
+
+logger = logging.getLogger(__name__)
 
 SEQ_LEN_FILL = 1  # a padded request has one cached token (position 0): its row reads column 0 only
 
@@ -64,6 +67,8 @@ class DSAGraphState:
         req_to_token: torch.Tensor,
         draft_step: DraftStep | None,
         index_k_store=None,  # IndexKStore: one that translates slots (pool-fp8) gets its key rows filled here
+        topk_layers=(),  # the layers that compute a top-k (IndexCache: the others reuse the previous one's)
+        index_topk: int = 0,
     ):
         device = req_to_token.device
         self.max_bs, self.max_num_tokens = max_bs, max_num_tokens
@@ -82,6 +87,12 @@ class DSAGraphState:
             if self.index_k_store is not None
             else None
         )
+        # one top-k output per top-k layer: IndexCache layers read the previous top-k layer's after later ops ran,
+        # so no two layers may share one; a captured forward writes them in place (select_topk) and allocates none
+        self.topk = {
+            layer: torch.full((max_num_tokens, index_topk), -1, dtype=torch.int32, device=device)  # [T, K]
+            for layer in sorted(topk_layers)
+        }
         self._metadata: dict[GraphLayout, DSAMetadata] = {}
 
     def buffers(self) -> dict[str, torch.Tensor]:
@@ -91,7 +102,15 @@ class DSAGraphState:
         }  # fmt: skip
         if self.key_rows is not None:
             buffers["key_rows"] = self.key_rows
+        buffers.update({f"topk.{layer}": buf for layer, buf in self.topk.items()})
         return buffers
+
+    def topk_out(self, layer_id: int, tokens: int) -> torch.Tensor:
+        """Layer `layer_id`'s top-k output for a graph forward of `tokens` query tokens: [tokens, index_topk]."""
+        if layer_id not in self.topk:
+            raise DSAGraphError(f"layer {layer_id} computes a top-k but the graph state has no buffer for it "
+                                f"(top-k layers: {sorted(self.topk)})")  # fmt: skip
+        return self.topk[layer_id][:tokens]
 
     def index_key_rows(self, page_table: torch.Tensor) -> torch.Tensor | None:
         """The translated page table of the store for a graph forward with `page_table` (a view of ours), or None."""
@@ -143,8 +162,12 @@ class DSAGraphHooks:
 
     def init_cuda_graph_state(self, max_bs: int, max_num_tokens: int):
         self.graph_state = DSAGraphState(
-            max_bs, max_num_tokens, self.req_to_token_pool.req_to_token, self.draft_step, self.index_k_store
-        )
+            max_bs, max_num_tokens, self.req_to_token_pool.req_to_token, self.draft_step, self.index_k_store,
+            topk_layers=self.index_k_store.layers, index_topk=self.index_topk,
+        )  # fmt: skip
+        topk_bytes = sum(b.nbytes for b in self.graph_state.topk.values())
+        logger.info("GLM-5 DSA graph state: %d requests / %d tokens; top-k buffers for layers %s, %.1f MiB",
+                    max_bs, max_num_tokens, sorted(self.graph_state.topk), topk_bytes / 2**20)  # fmt: skip
         self.graph_arena = GraphArena()  # planned ops' outputs and workspaces (graph_plan.py), owned here
         self.graph_impls = {
             phase: resolve_graph_impl(impl.name, phase, self.graph_arena) for phase, impl in self.impls.items()

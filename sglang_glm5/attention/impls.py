@@ -69,7 +69,7 @@ class _ImplSource:
 DSA_IMPLS: Mapping[str, _ImplSource] = {
     "reference": _ImplSource("sglang_glm5.ops.dsa_reference", graph_module="sglang_glm5.ops.dsa_static"),
     "triton": _ImplSource("sglang_glm5.kernels.triton", plans="sglang_glm5.kernels.triton.plans"),
-    "tilelang": _ImplSource("sglang_glm5.kernels.tilelang"),
+    "tilelang": _ImplSource("sglang_glm5.kernels.tilelang", plans="sglang_glm5.kernels.tilelang.plans"),
     "trtllm": _ImplSource("sglang_glm5.attention.trtllm"),
     "flashmla": _ImplSource(
         "sglang_glm5.attention.flashmla",

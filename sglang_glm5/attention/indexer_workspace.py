@@ -45,18 +45,22 @@ def chunked_topk(
     q_seq: torch.Tensor,  # [T]
     q_pos: torch.Tensor,  # [T]
     k: int,
+    out: torch.Tensor | None = None,  # [T, k] int32: under CUDA graphs the graph state's buffer of the layer
 ) -> torch.Tensor:  # [T, k] int32, -1 padded
-    """impl.topk_positions(keys.logits(impl, ...)) over query-row chunks of `workspace.rows_per_pass(L)` rows.
+    """impl.topk_positions(keys.logits(impl, ...)) over query-row chunks of `workspace.rows_per_pass(L)` rows,
+    each chunk written into its rows of `out` when given (then nothing is allocated for the result).
 
     Rows are independent (each scores its own request's keys), so the result equals the unchunked one.
     """
     rows = workspace.rows_per_pass(keys.page_table.shape[1])
-    out = []
+    parts = []
     for start in range(0, q.shape[0], rows):
         part = slice(start, start + rows)
         logits = keys.logits(impl, q[part], weights[part], q_seq[part], q_pos[part])  # [r, L]
-        out.append(impl.topk_positions(logits, q_pos[part], k))  # [r, k]
-    return torch.cat(out) if len(out) != 1 else out[0]
+        parts.append(impl.topk_positions(logits, q_pos[part], k, **({} if out is None else {"out": out[part]})))
+    if out is not None:
+        return out
+    return torch.cat(parts) if len(parts) != 1 else parts[0]
 
 
 def load_indexer_workspace(root=None) -> IndexerWorkspace:

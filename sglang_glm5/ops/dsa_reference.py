@@ -224,8 +224,8 @@ def indexer_logits_fp8(q_fp8, q_scale, weights, k_fp8, k_scale, page_table, q_se
     return _indexer(q, weights, k_fp8, k_scale, page_table, q_seq, q_pos)  # keys dequantized per gathered chunk
 
 
-def topk_positions(logits, q_pos, k):
-    """Positions of the k largest valid logits, in canonical form.
+def topk_positions(logits, q_pos, k, *, out=None):
+    """Positions of the k largest valid logits, in canonical form; written into `out` [T, k] int32 if given.
 
     logits [T, L], q_pos [T] -> [T, k] int32: selected positions ascending, then -1 padding
     (rows with fewer than k valid positions 0..q_pos[t] return all of them; k may exceed L).
@@ -238,7 +238,17 @@ def topk_positions(logits, q_pos, k):
     num_tokens, length = logits.shape
     if num_tokens and (q_pos.min() < 0 or q_pos.max() >= length):
         raise ValueError(f"q_pos values must be in [0, {length}) (columns of logits)")
-    return _topk_positions(logits, q_pos, k, shortcut=True)
+    return _into(out, _topk_positions(logits, q_pos, k, shortcut=True))
+
+
+def _into(out, result):
+    """`result` copied into the caller's `out` (same shape and dtype, checked), or itself."""
+    if out is None:
+        return result
+    _check_dim("out", tuple(out.shape), tuple(result.shape), "shape")
+    if out.dtype != result.dtype:
+        raise TypeError(f"out must have dtype {result.dtype}, got {out.dtype}")
+    return out.copy_(result)
 
 
 def _check_topk_shapes(logits, q_pos, k):

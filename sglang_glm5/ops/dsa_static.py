@@ -21,6 +21,7 @@ from sglang_glm5.ops.dsa_reference import (
     _check_fp8_inputs,
     _check_sparse_mla_shapes,
     _check_topk_shapes,
+    _into,
     _sparse_mla,
     _topk_positions,
 )
@@ -83,10 +84,11 @@ def _indexer(q32, weights, k_cache, k_scale, page_table, q_seq, q_pos):
     return logits.masked_fill_(~causal, float("-inf"))
 
 
-def topk_positions(logits, q_pos, k):
-    """dsa_reference.topk_positions (same selection, ties and -1 padding) without its host-side shortcut."""
+def topk_positions(logits, q_pos, k, *, out=None):
+    """dsa_reference.topk_positions (same selection, ties and -1 padding) without its host-side shortcut; written
+    into `out` if given (under CUDA graphs the graph state's buffer of the layer)."""
     _check_topk_shapes(logits, q_pos, k)
-    return _topk_positions(logits, q_pos, k, shortcut=False)
+    return _into(out, _topk_positions(logits, q_pos, k, shortcut=False))
 
 
 def sparse_mla_prefill(q, kv_cache, page_table, q_seq, topk, sm_scale, v_dim, return_lse=False):

@@ -250,6 +250,13 @@ def run_mode(runner, mode, groups, report):
             "finite": all(bool(torch.isfinite(g).all()) for g, _ in floats), "out_graph_allocations": allocations,
         })  # fmt: skip
     result["static_ptrs_unchanged"] = ptrs_before == harness.static_ptrs()
+    # each step's captured top-k (IndexCache keeps it for later layers) is written into its layer's graph-state buffer
+    states = [b.graph_state for b in getattr(backend, "attn_backends", [backend])][:steps]
+    topks = harness.graphs[max(CAPTURE_BS)].output[2::3]
+    result["topk_in_layer_buffers"] = len(topks) == len(states) and all(
+        t.untyped_storage().data_ptr() in {b.untyped_storage().data_ptr() for b in s.topk.values()}
+        for t, s in zip(topks, states)
+    )
     if mode == "decode":
         result["frozen_eager_control_equal"] = frozen_eager_control(harness, groups[0][1])
     # the recorded in_graph prep alone: no fresh storage (decode and verify write only into the static buffers)

@@ -71,6 +71,7 @@ def test_capture_has_no_host_sync_and_buffers_never_move(report, mode):
     r = report[mode]
     assert r["capture_host_syncs"] == {"8": [], "4": [], "2": [], "1": []}
     assert r["static_ptrs_unchanged"], "a static buffer changed address between capture and replay"
+    assert r["topk_in_layer_buffers"], "the captured top-k must be written into the layer's own graph-state buffer"
     assert r["metadata_views_of_buffers"], "captured metadata must be views of the graph state"
     assert r["page_table_width"] == r["req_to_token_width"], "static page table: the pool's full width"
 

@@ -78,6 +78,9 @@ def test_chunked_equals_unchunked(seq_lens, new_tokens, rows):
     assert max(sizes) <= budget.budget_bytes
     assert torch.equal(chunked, unchunked)  # canonical form: ascending positions then -1
     assert torch.equal(unchunked, impl.topk_positions(impl.indexer_logits(*args), args[5], TOPK))
+    # into a caller's buffer (a CUDA graph's per-layer top-k): each chunk writes its rows, nothing else is returned
+    out = torch.full_like(unchunked, -7)
+    assert chunked_topk(impl, budget, *keyed(args), TOPK, out) is out and torch.equal(out, unchunked)
 
 
 @pytest.fixture

@@ -14,11 +14,13 @@ from pathlib import Path
 import pytest
 
 from sglang_glm5.kernels.tilelang.tuning import knobs_for
-from tests.kernels.tilelang_targets import CUBIN_KERNELS, TARGETS, kernel_specs
+from sglang_glm5.kernels.tilelang.common import head_tile
+from sglang_glm5.kernels.tilelang.mla_decode import min_key_tile, num_splits_for
+from tests.kernels.tilelang_targets import CUBIN_KERNELS, MULTIPROCESSORS, TARGETS, decode_batch1, kernel_specs
 
 REPO = Path(__file__).resolve().parents[2]
 TIMEOUT_S = 600
-QK_DIM = 576
+QK_DIM, V_DIM = 576, 512
 GEMM_INSTRUCTION = {"sm_90a": "mma", "gfx942": "mfma", "gfx950": "mfma"}  # tensor-core ops in the source
 FP8_GEMM_INSTRUCTION = {"sm_90a": "kFloat8_e4m3", "gfx942": "fp8_fp8", "gfx950": "fp8_fp8"}  # e4m3 operands, no widening
 SOURCE_HEADER = {"sm_90a": 'extern "C" __global__', "gfx942": "hip/hip_runtime.h", "gfx950": "hip/hip_runtime.h"}
@@ -72,6 +74,8 @@ def test_kernel_lowers(lowered, kernel, target):
         assert_producer_consumer(kernel, source)
     if kernel.startswith("topk"):
         assert_topk_structure(target, source)
+    if kernel.startswith("sparse_mla_decode-"):
+        assert_decode_fills_the_gpu(kernel, target, source)
 
 
 def _shared_sizes(source):
@@ -108,6 +112,27 @@ def assert_topk_structure(target, source):
     refine_and_write = source[source.index("prefix = (((uint)coarse)"):]
     assert refine_and_write.count("Logits[") == 2 and refine_and_write.count("lkey)[") >= 2
     assert re.search(rf"__shfl_up(_sync)?\([^;]*, {warp}\)", source), f"no {warp}-lane shuffle scan"
+
+
+def assert_decode_fills_the_gpu(kernel, target, source):
+    """Batch-1 decode launches (1, head tiles, NS): NS splits chosen so the grid fills the card's SMs in one wave
+    (more than half of them, or the key tile already the narrowest its head tile's accumulator allows), and the kernel
+    built for them: its partial output's token stride is H x NS x V, the split index is blockIdx.z, and its threads
+    are what the tile feeds (8 key columns per warp)."""
+    heads = int(kernel.rsplit("-H", 1)[1])
+    knobs = decode_batch1(target, heads)
+    block_h = head_tile(heads, knobs["max_block_h"])
+    num_splits = num_splits_for(2048, knobs["block_n"], knobs["columns_per_split"])
+    ctas = -(-heads // block_h) * num_splits
+    sms = MULTIPROCESSORS[target]
+    narrowest = knobs["block_n"] == min_key_tile(block_h, V_DIM)
+    assert ctas <= sms and (2 * ctas > sms or narrowest), f"{kernel} on {target}: {ctas} CTAs, {sms} SMs"
+    if target == "sm_90a":  # 132 SMs, K 2048: one head tile; 8-16 heads take 16-column tiles, 64 heads 64-column
+        want = {8: (128, 16, 64), 16: (128, 16, 64), 32: (64, 32, 128), 64: (32, 64, 256)}[heads]
+        assert (num_splits, knobs["block_n"], knobs["threads"]) == want, (num_splits, knobs)
+    assert str(heads * num_splits * V_DIM) in source, f"{kernel}: no partial-output stride {heads} x {num_splits} x V"
+    assert "blockIdx.z" in source, f"{kernel}: the split index is not the grid's z"
+    assert f"__launch_bounds__({knobs['threads']}" in source or target != "sm_90a", f"{kernel}: threads"
 
 
 def _warpgroup_branches(source):

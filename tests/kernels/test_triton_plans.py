@@ -1,7 +1,8 @@
 """The Triton ops as a captured forward runs them (graph impl: kernels/triton/plans.py through
 attention/graph_plan.py), under the interpreter. A planned call equals the plain wrapper's, bit for bit; once planned,
 a call with new values of the same shapes reaches no argument check, no SM-count / split lookup and no allocation
-except the top-k output (which IndexCache layers keep), and still equals the wrapper (workspaces reused correctly).
+(the top-k output is the caller's: the graph state's buffer of the layer, as IndexCache layers keep it), and still
+equals the wrapper (workspaces reused correctly).
 """
 
 import importlib
@@ -47,12 +48,14 @@ def inputs(seed, fp8=False):
     return batch, index_args, q, kv_cache
 
 
-def decode_core(impl, case, fp8, topk_kwargs, mla_kwargs):
-    """One layer's DSA decode core as the backend runs it: indexer -> top-k -> sparse MLA."""
+def decode_core(impl, case, fp8, topk_kwargs, mla_kwargs, topk_out=None):
+    """One layer's DSA decode core as the backend runs it: indexer -> top-k (into the layer's `topk_out` under
+    graphs) -> sparse MLA."""
     batch, index_args, q, kv_cache = case
     indexer = impl.indexer_logits_fp8 if fp8 else impl.indexer_logits
     logits = indexer(*index_args, batch.page_table, batch.q_seq, batch.q_pos)  # [T, L]
-    topk = impl.topk_positions(logits, batch.q_pos, K, **topk_kwargs)  # [T, K]
+    out = {} if topk_out is None else {"out": topk_out}
+    topk = impl.topk_positions(logits, batch.q_pos, K, **topk_kwargs, **out)  # [T, K]
     out = impl.sparse_mla(q, kv_cache, batch.page_table, batch.q_seq, topk, SM_SCALE, V_DIM, **mla_kwargs)
     return logits, topk, out
 
@@ -80,7 +83,8 @@ def test_planned_call_equals_wrapper_and_does_no_per_call_work(monkeypatch, fp8,
     assert isinstance(planned.sparse_mla, PlannedOp) and not isinstance(plain.sparse_mla, PlannedOp)
 
     first = inputs(1, fp8)
-    got = [x.clone() for x in decode_core(planned, first, fp8, topk_kwargs, mla_kwargs)]  # plans made here
+    topk_out = torch.full((first[0].num_tokens, K), -7, dtype=torch.int32)  # the layer's graph-state buffer
+    got = [x.clone() for x in decode_core(planned, first, fp8, topk_kwargs, mla_kwargs, topk_out)]  # plans made here
     want = decode_core(plain, first, fp8, topk_kwargs, mla_kwargs)
     assert all(torch.equal(a, b) for a, b in zip(got, want))
     # control: the plain wrappers allocate their outputs and the decode partials per call
@@ -89,17 +93,19 @@ def test_planned_call_equals_wrapper_and_does_no_per_call_work(monkeypatch, fp8,
     second = inputs(2, fp8)  # same shapes, new values
     forbid_per_call_work(monkeypatch)
     results = []
-    allocations = count_allocations(lambda: results.append(decode_core(planned, second, fp8, topk_kwargs, mla_kwargs)))
-    t = second[0].num_tokens
-    assert allocations == [f"aten.empty.memory_format -> {(t, K)}"], allocations  # the top-k output only
+    allocations = count_allocations(
+        lambda: results.append(decode_core(planned, second, fp8, topk_kwargs, mla_kwargs, topk_out))
+    )
+    assert allocations == [], allocations  # not even the top-k output: it is the layer's buffer
     monkeypatch.undo()
     want = decode_core(plain, second, fp8, topk_kwargs, mla_kwargs)
     assert all(torch.equal(a, b) for a, b in zip(results[0], want))
     assert not torch.equal(results[0][2], got[2]), "new values: a stale output would show"
     ops = (planned.indexer_logits_fp8 if fp8 else planned.indexer_logits, planned.topk_positions, planned.sparse_mla)
     assert [len(op.plans) for op in ops] == [1, 1, 1]
-    logits, _, out = results[0]
+    logits, topk, out = results[0]
     assert all(x.untyped_storage().data_ptr() in arena_ptrs(arena) for x in (logits, out)), "outputs in the arena"
+    assert topk.data_ptr() == topk_out.data_ptr(), "the top-k written into the layer's buffer"
 
 
 def arena_ptrs(arena):

@@ -19,7 +19,7 @@ import tilelang
 from tilelang import tvm
 
 from sglang_glm5.kernels.tilelang.indexer import indexer_logits_fp8_kernel, indexer_logits_kernel
-from sglang_glm5.kernels.tilelang.mla_decode import merge_splits_kernel, num_splits_for, sparse_mla_split_kernel
+from sglang_glm5.kernels.tilelang.mla_decode import decode_launch, merge_splits_kernel, num_splits_for, sparse_mla_split_kernel
 from sglang_glm5.kernels.tilelang.mla_prefill import prefill_factory
 from sglang_glm5.kernels.tilelang.topk import topk_kernel
 from sglang_glm5.kernels.tilelang.tuning import knobs_for
@@ -29,7 +29,9 @@ TARGETS = {
     "gfx942": {"kind": "hip", "mcpu": "gfx942"},
     "gfx950": {"kind": "hip", "mcpu": "gfx950"},
 }
-INDEX_HEADS, INDEX_DIM, TOPK = 32, 128, 2048
+# SMs / CUs of the cards each target is tuned for (H100 SXM / H200, MI300X, MI355X): decode splits fill them
+MULTIPROCESSORS = {"sm_90a": 132, "gfx942": 304, "gfx950": 256}
+INDEX_HEADS, INDEX_DIM, TOPK, V_DIM = 32, 128, 2048, 512
 SM_SCALE = 256**-0.5  # (qk_nope 192 + rope 64) ** -0.5
 CUBIN_KERNELS = ("indexer_logits-H32", "indexer_logits_fp8-H32", "topk-k2048", "sparse_mla_prefill-H64", "sparse_mla_decode-H8",
                  "sparse_mla_decode_merge-H8")  # fmt: skip
@@ -51,10 +53,17 @@ def kernel_specs(arch):
         mla = dict(heads=heads, topk=TOPK, sm_scale=SM_SCALE)
         factory, knobs = prefill_factory(knobs_for("sparse_mla_prefill", "", arch))  # the arch's schedule
         specs.append((f"sparse_mla_prefill-H{heads}", factory, dict(mla, **knobs)))
-        specs.append((f"sparse_mla_decode-H{heads}", sparse_mla_split_kernel, dict(mla, **decode)))
-    num_splits = num_splits_for(TOPK, decode["block_n"], decode["columns_per_split"])
+        # batch-1 decode: the knobs of the split that fills the GPU
+        specs.append((f"sparse_mla_decode-H{heads}", sparse_mla_split_kernel, dict(mla, **decode_batch1(arch, heads))))
+    batch1 = decode_batch1(arch, 8)
+    num_splits = num_splits_for(TOPK, batch1["block_n"], batch1["columns_per_split"])
     specs.append(("sparse_mla_decode_merge-H8", merge_splits_kernel, dict(heads=8, num_splits=num_splits)))
     return specs
+
+
+def decode_batch1(arch, heads):
+    """The split kernel's knobs the decode wrapper picks at batch 1 on `arch`'s card (mla_decode.decode_launch)."""
+    return decode_launch(1, heads, TOPK, V_DIM, MULTIPROCESSORS[arch], knobs_for("sparse_mla_decode", "", arch))
 
 
 def lower(factory, kwargs, target):
