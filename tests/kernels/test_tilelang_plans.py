@@ -38,6 +38,7 @@ PER_CALL_WORK = {
     ),
     "sglang_glm5.kernels.tilelang.topk": (
         "check_tensor", "check_size", "check_out", "require_gpu", "tuning", "plan_topk_positions", "topk_kernel",
+        "default_num_chunks", "multiprocessor_count", "workspace",
     ),
     "sglang_glm5.kernels.tilelang.mla_prefill": (
         "check_sparse_mla_args", "kernel_args", "prefill_factory", "out_buffer", "require_gpu", "tuning",
@@ -62,8 +63,9 @@ class Recorder:
     def __call__(self, **knobs):
         self.log.append(("compile", self.name, knobs))
 
-        def launch(*tensors):
-            self.log.append(("launch", self.name, tuple((t.data_ptr(), tuple(t.shape), t.dtype) for t in tensors)))
+        def launch(*args):  # tensors, and scalars (the top-k's phase)
+            self.log.append(("launch", self.name, tuple(
+                (t.data_ptr(), tuple(t.shape), t.dtype) if isinstance(t, torch.Tensor) else t for t in args)))
 
         return launch
 
@@ -74,7 +76,8 @@ def as_h200(monkeypatch):
     refusal lifted; every JIT factory (both prefill schedules included) a Recorder. Returns the shared log."""
     log = []
     monkeypatch.setattr(tuning, "device_arch", lambda device: H200)
-    monkeypatch.setattr(mla_decode, "multiprocessor_count", lambda device: H200_SMS)
+    for module in (mla_decode, topk):
+        monkeypatch.setattr(module, "multiprocessor_count", lambda device: H200_SMS)
     for module in (indexer, topk, mla_prefill):
         monkeypatch.setattr(module, "require_gpu", lambda *args: None)
     for module, names in JIT_FACTORIES.items():
