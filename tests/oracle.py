@@ -214,8 +214,10 @@ def hf_chunked(
     vocab] next-token log-probabilities from position `logprob_from` on, the greedy continuation (argmax loop), and
     a [len(ids) - logprob_from] bool mask of the rows whose top-k boundary is a float32 tie (gap between the k-th
     and (k+1)-th index score < TIE_GAP roundings, _topk_gaps) in some layer: there the selected key set is not
-    determined by the math, so no implementation can be held to HF's choice. `swap_ties`: in every tied row of every
-    layer, HF's selection with the other boundary key (the tie broken the other way); other rows select as HF does."""
+    determined by the math, so no implementation can be held to HF's choice (gaps are computed for those rows only:
+    at 16k the other rows' [rows, H, T] scores would double HF's indexer work). `swap_ties`: in every tied row of
+    every layer (gaps of every row), HF's selection with the other boundary key (the tie broken the other way); other
+    rows select as HF does."""
     model = hf_model(checkpoint)
     gaps: dict[int, list[torch.Tensor]] = {}
     handles = []
