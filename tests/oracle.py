@@ -141,12 +141,15 @@ TIE_GAP = 1.0  # boundary gap, in float32 roundings of its largest terms, under 
 GAP_ROWS = 256  # query rows per gap computation (bounds the [H, rows, T] scores)
 
 
-def _topk_gaps(indexer, hidden, q_resid, position_embeddings, past_len: int) -> tuple[torch.Tensor, torch.Tensor]:
+def _topk_gaps(
+    indexer, hidden, q_resid, position_embeddings, past_len: int, first_row: int = 0
+) -> tuple[torch.Tensor, torch.Tensor]:
     """([S] gap between the k-th and (k+1)-th index score of each new query row in float32 roundings (eps x the
     magnitude of the terms summed into those scores, _score_magnitude; inf: row has <= k keys), [S, 2] the k-th and
     (k+1)-th keys), recomputed the way HF's `GlmMoeDsaIndexer.forward` scores (fp32), keys from HF's indexer cache +
     these rows. A gap relative to the score itself misses ties: the score is a weighted sum of ReLU'd dot products
-    with weights of both signs, so it can be far smaller than the terms whose rounding decides it."""
+    with weights of both signs, so it can be far smaller than the terms whose rounding decides it. Rows before
+    `first_row` (of these S) only add their keys: gap inf, boundary -1 (the [rows, H, T] scores are the cost)."""
     import torch.nn.functional as F
     from transformers.models.glm_moe_dsa.modeling_glm_moe_dsa import apply_rotary_pos_emb_interleave
 
@@ -165,7 +168,7 @@ def _topk_gaps(indexer, hidden, q_resid, position_embeddings, past_len: int) -> 
     weights = indexer.weights_proj(hidden.to(indexer.weights_proj.weight.dtype))[0].float() * indexer.n_heads**-0.5
     gaps = torch.full((s,), float("inf"))
     boundary = torch.full((s, 2), -1, dtype=torch.long)
-    for r0 in range(0, s, GAP_ROWS):
+    for r0 in range(min(first_row, s), s, GAP_ROWS):
         rows = slice(r0, r0 + GAP_ROWS)
         scores = F.relu(torch.einsum("shd,td->sht", q[rows], keys) * indexer.softmax_scale)  # [r, H, T]
         index = torch.einsum("sh,sht->st", weights[rows], scores)  # [r, T]
@@ -211,8 +214,10 @@ def hf_chunked(
     vocab] next-token log-probabilities from position `logprob_from` on, the greedy continuation (argmax loop), and
     a [len(ids) - logprob_from] bool mask of the rows whose top-k boundary is a float32 tie (gap between the k-th
     and (k+1)-th index score < TIE_GAP roundings, _topk_gaps) in some layer: there the selected key set is not
-    determined by the math, so no implementation can be held to HF's choice. `swap_ties`: in every tied row of every
-    layer, HF's selection with the other boundary key (the tie broken the other way); other rows select as HF does."""
+    determined by the math, so no implementation can be held to HF's choice (gaps are computed for those rows only:
+    at 16k the other rows' [rows, H, T] scores would double HF's indexer work). `swap_ties`: in every tied row of
+    every layer (gaps of every row), HF's selection with the other boundary key (the tie broken the other way); other
+    rows select as HF does."""
     model = hf_model(checkpoint)
     gaps: dict[int, list[torch.Tensor]] = {}
     handles = []
@@ -222,7 +227,8 @@ def hf_chunked(
         def hook(module, args, kwargs, out):
             hidden, q_resid, position_embeddings = args[:3]
             past = getattr(module, "_gap_len", 0)
-            gap, boundary = _topk_gaps(module, hidden, q_resid, position_embeddings, past)
+            first = 0 if swap_ties else max(logprob_from - past, 0)  # a swap pass swaps every layer's every tie
+            gap, boundary = _topk_gaps(module, hidden, q_resid, position_embeddings, past, first)
             gaps.setdefault(module.layer_idx, []).append(gap)
             module._gap_len = past + hidden.shape[1]
             if swap_ties:  # [1, S, k]
