@@ -163,6 +163,7 @@ def time_prefill(checkpoint: Path, pattern: str, args, log_dir: Path) -> list[di
     flags = [
         "--dtype", "float32", "--disable-radix-cache", "--max-total-tokens", str(args.prefill_tokens + 256),
         "--json-model-override-args", json.dumps({"index_topk_pattern": pattern}),
+        "--watchdog-timeout", str(REQUEST_TIMEOUT_S),  # one prefill forward can outlast SGLang's 300 s under load
     ]  # fmt: skip
     rng = random.Random(0)
     runs = []
@@ -175,15 +176,18 @@ def time_prefill(checkpoint: Path, pattern: str, args, log_dir: Path) -> list[di
             if spy is not None:
                 time.sleep(SPY_ATTACH_S)
             start = time.perf_counter()
-            response = requests.post(
-                f"{server.url}/generate",
-                json={"input_ids": ids, "sampling_params": {"max_new_tokens": 1, "temperature": 0}},
-                timeout=REQUEST_TIMEOUT_S,
-            )
-            response.raise_for_status()
-            seconds = time.perf_counter() - start
+            try:
+                response = requests.post(
+                    f"{server.url}/generate",
+                    json={"input_ids": ids, "sampling_params": {"max_new_tokens": 1, "temperature": 0}},
+                    timeout=REQUEST_TIMEOUT_S,
+                )
+                response.raise_for_status()
+            finally:
+                seconds = time.perf_counter() - start
+                if spy is not None:
+                    pyspy.stop(spy)
             if spy is not None:
-                pyspy.stop(spy)
                 stacks = pyspy.parse_collapsed(out.read_text())
                 share, forward_samples = pyspy.share(stacks, INDEXER_FRAME, within=FORWARD_FRAME)
                 forward_share, samples = pyspy.share(stacks, FORWARD_FRAME)
