@@ -62,6 +62,27 @@ def parse_args(argv=None):
     return args
 
 
+def markdown(payload: dict) -> str:
+    args = payload["args"]
+    table = common.md_table(
+        ["weight", "ours s", "broadcast s", "speedup", "fp8->fp32 cast alone s", "ours Mparam/s", "bit-identical"],
+        [[k, f"{r['ours_s']:.3f}", f"{r['broadcast_s']:.3f}", f"{r['speedup']:.2f}x",
+          f"{r['fp8_to_fp32_cast_s']:.3f}", f"{r['ours_Mparams_per_s']:.0f}", r["bit_identical"]]
+         for k, r in payload["results"].items()],
+    )  # fmt: skip
+    return f"""## FP8 block dequantization on CPU{" (--quick)" if args["quick"] else ""}
+
+`{payload["command"]}`
+
+{payload["date"]}, commit {payload["git_commit"]}; {common.machine_line(payload["machine"])}.
+
+`sglang_glm5.quant.fp8_block.dequantize_fp8_blocks` (what loading an FP8 checkpoint on CPU runs per weight) vs a
+broadcast variant that skips the two `repeat_interleave` scale expansions; best of {args["reps"]}, 128x128 blocks, to bf16.
+
+{table}
+"""
+
+
 def main(argv=None) -> int:
     args = parse_args(argv)
     command = common.announce(argv)
@@ -85,24 +106,7 @@ def main(argv=None) -> int:
     payload = {"benchmark": NAME, "command": command, "date": common.utc_now(), "git_commit": common.git_commit(),
                "machine": machine, "args": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
                "results": rows}
-    table = common.md_table(
-        ["weight", "ours s", "broadcast s", "speedup", "fp8->fp32 cast alone s", "ours Mparam/s", "bit-identical"],
-        [[k, f"{r['ours_s']:.3f}", f"{r['broadcast_s']:.3f}", f"{r['speedup']:.2f}x",
-          f"{r['fp8_to_fp32_cast_s']:.3f}", f"{r['ours_Mparams_per_s']:.0f}", r["bit_identical"]]
-         for k, r in rows.items()],
-    )
-    body = f"""## FP8 block dequantization on CPU{" (--quick)" if args.quick else ""}
-
-`{command}`
-
-{payload["date"]}, commit {payload["git_commit"]}; {common.machine_line(machine)}.
-
-`sglang_glm5.quant.fp8_block.dequantize_fp8_blocks` (what loading an FP8 checkpoint on CPU runs per weight) vs a
-broadcast variant that skips the two `repeat_interleave` scale expansions; best of {args.reps}, 128x128 blocks, to bf16.
-
-{table}
-"""
-    common.publish(payload, stem, body, results_dir=args.results_dir, section=args.markdown)
+    common.publish(payload, stem, markdown(payload), results_dir=args.results_dir, section=args.markdown)
     return 0
 
 

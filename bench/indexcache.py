@@ -8,7 +8,10 @@
 2. Prefill through SGLang's launch_server on a tiny but wide checkpoint (GLM-5's per-head widths: 32 x 128 indexer,
    576-d MLA, top-k 2048; 8 MLA heads = one GPU's share at TP 8; few layers and experts): one long prompt,
    all-F vs the cookbook's pattern (its first `--layers` letters) vs 75% of the indexers removed, same run. The
-   indexer share is the slope of a line fitted to prefill time against the number of F layers.
+   indexer's share is measured directly in each server: py-spy samples the scheduler during every timed prefill, and
+   the share of the model forward's samples inside `Glm5Indexer.forward` (projections, RoPE, K write, logits, top-k:
+   all an S layer skips) times the prefill time is the time the indexers took. All-F's indexer time per layer
+   then predicts each pattern's prefill (all-F minus one indexer per S layer), next to the measured one.
 
 Run from the repo root: .venv/bin/python -m bench.indexcache [--context 65536] [--prefill-tokens 2560] [--layers 8]
 """
@@ -25,7 +28,7 @@ from pathlib import Path
 import requests
 import torch
 
-from bench.lib import common
+from bench.lib import common, pyspy
 from bench.kernels import time_call
 from bench.lib.synthetic_checkpoint import GLM5_DIMS, GLM5_INDEX_TOPK, SyntheticSpec, write_checkpoint
 from sglang_glm5.attention.impls import resolve_impl
@@ -53,6 +56,9 @@ WIDE_DIMS = (
 WIDE_VOCAB = 1024
 REQUEST_TIMEOUT_S = 1800
 WARMUP_TOKENS = 64
+INDEXER_FRAME = "Glm5Indexer.forward ("  # models/indexer.py: all the work an S layer skips
+FORWARD_FRAME = "ModelRunner.forward ("  # SGLang's model forward: the prefill's compute
+SPY_ATTACH_S = 0.5
 
 
 def parse_args(argv=None):
@@ -151,26 +157,60 @@ def prefill_patterns(layers: int) -> dict[str, str]:
     return {"all-F": "F" * layers, f"cookbook[:{layers}]": COOKBOOK[:layers], "75% removed": quarter}
 
 
-def time_prefill(checkpoint: Path, pattern: str, args, log_dir: Path) -> list[float]:
+def time_prefill(checkpoint: Path, pattern: str, args, log_dir: Path) -> list[dict]:
+    """One server with `pattern`; a short warm-up prompt, then `--prefill-repeats` timed prompts, each sampled by
+    py-spy: per run, its seconds and the share of the model forward's samples inside the indexer."""
     flags = [
         "--dtype", "float32", "--disable-radix-cache", "--max-total-tokens", str(args.prefill_tokens + 256),
         "--json-model-override-args", json.dumps({"index_topk_pattern": pattern}),
+        "--watchdog-timeout", str(REQUEST_TIMEOUT_S),  # one prefill forward can outlast SGLang's 300 s under load
     ]  # fmt: skip
     rng = random.Random(0)
-    times = []
+    runs = []
     with ServerProcess(checkpoint, log_dir / f"indexcache-prefill-{pattern}.log", flags) as server:
+        pid = pyspy.scheduler_pid(server.proc.pid)
         for i in range(args.prefill_repeats + 1):  # the first, short, is a warm-up
             ids = [rng.randrange(3, WIDE_VOCAB // 2) for _ in range(args.prefill_tokens if i else WARMUP_TOKENS)]
+            out = log_dir / f"indexcache-prefill-{pattern}-{i}.pyspy.txt"
+            spy = pyspy.record(pid, REQUEST_TIMEOUT_S, out) if i else None
+            if spy is not None:
+                time.sleep(SPY_ATTACH_S)
             start = time.perf_counter()
-            response = requests.post(
-                f"{server.url}/generate",
-                json={"input_ids": ids, "sampling_params": {"max_new_tokens": 1, "temperature": 0}},
-                timeout=REQUEST_TIMEOUT_S,
-            )
-            response.raise_for_status()
-            if i:
-                times.append(time.perf_counter() - start)
-    return times
+            try:
+                response = requests.post(
+                    f"{server.url}/generate",
+                    json={"input_ids": ids, "sampling_params": {"max_new_tokens": 1, "temperature": 0}},
+                    timeout=REQUEST_TIMEOUT_S,
+                )
+                response.raise_for_status()
+            finally:
+                seconds = time.perf_counter() - start
+                if spy is not None:
+                    pyspy.stop(spy)
+            if spy is not None:
+                stacks = pyspy.parse_collapsed(out.read_text())
+                share, forward_samples = pyspy.share(stacks, INDEXER_FRAME, within=FORWARD_FRAME)
+                forward_share, samples = pyspy.share(stacks, FORWARD_FRAME)
+                runs.append(dict(seconds=seconds, indexer_share=share, forward_samples=forward_samples,
+                                 forward_share=forward_share, samples=samples, profile=str(out)))  # fmt: skip
+    return runs
+
+
+def prefill_rows(measured: dict[str, tuple[str, list[dict]]], layers: int) -> list[dict]:
+    """Per pattern, its fastest run with the indexer time measured in it (share of the forward x prefill seconds);
+    all-F's indexer time per layer predicts every pattern's prefill: all-F minus one indexer per S layer."""
+    rows = []
+    for name, (pattern, runs) in measured.items():
+        run = min(runs, key=lambda r: r["seconds"])
+        num_full = pattern.count("F")
+        indexer_s = run["indexer_share"] * run["seconds"]
+        rows.append(dict(name=name, pattern=pattern, num_full=num_full, runs=runs, seconds=run["seconds"],
+                         indexer_share=run["indexer_share"], indexer_s=indexer_s,
+                         indexer_s_per_layer=indexer_s / num_full if num_full else 0.0))  # fmt: skip
+    all_f = next(r for r in rows if r["num_full"] == layers)
+    for r in rows:
+        r["predicted_s"] = all_f["seconds"] - (layers - r["num_full"]) * all_f["indexer_s_per_layer"]
+    return rows
 
 
 def time_prefill_indexer(tokens: int, repeats: int) -> float:
@@ -199,22 +239,23 @@ def run_prefill(args) -> dict:
     if not (checkpoint / "config.json").is_file():
         write_checkpoint(spec, checkpoint)
     log_dir = common.CACHE_ROOT / "logs"
-    rows = []
+    log_dir.mkdir(parents=True, exist_ok=True)
+    measured = {}
     for name, pattern in prefill_patterns(args.layers).items():
-        times = time_prefill(checkpoint, pattern, args, log_dir)
-        rows.append(dict(name=name, pattern=pattern, num_full=pattern.count("F"), times=times, seconds=min(times)))
-        print(f"prefill {args.prefill_tokens} tokens, {name} {pattern}: {min(times):.2f} s (runs {times})", flush=True)
-    n = torch.tensor([float(r["num_full"]) for r in rows])
-    t = torch.tensor([r["seconds"] for r in rows])
-    slope, base = torch.linalg.lstsq(torch.stack([n, torch.ones_like(n)], 1), t[:, None]).solution.flatten().tolist()
-    all_f = rows[0]["seconds"]
+        runs = time_prefill(checkpoint, pattern, args, log_dir)
+        measured[name] = (pattern, runs)
+        print(f"prefill {args.prefill_tokens} tokens, {name} {pattern}: "
+              + ", ".join(f"{r['seconds']:.2f} s (indexer {r['indexer_share']:.0%} of the forward)" for r in runs),
+              flush=True)  # fmt: skip
+    rows = prefill_rows(measured, args.layers)
     indexer_op_s = time_prefill_indexer(args.prefill_tokens, args.prefill_repeats)
-    print(f"prefill indexer (logits + top-k) of one layer: {indexer_op_s:.2f} s", flush=True)
+    print(f"prefill indexer (logits + top-k) of one layer, alone: {indexer_op_s:.2f} s", flush=True)
+    all_f = rows[0]
     return dict(
-        indexer_op_s=indexer_op_s, indexer_op_share_all_f=args.layers * indexer_op_s / all_f,
+        indexer_op_s=indexer_op_s, indexer_op_share_all_f=args.layers * indexer_op_s / all_f["seconds"],
         tokens=args.prefill_tokens, layers=args.layers, dims=dict(WIDE_DIMS), checkpoint=spec.name, rows=rows,
-        per_indexer_s=slope, base_s=base, indexer_share_all_f=args.layers * slope / all_f,
-        residual_s=max(abs(base + slope * r["num_full"] - r["seconds"]) for r in rows),
+        indexer_share_all_f=all_f["indexer_share"], per_indexer_s=all_f["indexer_s_per_layer"],
+        loadavg_1m_at_end=round(os.getloadavg()[0], 2),
     )  # fmt: skip
 
 
@@ -241,24 +282,29 @@ def markdown(payload: dict) -> str:
         for r in pre["rows"]:
             plan = IndexerPlan(r["pattern"], "bench")
             table.append([r["name"], f"`{r['pattern']}`", f"{plan.num_full} F / {plan.num_shared} S",
-                          f"{r['seconds']:.2f}", f"{all_f / r['seconds']:.2f}x"])  # fmt: skip
+                          f"{r['seconds']:.2f}", f"{all_f / r['seconds']:.2f}x", f"{r['indexer_share']:.0%}",
+                          f"{r['indexer_s']:.2f}", f"{r['indexer_s_per_layer']:.2f}", f"{r['predicted_s']:.2f}"])  # fmt: skip
+        samples = min(run["forward_samples"] for r in pre["rows"] for run in r["runs"])
         lines += [
             "",
             f"**Prefill** of one {pre['tokens']}-token prompt through `launch_server` (CPU, float32, reference DSA) on a"
             f" tiny but wide synthetic checkpoint ({pre['layers']} layers, {pre['dims']}, GLM-5's indexer 32 x 128,"
             f" top-k 2048, 576-d MLA), fastest of {payload['prefill_repeats']} after a warm-up, one server per"
-            " pattern, same run:",
+            f" pattern, same run; load average {pre.get('loadavg_1m_at_end', '?')} at the end. During every timed"
+            f" prefill py-spy samples the scheduler ({pyspy.RATE_HZ} Hz, non-blocking; at least {samples} samples"
+            " inside the model forward per run): *indexer share* is the share of the forward's samples inside"
+            " `Glm5Indexer.forward` (projections, RoPE, K write, logits, top-k: everything an S layer skips),"
+            " *indexer s* that share of the prefill time. *Predicted* is all-F's prefill minus all-F's indexer time"
+            " per layer for each S layer: what skipping should save if the indexer is all an S layer drops.",
             "",
-            common.md_table(["pattern", "", "layers", "prefill s", "speed-up vs all-F"], table),
+            common.md_table(["pattern", "", "layers", "prefill s", "speed-up vs all-F", "indexer share",
+                             "indexer s", "per F layer s", "predicted s"], table),  # fmt: skip
             "",
-            f"- Indexer share of all-F prefill time: **{pre['indexer_share_all_f']:.0%}** ({pre['per_indexer_s']:.2f} s"
-            f" per indexer layer, slope of a line through the three points; max residual {pre['residual_s']:.2f} s)",
-            f"- Measured directly in the same run: one layer's indexer logits + top-k over {pre['tokens']} tokens"
-            f" (the backend's chunked reference path, all cores) takes {pre['indexer_op_s']:.2f} s, i.e."
-            f" **{pre['indexer_op_share_all_f']:.0%}** of the all-F prefill for {pre['layers']} layers (without the"
-            " indexer's projection GEMMs).",
-            "- The machine is shared: prefill times are the fastest of the runs, and the spread between runs is"
-            " part of the residual above.",
+            f"- Indexer share of all-F prefill, measured in the server: **{pre['indexer_share_all_f']:.0%}**"
+            f" ({pre['per_indexer_s']:.2f} s per indexer layer)",
+            f"- The indexer's logits + top-k alone over {pre['tokens']} tokens (the backend's chunked reference path,"
+            f" fp32, all cores, outside the server, without the projections): {pre['indexer_op_s']:.2f} s per layer,"
+            f" {pre['indexer_op_share_all_f']:.0%} of the all-F prefill for {pre['layers']} layers.",
             "- The paper reports 1.82x prefill with 75% of the indexers removed on a 30B DSA model (GPU).",
         ]
     return "\n".join(lines)

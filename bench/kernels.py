@@ -55,8 +55,8 @@ def parse_args(argv=None):
     p.add_argument("--providers", nargs="+", default=["reference", "triton"], choices=["reference", "triton", "tilelang"])
     p.add_argument("--repeats", type=int, default=5, help="timed runs per op (CPU: fastest reported); one warm-up first")
     p.add_argument("--rounds", type=int, default=3,
-                   help="CPU: sweeps over every context and op, fastest kept, so a burst of load on a shared machine "
-                   "inflates one sweep's point, not the curve")  # fmt: skip
+                   help="CPU: sweeps over every context and op; per context the sweep with the least total time is "
+                   "reported whole, so a burst of load on a shared machine costs one sweep, not the curve")  # fmt: skip
     p.add_argument("--threads", type=int, default=1, help="torch CPU threads (1: steadier on a shared machine)")
     p.add_argument("--no-write", action="store_true", help="print only: no JSON, no RESULTS.md section")
     p.add_argument("--tag", default="", help="suffix of the JSON / RESULTS.md section name, so runs of one provider "
@@ -191,29 +191,27 @@ def run(args, on_step=None) -> dict:
                 providers[name] = importlib.import_module(f"sglang_glm5.kernels.{name}")
             except Exception as exc:  # noqa: BLE001 - one provider's failure must not stop the others
                 failed[name] = f"import: {type(exc).__name__}: {exc}"[:500]
-    best, method = {}, {}  # (heads, ctx, provider, op) -> fastest seconds over the rounds, how it was timed
-    sweeps = {}  # (heads, ctx, provider) -> [{op: seconds} per sweep]: a decode step sums the ops of one sweep
+    # (heads, ctx) -> one {(provider, op): (seconds, how timed)} per sweep: every number reported for a context
+    # (op table, decode step, dense/sparse) comes from one of its sweeps, never from per-op minima of different sweeps
+    sweeps: dict[tuple[int, int], list[dict]] = {}
     result = dict(device=device.type, card=card, bandwidth_tbps=bandwidth, skipped=skipped, failed=failed)
     for sweep in range(args.rounds if device.type == "cpu" else 1):
         for heads in args.heads:
             for ctx in args.contexts:
                 problem = make_problem(ctx, heads, device)
+                this_sweep = {}
+                sweeps.setdefault((heads, ctx), []).append(this_sweep)
                 for provider, impl in providers.items():
                     if provider in failed:
                         continue
                     try:
                         if provider in GPU_ONLY:
                             check_matches(impl, provider, problem)
-                        this_sweep = {}
-                        sweeps.setdefault((heads, ctx, provider), []).append(this_sweep)
                         for op, call in op_calls(impl, problem).items():
                             if provider != "reference" and op == "dense_mla":
                                 continue
                             seconds, how = time_op(call, args.repeats, device, graph=provider in GPU_ONLY)
-                            this_sweep[op] = seconds
-                            key = (heads, ctx, provider, op)
-                            best[key] = min(seconds, best.get(key, seconds))
-                            method[key] = how
+                            this_sweep[(provider, op)] = (seconds, how)
                             print(f"round {sweep} H{heads} ctx {ctx:>6} {provider:>9} {op:>10}: "
                                   f"{seconds * 1e3:10.3f} ms ({how})", flush=True)  # fmt: skip
                     except Exception as exc:  # noqa: BLE001 - recorded with the case, the next provider runs
@@ -223,49 +221,44 @@ def run(args, on_step=None) -> dict:
                             torch.cuda.synchronize()
                 del problem
                 if on_step is not None:
-                    on_step(dict(result, rows=_rows(best, method, bandwidth), curves=[]))
-    rows = _rows(best, method, bandwidth)
-    return dict(result, rows=rows, curves=decode_curves(rows, args, _steps(sweeps)))
+                    on_step(dict(result, rows=_rows(chosen_sweeps(sweeps), bandwidth), curves=[]))
+    rows = _rows(chosen_sweeps(sweeps), bandwidth)
+    return dict(result, rows=rows, curves=decode_curves(rows, args))
 
 
-def _steps(sweeps: dict) -> dict:
-    """(heads, ctx, provider) -> {op: seconds} of the one sweep whose sparse decode step (indexer + topk + sparse MLA)
-    was fastest: the step's parts and shares come from one sweep, never from per-op minima of different sweeps."""
-    parts = ("indexer", "topk", "sparse_mla")
-    steps = {}
-    for key, runs in sweeps.items():
-        complete = [r for r in runs if all(op in r for op in parts)]
-        if complete:
-            steps[key] = min(complete, key=lambda r: sum(r[op] for op in parts))
-    return steps
+def chosen_sweeps(sweeps: dict) -> dict:
+    """(heads, ctx) -> the one sweep reported for it: the one with the least total time over all its ops (the least
+    disturbed by other jobs on a shared machine), taken whole."""
+    return {key: min((r for r in runs if r), key=lambda r: sum(sec for sec, _ in r.values()))
+            for key, runs in sweeps.items() if any(runs)}  # fmt: skip
 
 
-def _rows(best: dict, method: dict, bandwidth: float | None) -> list[dict]:
+def _rows(chosen: dict, bandwidth: float | None) -> list[dict]:
     rows = []
-    for (heads, ctx, provider, op), seconds in best.items():
-        flops, moved = flops_model(ctx, heads)[op], bytes_model(ctx, heads)[op]
-        rows.append(dict(
-            heads=heads, ctx=ctx, provider=provider, op=op, seconds=seconds, flops=flops, bytes=moved,
-            tflops=flops / seconds / 1e12, gbps=moved / seconds / 1e9, timing=method[(heads, ctx, provider, op)],
-            bandwidth_pct=None if bandwidth is None else 100 * moved / seconds / (bandwidth * 1e12),
-        ))  # fmt: skip
+    for (heads, ctx), sweep in chosen.items():
+        for (provider, op), (seconds, how) in sweep.items():
+            flops, moved = flops_model(ctx, heads)[op], bytes_model(ctx, heads)[op]
+            rows.append(dict(
+                heads=heads, ctx=ctx, provider=provider, op=op, seconds=seconds, flops=flops, bytes=moved,
+                tflops=flops / seconds / 1e12, gbps=moved / seconds / 1e9, timing=how,
+                bandwidth_pct=None if bandwidth is None else 100 * moved / seconds / (bandwidth * 1e12),
+            ))  # fmt: skip
     return rows
 
 
-def decode_curves(rows: list[dict], args, steps: dict) -> list[dict]:
-    """Per (heads, provider): one decode step per context, sparse = indexer + topk + sparse MLA of one sweep (`steps`)
-    vs dense MLA (its fastest sweep: one op)."""
+def decode_curves(rows: list[dict], args) -> list[dict]:
+    """Per (heads, provider): one decode step per context, sparse = indexer + topk + sparse MLA vs the reference's
+    dense MLA, all four from the context's one reported sweep (`rows`)."""
     curves = []
     by_key = {(r["heads"], r["provider"], r["ctx"], r["op"]): r for r in rows}
     for heads in args.heads:
         for provider in sorted({r["provider"] for r in rows}):
             points = []
             for ctx in args.contexts:
-                step = steps.get((heads, ctx, provider))
+                parts = [by_key.get((heads, provider, ctx, op)) for op in ("indexer", "topk", "sparse_mla")]
                 dense = by_key.get((heads, "reference", ctx, "dense_mla"))
-                if step is None or dense is None:
+                if dense is None or None in parts:
                     continue
-                parts = [_row_at(by_key[(heads, provider, ctx, op)], step[op]) for op in ("indexer", "topk", "sparse_mla")]
                 sparse_s = sum(p["seconds"] for p in parts)
                 model = flops_model(ctx, heads)
                 points.append(dict(
@@ -288,11 +281,6 @@ def decode_curves(rows: list[dict], args, steps: dict) -> list[dict]:
     return curves
 
 
-def _row_at(row: dict, seconds: float) -> dict:
-    """`row` (an op's problem size) at another measured time (the step's sweep)."""
-    return dict(row, seconds=seconds, tflops=row["flops"] / seconds / 1e12)
-
-
 def markdown(payload: dict) -> str:
     res = payload["result"]
     lines = [
@@ -305,9 +293,10 @@ def markdown(payload: dict) -> str:
         "",
         f"GLM-5 dims (configs/glm5-config.json): indexer {INDEX_HEADS} heads x {INDEX_DIM}, top-k {INDEX_TOPK}, MLA "
         f"{QK_DIM}/{V_DIM} latent, bf16 caches on shuffled slots; {payload['threads']} torch thread(s), fastest of "
-        f"{payload['repeats']} runs per op in each of {payload['rounds']} sweeps over all contexts on CPU. The op table "
-        "gives each op's fastest sweep; a decode step sums the three sparse ops of one sweep (the sweep whose sum was "
-        "fastest), never minima from different sweeps. FLOP model per token: sparse = "
+        f"{payload['repeats']} runs per op in each of {payload['rounds']} sweeps over all contexts on CPU. Per context, "
+        "every number below (op table, decode step, dense/sparse) comes from one sweep, the one with the least total "
+        "time over its ops; a decode step sums that sweep's three sparse ops, never minima from different sweeps. "
+        "FLOP model per token: sparse = "
         f"2·{INDEX_HEADS}·{INDEX_DIM}·ctx + 2·H·{QK_DIM + V_DIM}·{INDEX_TOPK}, dense = 2·H·{QK_DIM + V_DIM}·ctx.",
     ]
     for provider, reason in res["skipped"].items():

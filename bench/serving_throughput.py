@@ -2,9 +2,12 @@
 
 Both sides run in float32 (the correctness check needs float32, and the timed runs reuse that server, so the two
 sides compare at one dtype). Before any timing, the server's greedy output for the longest prompt must equal HF's
-greedy output for it; the benchmark stops if it does not. Then N concurrent /generate requests (greedy,
-ignore_eos, fixed max_tokens, prompts of mixed lengths, most longer than index_topk) vs one left-padded HF
-`generate` over the same N prompts. Output tokens/s = N * max_tokens / wall seconds.
+greedy output for it; the benchmark stops if it does not. Then the same work on both sides: N prompts of mixed
+lengths (most longer than index_topk), greedy, ignore_eos, fixed max_tokens; the server gets them as N concurrent
+/generate requests, HF as N `generate` calls of one prompt each (batch 1: no padding, so HF processes exactly the
+prompt tokens the server does; a left-padded batch would make HF process N x the longest prompt). The section states
+both sides' prompt and output token counts (the server's from its meta_info). Output tokens/s = N * max_tokens / wall
+seconds.
 
 Both sides use the same torch thread count (--threads, default 1): on this shared 2-core machine, 2 OpenMP threads
 make every small op wait on a descheduled peer (measured 25x slower per tiny linear under load average 5).
@@ -75,6 +78,12 @@ def generate(url: str, ids: list[int], max_tokens: int) -> list[int]:
     return load_client.generate(url, ids, max_tokens)["output_ids"]
 
 
+def token_counts(responses: list[dict]) -> dict:
+    """Prompt and output tokens the server reports (meta_info) for one round of responses."""
+    return {"prompt": sum(r["meta_info"]["prompt_tokens"] for r in responses),
+            "output": sum(r["meta_info"]["completion_tokens"] for r in responses)}  # fmt: skip
+
+
 def tree_cpu_seconds(pid: int) -> float:
     """User + system CPU seconds of a process and all its descendants (the server's processes)."""
     import psutil
@@ -90,35 +99,23 @@ def tree_cpu_seconds(pid: int) -> float:
     return total
 
 
-def concurrent_round(url: str, prompts: list[list[int]], max_tokens: int) -> tuple[list[list[int]], float]:
+def concurrent_round(url: str, prompts: list[list[int]], max_tokens: int) -> tuple[list[dict], float]:
+    """(the /generate responses, wall s) of one round: every prompt as its own request, all at once."""
     with ThreadPoolExecutor(len(prompts)) as pool:
         t0 = time.perf_counter()
-        outputs = list(pool.map(lambda ids: generate(url, ids, max_tokens), prompts))
-        return outputs, time.perf_counter() - t0
+        responses = list(pool.map(lambda ids: load_client.generate(url, ids, max_tokens), prompts))
+        return responses, time.perf_counter() - t0
 
 
-def timed_round(server, prompts: list[list[int]], max_tokens: int) -> tuple[list[list[int]], float, float]:
-    """(outputs, wall s, CPU s of the server's processes) for one concurrent round."""
+def timed_round(server, prompts: list[list[int]], max_tokens: int) -> tuple[list[dict], float, float]:
+    """(responses, wall s, CPU s of the server's processes) for one concurrent round."""
     cpu0 = tree_cpu_seconds(server.proc.pid)
-    outputs, seconds = concurrent_round(server.url, prompts, max_tokens)
-    return outputs, seconds, tree_cpu_seconds(server.proc.pid) - cpu0
-
-
-def scheduler_pid(server_pid: int) -> int | None:
-    import psutil
-
-    children = psutil.Process(server_pid).children(recursive=True)
-    for child in children:
-        try:
-            if "scheduler" in " ".join([child.name(), *child.cmdline()]).lower():
-                return child.pid
-        except psutil.Error:
-            continue
-    return max(children, key=lambda c: sum(c.cpu_times()[:2])).pid if children else None
+    responses, seconds = concurrent_round(server.url, prompts, max_tokens)
+    return responses, seconds, tree_cpu_seconds(server.proc.pid) - cpu0
 
 
 def profile_round(server, prompts, max_tokens: int, seconds: float, out: Path) -> dict:
-    pid = scheduler_pid(server.proc.pid)
+    pid = pyspy.scheduler_pid(server.proc.pid)
     if pid is None or pyspy.py_spy() is None:
         return {"skipped": "no scheduler process or no py-spy"}
     spy = pyspy.record(pid, seconds, out)
@@ -154,7 +151,8 @@ def run_server_side(args, ckpt: Path, prompts, check_index: int, hf_check: list[
         rounds = [timed_round(server, prompts, args.max_tokens) for _ in range(args.reps)]
         out["seconds"] = [s for _, s, _ in rounds]
         out["cpu_seconds"] = [c for _, _, c in rounds]
-        out["outputs"] = rounds[-1][0]
+        out["outputs"] = [r["output_ids"] for r in rounds[-1][0]]
+        out["tokens"] = token_counts(rounds[-1][0])
         if args.profile:
             out["profile"] = profile_round(
                 server, prompts, args.max_tokens, common.median(out["seconds"]), work / "scheduler.pyspy.txt"
@@ -164,14 +162,16 @@ def run_server_side(args, ckpt: Path, prompts, check_index: int, hf_check: list[
 
 
 def run_hf_side(args, model, tok, prompts) -> dict:
-    hf_generate.generate(model, tok, prompts, WARMUP_TOKENS)
+    """Each prompt alone through `generate`, one after another (batch 1, no padding): the server's work, no more."""
+    hf_generate.generate_each(model, tok, prompts, WARMUP_TOKENS)
     seconds, cpu_seconds = [], []
     for _ in range(args.hf_reps):
         cpu0 = time.process_time()
-        outputs, wall = hf_generate.generate(model, tok, prompts, args.max_tokens)
+        outputs, wall, prompt_tokens = hf_generate.generate_each(model, tok, prompts, args.max_tokens)
         cpu_seconds.append(time.process_time() - cpu0)
         seconds.append(wall)
-    return {"seconds": seconds, "cpu_seconds": cpu_seconds, "outputs": outputs}
+    tokens = {"prompt": prompt_tokens, "output": sum(len(o) for o in outputs)}
+    return {"seconds": seconds, "cpu_seconds": cpu_seconds, "outputs": outputs, "tokens": tokens}
 
 
 def plot(payload: dict, path: Path) -> Path:
@@ -179,7 +179,7 @@ def plot(payload: dict, path: Path) -> Path:
     tokens = payload["output_tokens_per_round"]
     n = payload["args"]["num_prompts"]
     sides = [(f"ours: SGLang server\n({n} concurrent requests)", payload["server"]["seconds"], "#36c"),
-             ("HF transformers\n(one left-padded generate)", payload["hf"]["seconds"], "#9aa")]
+             ("HF transformers\n(one generate per prompt)", payload["hf"]["seconds"], "#9aa")]
     fig, ax = plt.subplots(figsize=(6, 4))
     for i, (label, seconds, color) in enumerate(sides):
         rates = [tokens / s for s in seconds]
@@ -196,7 +196,7 @@ def markdown(payload: dict) -> str:
     rows = [
         [label, f"{payload[f'{key}_tok_s']:.1f}", ", ".join(f"{x:.2f}" for x in side["seconds"]),
          f"{payload[f'{key}_tok_per_cpu_s']:.1f}"]
-        for label, key, side in (("ours: SGLang server", "server", s), ("HF transformers generate", "hf", h))
+        for label, key, side in (("ours: SGLang server", "server", s), ("HF transformers generate, per prompt", "hf", h))
     ]
     check = s["check"]
     profile = s.get("profile", {})
@@ -217,9 +217,11 @@ Tiny GLM-5 checkpoint (`write_tiny_checkpoint`, bf16 on disk, {a["layers"]} laye
 run in **{DTYPE}** on both sides, {a["threads"]} torch thread(s) each.
 {a["num_prompts"]} prompts of {payload["prompt_lengths"][0]}..{payload["prompt_lengths"][-1]} tokens
 ({payload["prompts_longer_than_topk"]} longer than index_topk), greedy, {a["max_tokens"]} new tokens each (ignore_eos);
-server: {a["num_prompts"]} concurrent /generate requests; HF: one left-padded `generate` over the same prompts.
+server: {a["num_prompts"]} concurrent /generate requests; HF: one `generate` per prompt, one after another (batch 1,
+no padding). **Equal work**: prompt tokens processed per round, server {s["tokens"]["prompt"]} (its meta_info) vs HF
+{h["tokens"]["prompt"]} (ids fed to `generate`); output tokens, server {s["tokens"]["output"]} vs HF {h["tokens"]["output"]}.
 Correctness check before timing, server greedy ids for the {check["prompt_tokens"]}-token prompt == HF greedy ids:
-**{"passed" if check["passed"] else "FAILED"}**. Server outputs equal to HF's batched outputs:
+**{"passed" if check["passed"] else "FAILED"}**. Server outputs equal to HF's per-prompt outputs:
 {payload["agreement"]}/{a["num_prompts"]} prompts. Load average {payload["loadavg_1m_at_end"]} at the end.
 
 {common.md_table(["side", "output tok/s (median)", "wall s per round", "output tok per CPU-second"], rows)}
@@ -280,7 +282,7 @@ def main(argv: list[str] | None = None) -> int:
     payload["plot"] = str(plot(payload, args.results_dir / f"{stem}.png"))
     print(
         f"check passed; server {payload['server_tok_s']:.1f} tok/s vs HF {payload['hf_tok_s']:.1f} tok/s:"
-        f" ratio {payload['ratio']:.2f}x; server == HF batched for {payload['agreement']}/{args.num_prompts} prompts"
+        f" ratio {payload['ratio']:.2f}x; server == HF per prompt for {payload['agreement']}/{args.num_prompts} prompts"
     )
     common.publish(payload, stem, markdown(payload), results_dir=args.results_dir, section=args.markdown)
     return 0

@@ -79,7 +79,7 @@ def markdown(p: dict) -> str:
 
 Command: `{p["command"]}`
 
-{p["date"]}, commit {p["git_commit"]}; {common.machine_line(p["machine"])}.
+{p["date"]}, commit {p["git_commit"] or "not recorded (run outside a git checkout)"}; {common.machine_line(p["machine"])}.
 Tiny GLM-5 trained {p["train_steps"]} steps (main model + MTP layer, token-cycle corpus), served in **{DTYPE}**
 twice in this run; batch {p["batch"]} corpus prompts of {p["prompt_tokens"]} tokens, {p["max_tokens"]} greedy tokens
 each, median of {p["reps"]} rounds, OMP_NUM_THREADS={p["threads"]}. EAGLE flags: `{" ".join(EAGLE_FLAGS)}`.

@@ -128,6 +128,22 @@ def publish(payload: dict, stem: str, text: str, write: bool = True, results_dir
             print(f"updated {update_section(stem, text, results_md)}")
 
 
+def recorded_sections(results_md: Path = RESULTS_MD) -> dict[str, str]:
+    """Every generated section of RESULTS.md, key -> body (between its markers)."""
+    text = results_md.read_text() if results_md.exists() else ""
+    pattern = re.compile(re.escape(_SECTION.format(key="KEY", edge="start")).replace("KEY", r"(?P<key>\S+?)")
+                         + r"\n(?P<body>.*?)\n" + re.escape(_SECTION.format(key="KEY", edge="end")).replace("KEY", r"(?P=key)"),
+                         re.S)  # fmt: skip
+    return {m["key"]: m["body"] for m in pattern.finditer(text)}
+
+
+def republish(stem: str, render, results_dir: Path = RESULTS_DIR, results_md: Path = RESULTS_MD) -> Path:
+    """Re-render the `stem` section from its recorded JSON with `render` (the benchmark's markdown): after a change
+    to how a section is written, without re-running the benchmark. Nothing else writes a section."""
+    payload = json.loads((results_dir / f"{stem}.json").read_text())
+    return update_section(stem, render(payload), results_md)
+
+
 def machine_line(m: dict) -> str:
     return (
         f"{m['cpu_model']}, {m['cores']} cores ({m['torch_threads']} torch threads), {m['mem_total_gib']} GiB RAM;"

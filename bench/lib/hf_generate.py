@@ -35,3 +35,14 @@ def generate(model, tok, prompts: list[list[int]], max_new_tokens: int) -> tuple
     )  # [B, T + max_new_tokens]
     seconds = time.perf_counter() - t0
     return out[:, batch["input_ids"].shape[1] :].tolist(), seconds
+
+
+def generate_each(model, tok, prompts: list[list[int]], max_new_tokens: int) -> tuple[list[list[int]], float, int]:
+    """Each prompt alone (batch 1, so no padding), one after another: (new token ids per prompt, wall seconds, prompt
+    tokens fed to the model), the same work a server does for these prompts."""
+    outputs, seconds = [], 0.0
+    for ids in prompts:
+        out, wall = generate(model, tok, [ids], max_new_tokens)
+        outputs.append(out[0])
+        seconds += wall
+    return outputs, seconds, sum(len(ids) for ids in prompts)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import collections
 import shutil
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -34,6 +35,36 @@ def record(pid: int, seconds: float, out: Path) -> subprocess.Popen:
     cmd = [exe, "record", "--pid", str(pid), "--duration", str(max(1, round(seconds))), "--rate", str(RATE_HZ),
            "--format", "raw", "--function", "--full-filenames", "--nonblocking", "--output", str(out)]
     return subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+def stop(spy: subprocess.Popen, timeout: float = 60) -> None:
+    """End a `record` early (py-spy writes what it sampled on SIGINT, as on Ctrl-C) and wait for its file."""
+    if spy.poll() is None:
+        spy.send_signal(signal.SIGINT)
+    spy.wait(timeout=timeout)
+
+
+def scheduler_pid(server_pid: int) -> int | None:
+    """The SGLang scheduler among a launched server's processes (the one that runs the model), else the busiest child."""
+    import psutil
+
+    children = psutil.Process(server_pid).children(recursive=True)
+    for child in children:
+        try:
+            if "scheduler" in " ".join([child.name(), *child.cmdline()]).lower():
+                return child.pid
+        except psutil.Error:
+            continue
+    return max(children, key=lambda c: sum(c.cpu_times()[:2])).pid if children else None
+
+
+def share(stacks: list[tuple[list[str], int]], needle: str, within: str | None = None) -> tuple[float, int]:
+    """(share of samples with a frame containing `needle`, samples counted): of all samples, or of those with a
+    `within` frame (e.g. the model forward) when given."""
+    pool = [(frames, c) for frames, c in stacks if within is None or any(within in f for f in frames)]
+    total = sum(c for _, c in pool)
+    hits = sum(c for frames, c in pool if any(needle in f for f in frames))
+    return (hits / total if total else 0.0), total
 
 
 def parse_collapsed(text: str) -> list[tuple[list[str], int]]:

@@ -2,10 +2,11 @@
 
 import torch
 from sglang.srt.layers.linear import ReplicatedLinear
-from sglang.srt.layers.rotary_embedding import get_rope
 from sglang.srt.model_executor.forward_context import get_attn_backend
 from sglang.srt.utils import add_prefix
 from torch import nn
+
+from sglang_glm5.models.rope import glm5_rope
 
 INDEXER_KEY_NORM_EPS = 1e-6  # GLM-5 / DeepSeek-V3.2 reference: LayerNorm(eps=1e-6) on indexer keys
 
@@ -28,13 +29,7 @@ class Glm5Indexer(nn.Module):
         self.weights_proj = ReplicatedLinear(
             config.hidden_size, self.n_heads, bias=False, quant_config=None, prefix=add_prefix("weights_proj", prefix)
         )
-        self.rotary_emb = get_rope(
-            self.head_dim,
-            rotary_dim=config.qk_rope_head_dim,
-            max_position=config.max_position_embeddings,
-            base=config.rope_theta,
-            is_neox_style=not config.indexer_rope_interleave,
-        )
+        self.rotary_emb = glm5_rope(config, self.head_dim, config.indexer_rope_interleave)
 
     def forward(self, x: torch.Tensor, q_latent: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
         tokens = x.shape[0]

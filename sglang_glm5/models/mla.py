@@ -4,12 +4,12 @@ import torch
 from sglang.srt.layers.layernorm import RMSNorm
 from sglang.srt.layers.linear import ColumnParallelLinear, ReplicatedLinear, RowParallelLinear
 from sglang.srt.layers.radix_attention import RadixAttention
-from sglang.srt.layers.rotary_embedding import get_rope
 from sglang.srt.runtime_context import get_parallel
 from sglang.srt.utils import add_prefix
 from torch import nn
 
 from sglang_glm5.models.indexer import Glm5Indexer
+from sglang_glm5.models.rope import glm5_rope
 
 LATENT_NORM_EPS = 1e-6  # q_a_layernorm / kv_a_layernorm use the reference RMSNorm default, not rms_norm_eps
 
@@ -55,13 +55,7 @@ class Glm5DsaAttention(nn.Module):
             config.num_attention_heads * self.v_head_dim, config.hidden_size, bias=False,
             quant_config=quant_config, prefix=add_prefix("o_proj", prefix), parallel_group="attn_tp",
         )
-        self.rotary_emb = get_rope(
-            self.qk_rope_head_dim,
-            rotary_dim=self.qk_rope_head_dim,
-            max_position=config.max_position_embeddings,
-            base=config.rope_theta,
-            is_neox_style=not config.rope_interleave,
-        )
+        self.rotary_emb = glm5_rope(config, self.qk_rope_head_dim, config.rope_interleave)
         # IndexCache: a layer that runs no indexer attends with the previous indexer layer's top-k.
         self.runs_indexer = runs_indexer
         self.index_topk = config.index_topk

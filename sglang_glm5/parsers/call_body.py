@@ -66,38 +66,49 @@ def _split_name_key(text: str, tools: dict[str, Any]) -> tuple[str, str]:
     return candidates[0]
 
 
+def _read_name(r: _Reading, text: str, tools: dict[str, Any]) -> None:
+    r.name = text.strip()
+
+
+def _read_name_and_key(r: _Reading, text: str, tools: dict[str, Any]) -> None:
+    r.name, key = _split_name_key(text, tools)
+    r.set_key(key)
+
+
+def _read_key(r: _Reading, text: str, tools: dict[str, Any]) -> None:
+    r.set_key(text)
+
+
+def _read_value(r: _Reading, text: str, tools: dict[str, Any]) -> None:
+    r.add_value(text)
+
+
+# The call's grammar, with its repairs: (state, tag ending the text) -> (what the text is, next state, the repair that
+# reading implies, formatted with the key). `None`: whitespace only between two tags. Any other pair is malformed.
+_STEPS = {
+    ("name", KEY_START): (_read_name, "key", None),
+    ("name", KEY_END): (_read_name_and_key, "after_key", f"missing {KEY_START} after the function name"),
+    ("key", KEY_END): (_read_key, "after_key", None),
+    ("key", VALUE_START): (_read_key, "value", f"missing {KEY_END} after key {{key!r}}"),
+    ("after_key", VALUE_START): (None, "value", None),
+    ("after_key", VALUE_END): (_read_value, "after_value", f"missing {VALUE_START} for key {{key!r}}"),
+    ("value", VALUE_END): (_read_value, "after_value", None),
+    ("value", KEY_START): (_read_value, "key", f"missing {VALUE_END} for key {{key!r}}"),
+    ("after_value", KEY_START): (None, "key", None),
+    ("after_value", KEY_END): (_read_key, "after_key", f"missing {KEY_START} before key {{key!r}}"),
+}
+
+
 def _step(r: _Reading, tag: str, text: str, tools: dict[str, Any]) -> None:
-    if r.state == "name" and tag == KEY_START:
-        r.name, r.state = text.strip(), "key"
-    elif r.state == "name" and tag == KEY_END:
-        r.name, key = _split_name_key(text, tools)
-        r.set_key(key)
-        r.repairs.append(f"missing {KEY_START} after the function name")
-        r.state = "after_key"
-    elif r.state == "key" and tag in (KEY_END, VALUE_START):
-        r.set_key(text)
-        if tag == VALUE_START:
-            r.repairs.append(f"missing {KEY_END} after key {r.key!r}")
-        r.state = "after_key" if tag == KEY_END else "value"
-    elif r.state == "after_key" and tag == VALUE_START and not text.strip():
-        r.state = "value"
-    elif r.state == "after_key" and tag == VALUE_END:
-        r.add_value(text)
-        r.repairs.append(f"missing {VALUE_START} for key {r.key!r}")
-        r.state = "after_value"
-    elif r.state == "value" and tag in (VALUE_END, KEY_START):
-        r.add_value(text)
-        if tag == KEY_START:
-            r.repairs.append(f"missing {VALUE_END} for key {r.key!r}")
-        r.state = "after_value" if tag == VALUE_END else "key"
-    elif r.state == "after_value" and tag == KEY_START and not text.strip():
-        r.state = "key"
-    elif r.state == "after_value" and tag == KEY_END:
-        r.set_key(text)
-        r.repairs.append(f"missing {KEY_START} before key {r.key!r}")
-        r.state = "after_key"
-    else:
+    step = _STEPS.get((r.state, tag))
+    if step is None or (step[0] is None and text.strip()):
         raise MalformedCall(f"unexpected {tag} after {text!r} (while reading the {r.state.replace('_', ' ')})")
+    read, state, repair = step
+    if read is not None:
+        read(r, text, tools)
+    if repair is not None:
+        r.repairs.append(repair.format(key=r.key))
+    r.state = state
 
 
 def _end(r: _Reading, text: str, closed: bool, tools: dict[str, Any]) -> None:

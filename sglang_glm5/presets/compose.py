@@ -34,6 +34,16 @@ def parse_features(text: str | None) -> tuple[str, ...]:
     return tuple(f.strip() for f in (text or "").split(",") if f.strip())
 
 
+def add_preset_command(subparsers, name: str, help: str, description: str):
+    """A `sglang-glm5 NAME` subcommand with the flags every preset command takes (`launch`, `plan`): the preset, its
+    features (`--with`, read by parse_features) and the tensor parallel size. Returns the parser for its own flags."""
+    parser = subparsers.add_parser(name, help=help, description=description)
+    parser.add_argument("--preset", required=True, help="a preset name from `sglang-glm5 presets`")
+    parser.add_argument("--with", dest="features", metavar="FEATURES", help="comma-separated: eagle,dp-attention,indexcache")
+    parser.add_argument("--tp", type=int, help="tensor parallel size (default: the preset's)")
+    return parser
+
+
 def tp_choices(catalog: Catalog) -> list[int]:
     heads = catalog.model.num_attention_heads
     return [n for n in range(1, heads + 1) if heads % n == 0]

@@ -14,7 +14,9 @@ from sglang_glm5.attention.capabilities import DSACapabilityError
 from sglang_glm5.attention.kv_policy import STRICT_ENV
 from sglang_glm5.datafiles import DataFileError
 from sglang_glm5.presets.catalog import Catalog, load_catalog
-from sglang_glm5.presets.compose import LaunchSpec, Refusal, allowed_feature, compose, parse_features
+from sglang_glm5.presets.compose import (
+    LaunchSpec, Refusal, add_preset_command, allowed_feature, compose, parse_features,
+)
 from sglang_glm5.presets.flags import parse, parsed_options, sglang_parser, to_argv
 from sglang_glm5.presets.planner import EAGLE, check_weights_fit
 from sglang_glm5.serving.cli import launch_command
@@ -138,16 +140,14 @@ def check_node_choice(spec: LaunchSpec, args: argparse.Namespace) -> int:
 
 
 def add_parser(subparsers) -> None:
-    parser = subparsers.add_parser(
+    parser = add_preset_command(
+        subparsers,
         "launch",
         help="serve GLM-5 with a hardware preset (configs/presets), checked against the installed SGLang's parser",
         description="Builds the launch_server command of a preset (see `sglang-glm5 presets`), prints it and runs it "
         "through `sglang-glm5 serve`. Flags after `--` go to launch_server as given.",
     )
-    parser.add_argument("--preset", required=True, help="a preset name from `sglang-glm5 presets`")
-    parser.add_argument("--with", dest="features", metavar="FEATURES", help="comma-separated: eagle,dp-attention,indexcache")
     parser.add_argument("--model-path", help="checkpoint directory or hub id (default: the preset's)")
-    parser.add_argument("--tp", type=int, help="tensor parallel size (default: the preset's)")
     parser.add_argument("--nnodes", type=int, help="spread tp over N nodes (default: as many as the preset's GPUs per node need)")
     parser.add_argument(
         "--head-address", metavar="HOST[:PORT]",

@@ -6,7 +6,7 @@ import argparse
 import sys
 
 from sglang_glm5.presets.catalog import load_catalog
-from sglang_glm5.presets.compose import parse_features
+from sglang_glm5.presets.compose import add_preset_command, parse_features
 from sglang_glm5.datafiles import DataFileError
 from sglang_glm5.presets.planner import GIB, MemoryPlan, largest_context, plan, smallest_fitting_tp
 
@@ -72,15 +72,13 @@ def run(args: argparse.Namespace) -> int:
 
 
 def add_parser(subparsers) -> None:
-    parser = subparsers.add_parser(
+    parser = add_preset_command(
+        subparsers,
         "plan",
         help="per-GPU memory of a preset: do the weights fit, how many KV tokens and concurrent requests remain",
         description="Computed from configs/glm5-config.json (every tensor of the checkpoint) and "
         "configs/memory-layout.json; exit status 1 when it does not fit.",
     )
-    parser.add_argument("--preset", required=True)
-    parser.add_argument("--with", dest="features", metavar="FEATURES", help="comma-separated: eagle,dp-attention,indexcache")
-    parser.add_argument("--tp", type=int, help="tensor parallel size (default: the preset's)")
     parser.add_argument("--context", type=int, help="tokens per request (default: GLM-5's maximum)")
     parser.add_argument("--concurrency", type=int, help="requests that must fit at --context")
     parser.add_argument("--mem-fraction-static", type=float, help="default: the preset's")

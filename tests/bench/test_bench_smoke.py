@@ -228,6 +228,33 @@ def test_pyspy_summary():
     assert s["markers"]["scheduler idle (Scheduler.on_idle)"] == 0.25
 
 
+def test_pyspy_share_counts_stacks_holding_the_frame_within_the_forward():
+    stacks = pyspy.parse_collapsed(
+        "main (a.py:1);ModelRunner.forward (m.py:2);Glm5Indexer.forward (i.py:3);mm (t.py:4) 3\n"
+        "main (a.py:1);ModelRunner.forward (m.py:2);sparse_mla (d.py:5) 5\n"
+        "main (a.py:1);Scheduler.on_idle (s.py:9) 2\n"
+    )
+    assert pyspy.share(stacks, "Glm5Indexer.forward (") == (0.3, 10)
+    assert pyspy.share(stacks, "Glm5Indexer.forward (", within="ModelRunner.forward (") == (3 / 8, 8)
+    assert pyspy.share(stacks, "absent (") == (0.0, 10) and pyspy.share([], "x") == (0.0, 0)
+
+
+def test_serving_section_states_equal_work():
+    tokens = {"prompt": 1082, "output": 1024}
+    side = {"seconds": [2.0, 3.0], "cpu_seconds": [1.0], "tokens": tokens}
+    payload = {
+        "command": "CMD", "date": "today", "git_commit": "abc", "machine": common.machine(), "prompt_lengths": [6, 240],
+        "prompts_longer_than_topk": 1, "loadavg_1m_at_end": 1.0, "agreement": 16, "plot": "x/serving_throughput.png",
+        "args": {"quick": False, "layers": 4, "index_topk": 16, "threads": 1, "num_prompts": 16, "max_tokens": 64},
+        "server": dict(side, check={"prompt_tokens": 240, "passed": True}), "hf": side,
+        "server_tok_s": 400.0, "hf_tok_s": 100.0, "ratio": 4.0, "server_tok_per_cpu_s": 1.0, "hf_tok_per_cpu_s": 1.0,
+        "cpu_ratio": 1.0,
+    }  # fmt: skip
+    text = serving_throughput.markdown(payload)
+    assert "one `generate` per prompt" in text and "left-padded" not in text
+    assert "server 1082 (its meta_info) vs HF\n1082" in text and "server 1024 vs HF 1024" in text
+
+
 def test_quick_flags():
     assert weight_loading.parse_args(["--quick"]).server_reps == 0
     assert serving_throughput.parse_args(["--quick"]).num_prompts < 16

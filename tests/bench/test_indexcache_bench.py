@@ -39,3 +39,18 @@ def test_prefill_patterns_are_valid_plans(layers):
     for pattern in patterns.values():
         IndexerPlan(pattern, "bench")
     assert IndexerPlan(patterns["75% removed"], "bench").num_full == -(-layers // 4)
+
+
+def _runs(*seconds_and_shares):
+    return [dict(seconds=s, indexer_share=share, forward_samples=100, forward_share=0.9, samples=110, profile="p")
+            for s, share in seconds_and_shares]  # fmt: skip
+
+
+def test_prefill_rows_measure_the_indexer_per_run_and_predict_from_all_f():
+    measured = {"all-F": ("FFFF", _runs((10.0, 0.5), (8.0, 0.4))), "75% removed": ("FSSS", _runs((6.0, 0.1)))}
+    all_f, quarter = indexcache.prefill_rows(measured, 4)
+    # each pattern's fastest run, its own share: 0.4 x 8 s = 3.2 s of indexers, 0.8 s per F layer
+    assert (all_f["seconds"], all_f["indexer_s"], all_f["indexer_s_per_layer"]) == (8.0, 3.2, 0.8)
+    assert all_f["predicted_s"] == 8.0
+    assert quarter["indexer_s"] == pytest.approx(0.6) and quarter["indexer_s_per_layer"] == pytest.approx(0.6)
+    assert quarter["predicted_s"] == pytest.approx(8.0 - 3 * 0.8)  # all-F minus one all-F indexer per S layer
