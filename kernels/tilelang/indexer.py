@@ -32,13 +32,16 @@ ACCUM = "float"
 SCALE_DTYPES = FLOAT_DTYPES + (torch.float32,)
 
 
-def _macros(*, heads, head_dim, block_h, block_q, block_l, gemm_dtype):
-    """T.macros of one program: block_q query tokens x key_blocks blocks of block_l positions, in passes per request.
+def _macros(*, heads, head_dim, block_q, block_l, gemm_dtype):
+    """block_h (every head in one tile: logits sum over heads) and the T.macros of one program: block_q query
+    tokens x key_blocks blocks of block_l positions, in passes per request.
 
     Pass `seg` (one per run of one request among the block's tokens) serves the tokens j >= seg of request
     QSeq[t0 + seg]: every key tile it gathers is multiplied with each of their q tiles (read once for all of them).
     A request seen twice in one block (not SGLang's layout) is served twice, with the same values.
     """
+    _check_tiles(head_dim, block_l, gemm_dtype)
+    block_h = head_tile(heads, max(64, head_tile(heads)))  # 8 heads run as 16 rows, 16/32/64 as themselves
 
     @T.macro
     def plan_pass(QSeq, QPos, t0, seg, num_tokens, active, last):
@@ -90,7 +93,12 @@ def _macros(*, heads, head_dim, block_h, block_q, block_l, gemm_dtype):
                     if p0 + n < end[0]:
                         Out[t0 + j, p0 + n] = logits[n]
 
-    return plan_pass, load_queries, gather_keys, token_logits
+    return block_h, (plan_pass, load_queries, gather_keys, token_logits)
+
+
+def _symbols():
+    """The dynamic dims of both kernels: num_tokens, num_slots, batch, length, pt_stride."""
+    return tuple(map(T.dynamic, ("num_tokens", "num_slots", "batch", "length", "pt_stride")))
 
 
 def _check_tiles(head_dim, block_l, gemm_dtype):
@@ -106,23 +114,16 @@ def _schedule(copies, computes, num_stages):
     return dict(order=list(range(copies + computes)), stage=[0] * copies + [num_stages - 1] * computes)
 
 
-def _head_tile(heads):
-    return head_tile(heads, max(64, head_tile(heads)))  # every head in one tile: logits sum over heads
-
-
 @tilelang.jit(pass_configs=PASS_CONFIGS)
 def indexer_logits_kernel(
     *, heads, head_dim=128, dtype="bfloat16", weights_dtype="float32", index_dtype="int32", seq_dtype="int64",
     pos_dtype="int64", block_l=64, block_q=4, key_blocks=8, num_stages=2, threads=128,
 ):  # fmt: skip
-    _check_tiles(head_dim, block_l, dtype)
-    block_h = _head_tile(heads)
     score_scale = head_dim**-0.5
-    plan_pass, load_queries, gather_keys, token_logits = _macros(
-        heads=heads, head_dim=head_dim, block_h=block_h, block_q=block_q, block_l=block_l, gemm_dtype=dtype
+    block_h, (plan_pass, load_queries, gather_keys, token_logits) = _macros(
+        heads=heads, head_dim=head_dim, block_q=block_q, block_l=block_l, gemm_dtype=dtype
     )
-    num_tokens, num_slots = T.dynamic("num_tokens"), T.dynamic("num_slots")
-    batch, length, pt_stride = T.dynamic("batch"), T.dynamic("length"), T.dynamic("pt_stride")
+    num_tokens, num_slots, batch, length, pt_stride = _symbols()
 
     @T.prim_func
     def main(
@@ -166,14 +167,11 @@ def indexer_logits_fp8_kernel(
     key_blocks=8, num_stages=2, threads=128,
 ):  # fmt: skip
     assert fp8_dtype in TL_FP8.values(), f"fp8_dtype {fp8_dtype}: one of {list(TL_FP8.values())}"
-    _check_tiles(head_dim, block_l, fp8_dtype)
-    block_h = _head_tile(heads)
     score_scale = head_dim**-0.5
-    plan_pass, load_queries, gather_keys, token_logits = _macros(
-        heads=heads, head_dim=head_dim, block_h=block_h, block_q=block_q, block_l=block_l, gemm_dtype=fp8_dtype
+    block_h, (plan_pass, load_queries, gather_keys, token_logits) = _macros(
+        heads=heads, head_dim=head_dim, block_q=block_q, block_l=block_l, gemm_dtype=fp8_dtype
     )
-    num_tokens, num_slots = T.dynamic("num_tokens"), T.dynamic("num_slots")
-    batch, length, pt_stride = T.dynamic("batch"), T.dynamic("length"), T.dynamic("pt_stride")
+    num_tokens, num_slots, batch, length, pt_stride = _symbols()
 
     @T.prim_func
     def main(
