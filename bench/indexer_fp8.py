@@ -93,14 +93,18 @@ def provider_call(provider: str, args: tuple):
     return functools.partial(impl.indexer_logits_fp8, *args)
 
 
+TAIL_UNWRITTEN = ("deepgemm", "tilelang")  # providers whose logits past q_pos are unspecified
+
+
 def check(logits: torch.Tensor, ref: torch.Tensor, q_pos: torch.Tensor, provider: str) -> None:
-    """Every visible position equal to the reference within TOL x max|logit|; ours also -inf past q_pos."""
+    """Every visible position equal to the reference within TOL x max|logit|; -inf past q_pos from the providers that
+    write it (DeepGEMM and the tilelang indexer leave positions past q_pos unwritten: their top-k never reads them)."""
     visible = torch.arange(ref.shape[1], device=ref.device) <= q_pos[:, None]  # [T, L]
     logits = logits[:, : ref.shape[1]]
     scale = ref[visible].abs().max().item()
     torch.testing.assert_close(logits[visible], ref[visible], atol=TOL["atol"] * scale, rtol=TOL["rtol"],
                                msg=lambda m: f"{provider}: {m}")  # fmt: skip
-    if provider != "deepgemm":
+    if provider not in TAIL_UNWRITTEN:
         assert torch.isneginf(logits[~visible]).all(), f"{provider}: positions past q_pos are not -inf"
 
 

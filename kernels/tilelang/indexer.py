@@ -33,31 +33,73 @@ ACCUM = "float"
 SCALE_DTYPES = FLOAT_DTYPES + (torch.float32,)
 
 
-def _block_macros(*, heads, head_dim, block_h, block_l, gemm_dtype):
-    """T.macros of one (token, BL positions) block: load q and the gathered key rows as gemm operands; store logits."""
+def _macros(*, heads, head_dim, block_q, block_l, gemm_dtype):
+    """block_h (every head in one tile: logits sum over heads) and the T.macros of one program: block_q query
+    tokens x key_blocks blocks of block_l positions, in passes per request.
+
+    Pass `seg` (one per run of one request among the block's tokens) serves the tokens j >= seg of request
+    QSeq[t0 + seg]: every key tile it gathers is multiplied with each of their q tiles (read once for all of them).
+    A request seen twice in one block (not SGLang's layout) is served twice, with the same values.
+    """
+    _check_tiles(head_dim, block_l, gemm_dtype)
+    block_h = head_tile(heads, max(64, head_tile(heads)))  # 8 heads run as 16 rows, 16/32/64 as themselves
 
     @T.macro
-    def load_operands(Q, K, PageTable, token, request, p0, q_pos, q_s, k_s, slots):
-        for h, d in T.Parallel(block_h, head_dim):  # [BH, D], padding heads are zero rows
-            q_s[h, d] = T.if_then_else(h < heads, T.cast(Q[token, h, d], gemm_dtype), T.cast(0, gemm_dtype))
-        for n in T.Parallel(block_l):  # [BL], positions past q_pos clamp to it: never an unreferenced entry
-            slots[n] = PageTable[request, T.min(p0 + n, q_pos)]
-        for n, d in T.Parallel(block_l, head_dim):  # [BL, D], zeros past q_pos
-            k_s[n, d] = T.if_then_else(p0 + n <= q_pos, T.cast(K[slots[n], d], gemm_dtype), T.cast(0, gemm_dtype))
+    def plan_pass(QSeq, QPos, t0, seg, num_tokens, active, last):
+        """active[j]: token t0 + j belongs to this pass; last[0]: the largest q_pos among them (-1: no pass here)."""
+        last[0] = -1
+        t_seg = T.min(t0 + seg, num_tokens - 1)
+        if (t0 + seg < num_tokens) & ((seg == 0) | (QSeq[t_seg] != QSeq[T.max(t_seg - 1, 0)])):
+            for j in T.serial(block_q):
+                t = T.min(t0 + j, num_tokens - 1)
+                active[j] = (t0 + j < num_tokens) & (j >= seg) & (QSeq[t] == QSeq[t_seg])
+                if active[j]:
+                    last[0] = T.max(last[0], T.cast(QPos[t], "int64"))
 
     @T.macro
-    def store(Out, token, p0, q_pos, length, logits):
-        for n in T.Parallel(block_l):
-            if p0 + n < length:
-                Out[token, p0 + n] = T.if_then_else(p0 + n <= q_pos, logits[n], -T.infinity(ACCUM))
+    def load_queries(Q, Weights, t0, num_tokens, q_s, w_s, active):
+        for j, h, d in T.Parallel(block_q, block_h, head_dim):  # [BQ, BH, D], zero rows: padding heads, other tokens
+            q_s[j, h, d] = T.if_then_else(active[j] & (h < heads), T.cast(Q[T.min(t0 + j, num_tokens - 1),
+                                          T.min(h, heads - 1), d], gemm_dtype), T.cast(0, gemm_dtype))  # fmt: skip
+        for c in T.Parallel(block_q * block_h):  # [BQ * BH], zero weight on padding heads and inactive tokens
+            j, h = c // block_h, c % block_h
+            w_s[c] = T.if_then_else(active[j] & (h < heads),
+                                    T.cast(Weights[T.min(t0 + j, num_tokens - 1), T.min(h, heads - 1)], ACCUM), 0)
 
     @T.macro
-    def store_masked(Out, token, p0, length):
-        for n in T.Parallel(block_l):
-            if p0 + n < length:
-                Out[token, p0 + n] = -T.infinity(ACCUM)
+    def gather_keys(K, PageTable, request, p0, last, slots, k_s):
+        for n in T.Parallel(block_l):  # [BL], positions past the pass's last clamp to it: always a referenced entry
+            # max(, 0) (slots are >= 0): not a bare copy, so not a cp.async, whose target the rows below would read
+            # as addresses before its wait
+            slots[n] = T.max(PageTable[request, T.min(p0 + n, last)], 0)
+        for n, d in T.Parallel(block_l, head_dim):  # [BL, D], cp.async into the stage's buffer
+            k_s[n, d] = K[slots[n], d]
 
-    return load_operands, store, store_masked
+    @T.macro
+    def token_logits(Out, QPos, t0, p0, length, k_s, q_s, w_s, qk_scale, scores, logits, active, end):
+        """Per token of the pass (a rolled loop): s = k @ q_j^T, logits = sum_h w[j, h] * relu(s * qk_scale), stored
+        only for positions p <= q_pos: keys past a token's position are neither reduced nor written."""
+        for j in T.serial(block_q):
+            if active[j]:
+                T.gemm(k_s, q_s[j, :, :], scores, transpose_B=True,
+                       clear_accum=True)  # [BL, BH]  # fmt: skip
+                # scales before the relu, as the reference dequantizes: any scale sign gives its result
+                for n, h in T.Parallel(block_l, block_h):
+                    scores[n, h] = T.max(scores[n, h] * qk_scale(n, j * block_h + h), 0) * w_s[j * block_h + h]
+                T.reduce_sum(scores, logits, dim=1)  # [BL]
+                # the token's first position past min(q_pos, L - 1), as a local: a bound read from global memory in
+                # the parallel loop's condition made layout inference take ~20x longer
+                end[0] = T.min(T.cast(QPos[t0 + j], "int64") + 1, length)  # active[j]: t0 + j < num_tokens
+                for n in T.Parallel(block_l):
+                    if p0 + n < end[0]:
+                        Out[t0 + j, p0 + n] = logits[n]
+
+    return block_h, (plan_pass, load_queries, gather_keys, token_logits)
+
+
+def _symbols():
+    """The dynamic dims of both kernels: num_tokens, num_slots, batch, length, pt_stride."""
+    return tuple(map(T.dynamic, ("num_tokens", "num_slots", "batch", "length", "pt_stride")))
 
 
 def _check_tiles(head_dim, block_l, gemm_dtype):
@@ -66,18 +108,23 @@ def _check_tiles(head_dim, block_l, gemm_dtype):
     assert block_l % 16 == 0, f"block_l {block_l}: it is a gemm tile dimension, a multiple of 16"
 
 
+def _schedule(copies, computes, num_stages):
+    """T.Pipelined's manual schedule: the gather statements (slots, then the rows that read them; the planner alone
+    puts the slots after the rows) in stage 0, the per-token gemms num_stages - 1 iterations behind them."""
+    assert num_stages >= 1, f"num_stages {num_stages}: at least 1 (1 = no overlap)"
+    return dict(order=list(range(copies + computes)), stage=[0] * copies + [num_stages - 1] * computes)
+
+
 @tilelang.jit(pass_configs=PASS_CONFIGS)
 def indexer_logits_kernel(
     *, heads, head_dim=128, dtype="bfloat16", weights_dtype="float32", index_dtype="int32", seq_dtype="int64",
-    pos_dtype="int64", block_l=64, threads=128,
+    pos_dtype="int64", block_l=64, block_q=4, key_blocks=8, num_stages=2, threads=128,
 ):  # fmt: skip
-    _check_tiles(head_dim, block_l, dtype)
-    block_h = head_tile(heads, max(64, head_tile(heads)))  # every head in one tile: logits sum over heads
     score_scale = head_dim**-0.5
-    load_operands, store, store_masked = _block_macros(heads=heads, head_dim=head_dim, block_h=block_h,
-                                                       block_l=block_l, gemm_dtype=dtype)  # fmt: skip
-    num_tokens, num_slots = T.dynamic("num_tokens"), T.dynamic("num_slots")
-    batch, length, pt_stride = T.dynamic("batch"), T.dynamic("length"), T.dynamic("pt_stride")
+    block_h, (plan_pass, load_queries, gather_keys, token_logits) = _macros(
+        heads=heads, head_dim=head_dim, block_q=block_q, block_l=block_l, gemm_dtype=dtype
+    )
+    num_tokens, num_slots, batch, length, pt_stride = _symbols()
 
     @T.prim_func
     def main(
@@ -89,26 +136,27 @@ def indexer_logits_kernel(
         QPos: T.Tensor((num_tokens,), pos_dtype),  # [T]
         Out: T.Tensor((num_tokens, length), ACCUM),  # [T, L]
     ):
-        with T.Kernel(T.ceildiv(length, block_l), num_tokens, threads=threads) as (block_id, token):
-            q_s = T.alloc_shared([block_h, head_dim], dtype)
-            k_s = T.alloc_shared([block_l, head_dim], dtype)
-            w_s = T.alloc_shared([block_h], ACCUM)
+        with T.Kernel(T.ceildiv(num_tokens, block_q), T.ceildiv(length, block_l * key_blocks),
+                      threads=threads) as (q_block, k_block):  # fmt: skip
+            q_s = T.alloc_shared([block_q, block_h, head_dim], dtype)  # [BQ, BH, D]
+            k_s = T.alloc_shared([block_l, head_dim], dtype)  # [BL, D], one buffer per pipeline stage
+            w_s = T.alloc_shared([block_q * block_h], ACCUM)  # [BQ * BH]
+            active = T.alloc_shared([block_q], "bool")
             slots = T.alloc_shared([block_l], index_dtype)
-            scores = T.alloc_fragment([block_l, block_h], ACCUM)
-            logits = T.alloc_fragment([block_l], ACCUM)
-            p0 = block_id * block_l
-            q_pos = QPos[token]
-            if p0 <= q_pos:
-                load_operands(Q, K, PageTable, token, QSeq[token], p0, q_pos, q_s, k_s, slots)
-                for h in T.Parallel(block_h):  # [BH], zero weight on padding heads
-                    w_s[h] = T.if_then_else(h < heads, T.cast(Weights[token, T.min(h, heads - 1)], ACCUM), 0)
-                T.gemm(k_s, q_s, scores, transpose_B=True, clear_accum=True)  # [BL, BH]
-                for n, h in T.Parallel(block_l, block_h):
-                    scores[n, h] = T.max(scores[n, h] * score_scale, 0) * w_s[h]
-                T.reduce_sum(scores, logits, dim=1)  # [BL]
-                store(Out, token, p0, q_pos, length, logits)
-            else:
-                store_masked(Out, token, p0, length)
+            scores = T.alloc_fragment([block_l, block_h], ACCUM)  # [BL, BH]
+            logits = T.alloc_fragment([block_l], ACCUM)  # [BL]
+            last, end = T.alloc_local([1], "int64"), T.alloc_local([1], "int64")
+            t0, k0 = q_block * block_q, k_block * (block_l * key_blocks)
+            for seg in T.serial(block_q):
+                plan_pass(QSeq, QPos, t0, seg, num_tokens, active, last)
+                if k0 <= last[0]:  # key blocks past every q_pos of the pass: skipped
+                    request = QSeq[T.min(t0 + seg, num_tokens - 1)]
+                    load_queries(Q, Weights, t0, num_tokens, q_s, w_s, active)
+                    num_blocks = T.cast(T.min(key_blocks, T.ceildiv(last[0] + 1 - k0, block_l)), "int32")
+                    for b in T.Pipelined(num_blocks, **_schedule(2, 1, num_stages)):
+                        gather_keys(K, PageTable, request, k0 + b * block_l, last[0], slots, k_s)
+                        token_logits(Out, QPos, t0, k0 + b * block_l, length, k_s, q_s, w_s,
+                                     lambda n, c: score_scale, scores, logits, active, end)  # fmt: skip
 
     return main
 
@@ -116,16 +164,15 @@ def indexer_logits_kernel(
 @tilelang.jit(pass_configs=PASS_CONFIGS)
 def indexer_logits_fp8_kernel(
     *, heads, head_dim=128, fp8_dtype="float8_e4m3fn", weights_dtype="float32", q_scale_dtype="float32",
-    k_scale_dtype="float32", index_dtype="int32", seq_dtype="int64", pos_dtype="int64", block_l=64, threads=128,
+    k_scale_dtype="float32", index_dtype="int32", seq_dtype="int64", pos_dtype="int64", block_l=64, block_q=4,
+    key_blocks=8, num_stages=2, threads=128,
 ):  # fmt: skip
     assert fp8_dtype in TL_FP8.values(), f"fp8_dtype {fp8_dtype}: one of {list(TL_FP8.values())}"
-    _check_tiles(head_dim, block_l, fp8_dtype)
-    block_h = head_tile(heads, max(64, head_tile(heads)))
     score_scale = head_dim**-0.5
-    load_operands, store, store_masked = _block_macros(heads=heads, head_dim=head_dim, block_h=block_h,
-                                                       block_l=block_l, gemm_dtype=fp8_dtype)  # fmt: skip
-    num_tokens, num_slots = T.dynamic("num_tokens"), T.dynamic("num_slots")
-    batch, length, pt_stride = T.dynamic("batch"), T.dynamic("length"), T.dynamic("pt_stride")
+    block_h, (plan_pass, load_queries, gather_keys, token_logits) = _macros(
+        heads=heads, head_dim=head_dim, block_q=block_q, block_l=block_l, gemm_dtype=fp8_dtype
+    )
+    num_tokens, num_slots, batch, length, pt_stride = _symbols()
 
     @T.prim_func
     def main(
@@ -139,32 +186,34 @@ def indexer_logits_fp8_kernel(
         QPos: T.Tensor((num_tokens,), pos_dtype),  # [T]
         Out: T.Tensor((num_tokens, length), ACCUM),  # [T, L]
     ):
-        with T.Kernel(T.ceildiv(length, block_l), num_tokens, threads=threads) as (block_id, token):
-            q_s = T.alloc_shared([block_h, head_dim], fp8_dtype)
-            k_s = T.alloc_shared([block_l, head_dim], fp8_dtype)
-            w_s = T.alloc_shared([block_h], ACCUM)
-            qs_s = T.alloc_shared([block_h], ACCUM)
-            ks_s = T.alloc_shared([block_l], ACCUM)
+        with T.Kernel(T.ceildiv(num_tokens, block_q), T.ceildiv(length, block_l * key_blocks),
+                      threads=threads) as (q_block, k_block):  # fmt: skip
+            q_s = T.alloc_shared([block_q, block_h, head_dim], fp8_dtype)  # [BQ, BH, D]
+            k_s = T.alloc_shared([block_l, head_dim], fp8_dtype)  # [BL, D], one buffer per pipeline stage
+            w_s = T.alloc_shared([block_q * block_h], ACCUM)  # [BQ * BH]
+            qs_s = T.alloc_shared([block_q * block_h], ACCUM)  # [BQ * BH], q_scale * D**-0.5
+            ks_s = T.alloc_shared([block_l], ACCUM)  # [BL]
+            active = T.alloc_shared([block_q], "bool")
             slots = T.alloc_shared([block_l], index_dtype)
-            scores = T.alloc_fragment([block_l, block_h], ACCUM)
-            logits = T.alloc_fragment([block_l], ACCUM)
-            p0 = block_id * block_l
-            q_pos = QPos[token]
-            if p0 <= q_pos:
-                load_operands(Q, K, PageTable, token, QSeq[token], p0, q_pos, q_s, k_s, slots)
-                for h in T.Parallel(block_h):  # [BH]: zero weight on padding heads; D**-0.5 folded into q's scale
-                    w_s[h] = T.if_then_else(h < heads, T.cast(Weights[token, T.min(h, heads - 1)], ACCUM), 0)
-                    qs_s[h] = T.cast(QScale[token, T.min(h, heads - 1)], ACCUM) * score_scale
-                for n in T.Parallel(block_l):  # [BL], slots already clamped to referenced entries
-                    ks_s[n] = T.cast(KScale[slots[n]], ACCUM)
-                T.gemm(k_s, q_s, scores, transpose_B=True, clear_accum=True)  # [BL, BH]
-                # scales before the relu, as the reference dequantizes: any scale sign gives its result
-                for n, h in T.Parallel(block_l, block_h):
-                    scores[n, h] = T.max(scores[n, h] * qs_s[h] * ks_s[n], 0) * w_s[h]
-                T.reduce_sum(scores, logits, dim=1)  # [BL]
-                store(Out, token, p0, q_pos, length, logits)
-            else:
-                store_masked(Out, token, p0, length)
+            scores = T.alloc_fragment([block_l, block_h], ACCUM)  # [BL, BH]
+            logits = T.alloc_fragment([block_l], ACCUM)  # [BL]
+            last, end = T.alloc_local([1], "int64"), T.alloc_local([1], "int64")
+            t0, k0 = q_block * block_q, k_block * (block_l * key_blocks)
+            for seg in T.serial(block_q):
+                plan_pass(QSeq, QPos, t0, seg, num_tokens, active, last)
+                if k0 <= last[0]:
+                    request = QSeq[T.min(t0 + seg, num_tokens - 1)]
+                    load_queries(Q, Weights, t0, num_tokens, q_s, w_s, active)
+                    for c in T.Parallel(block_q * block_h):  # [BQ * BH]: D**-0.5 folded into q's scale
+                        qs_s[c] = T.cast(QScale[T.min(t0 + c // block_h, num_tokens - 1),
+                                                T.min(c % block_h, heads - 1)], ACCUM) * score_scale  # fmt: skip
+                    num_blocks = T.cast(T.min(key_blocks, T.ceildiv(last[0] + 1 - k0, block_l)), "int32")
+                    for b in T.Pipelined(num_blocks, **_schedule(3, 1, num_stages)):
+                        gather_keys(K, PageTable, request, k0 + b * block_l, last[0], slots, k_s)
+                        for n in T.Parallel(block_l):  # [BL], through the same clamped slots
+                            ks_s[n] = T.cast(KScale[slots[n]], ACCUM)
+                        token_logits(Out, QPos, t0, k0 + b * block_l, length, k_s, q_s, w_s,
+                                     lambda n, c: qs_s[c] * ks_s[n], scores, logits, active, end)  # fmt: skip
 
     return main
 
@@ -214,15 +263,19 @@ def plan_indexer_logits(q, weights, k_cache, page_table, q_seq, q_pos, *, out=No
 
 
 def indexer_logits(q, weights, k_cache, page_table, q_seq, q_pos, *, out=None, kernel=None, checked=False):
-    """Indexer logits, same contract as dsa_reference.indexer_logits; `out` [T, L] fp32 is written if given.
+    """Indexer logits as dsa_reference.indexer_logits for positions p <= q_pos[t]; `out` [T, L] fp32 is written if
+    given. Positions past q_pos[t] are neither computed nor written (the reference's -inf there is never read: every
+    implementation's topk_positions reads only 0..q_pos[t]); a fresh `out` holds garbage there.
 
     q [T, H, D] fp16/bf16 (RoPE applied), weights [T, H] (already * H**-0.5), k_cache [S, D] -> logits [T, L] fp32.
-    One program per (block of BL positions p, query token t):
-    1. blocks with every p > q_pos[t] store -inf and stop
-    2. slots = page_table[q_seq[t], min(p, q_pos[t])] (never an entry past the request's length)    # [BL]
-    3. k rows gathered to shared (zero past q_pos); s = k @ q[t]^T * D**-0.5                          # [BL, H]
-    4. logits = sum_h weights[t, h] * relu(s[:, h]); -inf where p > q_pos[t]                           # [BL]
-    All heads share one tile, the gemm's N (16/32/64 columns: 8 heads run as 16, never padded to 64 below 64).
+    One program per (BQ query tokens, key_blocks x BL positions), in one pass per run of a request in its tokens:
+    1. last = max q_pos of the pass's tokens; the program's key blocks past it are skipped (none: nothing to do)
+    2. the pass's q rows to shared                                                                 # [BQ, BH, D]
+    3. pipelined over its key blocks (cp.async into num_stages buffers on sm_90a):
+       slots = page_table[request, min(p, last)] (never an entry past the request's length)       # [BL]
+       k rows gathered to shared, then per token j (a rolled loop): s = k @ q[j]^T * D**-0.5      # [BL, BH]
+       logits[t, p] = sum_h weights[t, h] * relu(s[p, h]), stored for p <= q_pos[t]                # [BL]
+    Every key tile is read once for the BQ tokens. Heads pad to 16/32/64 rows (8 heads run as 16).
     Index values (q_seq, q_pos) are trusted, not checked: that would sync the device; the reference checks them.
     checked=True: plan_indexer_logits ran for these shapes and passes out and the kernel; only the launch runs here.
     """
@@ -263,12 +316,13 @@ def plan_indexer_logits_fp8(
 def indexer_logits_fp8(
     q_fp8, q_scale, weights, k_fp8, k_scale, page_table, q_seq, q_pos, *, out=None, kernel=None, checked=False
 ):  # fmt: skip
-    """FP8 indexer logits, same contract as dsa_reference.indexer_logits_fp8; `out` [T, L] fp32 is written if given.
+    """FP8 indexer logits as dsa_reference.indexer_logits_fp8 for p <= q_pos[t] (past it: not written, as
+    indexer_logits); `out` [T, L] fp32 is written if given.
 
     q_fp8 [T, H, D] + q_scale [T, H], k_fp8 [S, D] + k_scale [S], weights [T, H] -> logits [T, L] fp32, in the e4m3
     variant the device's fp8 mma reads (tuning `fp8_dtype`: e4m3fn on sm_90a / gfx950, e4m3fnuz on gfx942).
     Dataflow of indexer_logits, with the e4m3 tiles as the gemm's operands and step 3 as
-    s = relu((k_fp8 @ q_fp8[t]^T) * k_scale[slot] * (q_scale[t, h] * D**-0.5))                        # [BL, H]
+    s = relu((k_fp8 @ q_fp8[j]^T) * k_scale[slot] * (q_scale[t, h] * D**-0.5))                       # [BL, BH]
     k_scale is read through the same clamped slots as the key rows.
     checked=True: plan_indexer_logits_fp8 ran for these shapes and passes out and the kernel; only the launch runs.
     """

@@ -15,7 +15,7 @@ from sglang_glm5.kernels.tilelang import (
     topk_positions,
 )
 from sglang_glm5.kernels.tilelang.common import head_tile
-from sglang_glm5.kernels.tilelang.indexer import check_fp8_variant
+from sglang_glm5.kernels.tilelang.indexer import check_fp8_variant, indexer_logits_fp8_kernel, indexer_logits_kernel
 from sglang_glm5.kernels.tilelang.mla_prefill import PREFILL_SCHEDULES, prefill_factory
 from sglang_glm5.datafiles import DataFileError
 from sglang_glm5.kernels.tilelang.tuning import OPS, TuningError, knobs_for, table
@@ -191,6 +191,14 @@ def test_prefill_schedule_comes_from_the_tuning_data(arch, schedule):
     factory, knobs = prefill_factory(knobs_for("sparse_mla_prefill", "", arch))
     assert factory is PREFILL_SCHEDULES[schedule]
     assert set(knobs) <= set(inspect.signature(factory.func).parameters), (arch, knobs)
+
+
+@pytest.mark.parametrize("arch", ["sm_90a", "gfx942", "gfx950"])
+def test_indexer_knobs_are_factory_keywords(arch):
+    """The indexers' block of query tokens, key blocks per program and pipeline depth are tuning data."""
+    for op, factory in (("indexer_logits", indexer_logits_kernel), ("indexer_logits_fp8", indexer_logits_fp8_kernel)):
+        knobs = knobs_for(op, "", arch)
+        assert {"block_q", "key_blocks", "num_stages"} <= set(knobs) <= set(inspect.signature(factory.func).parameters)
 
 
 def test_unknown_prefill_schedule_is_refused_by_name():

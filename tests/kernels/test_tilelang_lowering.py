@@ -76,6 +76,8 @@ def test_kernel_lowers(lowered, kernel, target):
         assert_topk_structure(target, source)
     if kernel.startswith("sparse_mla_decode-"):
         assert_decode_fills_the_gpu(kernel, target, source)
+    if kernel.startswith("indexer"):
+        assert_indexer_streams_keys(kernel, target, source)
 
 
 def _shared_sizes(source):
@@ -133,6 +135,16 @@ def assert_decode_fills_the_gpu(kernel, target, source):
     assert str(heads * num_splits * V_DIM) in source, f"{kernel}: no partial-output stride {heads} x {num_splits} x V"
     assert "blockIdx.z" in source, f"{kernel}: the split index is not the grid's z"
     assert f"__launch_bounds__({knobs['threads']}" in source or target != "sm_90a", f"{kernel}: threads"
+
+
+def assert_indexer_streams_keys(kernel, target, source):
+    """The indexer streams key blocks for a block of query tokens and skips keys past their positions: no -inf is
+    stored (positions past q_pos are not written). On sm_90a the key rows are gathered with 16-byte cp.async a stage
+    ahead of the gemm: a wait that leaves groups in flight means more than one buffer."""
+    assert "INF" not in source.upper().replace("INFO", ""), f"{kernel} for {target}: stores -inf"
+    if target == "sm_90a":
+        assert "cp_async_gs_conditional<16>" in source, f"{kernel}: key rows not gathered with cp.async"
+        assert re.search(r"cp_async_wait<[1-9]>", source), f"{kernel}: no copy in flight across the gemm"
 
 
 def _warpgroup_branches(source):
