@@ -28,9 +28,9 @@ if [ -f .gpu-bundle/site.tar.xz ]; then
     export PYTHONPATH=$SITE${PYTHONPATH:+:$PYTHONPATH}
     echo "gpu_check: unpacked .gpu-bundle to $SITE"
 fi
-# without an install, sglang_glm5.kernels (shipped from kernels/ by setup.py's package_dir) is a link in this copy
-if ! "$PY" -c "import sglang_glm5.kernels.triton" 2>/dev/null && [ ! -e sglang_glm5/kernels ]; then
-    ln -s ../kernels sglang_glm5/kernels && echo "gpu_check: linked sglang_glm5/kernels -> kernels (no install here)"
+# without an install, sglang_glm5.dsa (shipped from kernels/ by setup.py's package_dir) is a link in this copy
+if ! "$PY" -c "import sglang_glm5.dsa.triton" 2>/dev/null && [ ! -e sglang_glm5/dsa ]; then
+    ln -s ../kernels sglang_glm5/dsa && echo "gpu_check: linked sglang_glm5/dsa -> kernels (no install here)"
 fi
 
 CARD=$("$PY" -c "import torch; assert torch.cuda.is_available(), 'no GPU'; print(torch.cuda.get_device_name(0))") || {
@@ -65,8 +65,8 @@ step() {  # step NAME TIMEOUT_S CMD...: runs CMD under the timeout, output to th
 # 0. what runs: versions, and both backends import (a missing package fails here, in seconds)
 step preflight 30 "$PY" -c "
 import torch, triton, tilelang
-import sglang_glm5.kernels.triton, sglang_glm5.kernels.tilelang
-from sglang_glm5.kernels.tilelang.tuning import tuning
+import sglang_glm5.dsa.triton, sglang_glm5.dsa.tilelang
+from sglang_glm5.dsa.tilelang.tuning import tuning
 print('torch', torch.__version__, 'triton', triton.__version__, 'tilelang', tilelang.__version__)
 print('tilelang knobs here:', {op: tuning(op, torch.device('cuda')) for op in ('indexer_logits_fp8', 'sparse_mla_decode')})"
 [ "$rc_all" -eq 0 ] || { echo "gpu_check: preflight failed, nothing else run" | tee -a "$DEST/summary.txt"; }

@@ -95,7 +95,7 @@ def capture_cpu(fn):
 def measure(name: str, batch: int, context: int, device: str = "cuda", impl=None) -> dict:
     """impl: the ops to capture (default: resolve_graph_impl(name), the graph-safe ones; tests pass others)."""
     from sglang_glm5.attention.capabilities import load_capabilities
-    from sglang_glm5.attention.impls import resolve_graph_impl
+    from sglang_glm5.dsa.impls import resolve_graph_impl
 
     unsafe = load_capabilities().why_not_graph({"prefill": name, "decode": name})
     if unsafe:

@@ -1,7 +1,7 @@
 """IndexCache: what an S layer saves. Two measurements, each side by side in one run.
 
 1. Decode, one layer of GLM-5 at its real dimensions, batch 1, `--context` cached tokens, the torch reference path
-   (sglang_glm5.ops.dsa_reference, what the CPU backend runs), bf16 caches and weights:
+   (sglang_glm5.dsa.reference, what the CPU backend runs), bf16 caches and weights:
    F layer = indexer projections (wq_b, wk + LayerNorm, weights_proj) + indexer K-cache write + indexer logits
              + top-k + sparse MLA;  S layer = sparse MLA with the reused top-k.
    The MLA projections (q_a, q_b, kv_a, absorption, o_proj) are the same for both and timed on their own.
@@ -31,11 +31,11 @@ import torch
 from bench.lib import common, pyspy
 from bench.kernels import time_call
 from bench.lib.synthetic_checkpoint import GLM5_DIMS, GLM5_INDEX_TOPK, SyntheticSpec, write_checkpoint
-from sglang_glm5.attention.impls import resolve_impl
+from sglang_glm5.dsa.impls import resolve_impl
 from sglang_glm5.attention.index_k_store import ModelDtypeKeys
 from sglang_glm5.attention.indexer_workspace import chunked_topk, load_indexer_workspace
 from sglang_glm5.indexcache.plan import IndexerPlan
-from sglang_glm5.ops import dsa_reference
+from sglang_glm5.dsa import reference as dsa_reference
 from sglang_glm5.presets.catalog import load_catalog
 from sglang_glm5.serving.process import ServerProcess
 

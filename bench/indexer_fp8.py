@@ -4,7 +4,7 @@
 T query tokens of one request at the end of a `--context`-token cache (T = context: a whole prompt's prefill),
 GLM-5's indexer dims (32 heads x 128), e4m3 q and keys with per-row fp32 scales. The keys sit on contiguous slots
 (an identity page table), the layout DeepGEMM's kernel reads; ours still gather through the page table.
-FLOPs = 2 * H * D * (visible (token, key) pairs). Providers: `triton`, `tilelang` (sglang_glm5.kernels), `deepgemm`
+FLOPs = 2 * H * D * (visible (token, key) pairs). Providers: `triton`, `tilelang` (sglang_glm5.dsa), `deepgemm`
 (the `deep_gemm` package SGLang installs, its weights pre-multiplied by q_scale * D**-0.5 as SGLang does; skipped with
 its reason when it cannot run). Each provider's logits are checked against the torch reference (dsa_reference, on the
 GPU) on every visible position before it is timed; times are triton.testing.do_bench medians. GPU only: on a CPU it
@@ -23,7 +23,7 @@ import torch
 
 from bench.lib import common
 from bench.lib.glm5 import glm5
-from sglang_glm5.ops import dsa_reference
+from sglang_glm5.dsa import reference as dsa_reference
 
 NAME = "indexer-fp8"
 INDEX_HEADS, INDEX_DIM = glm5().index_n_heads, glm5().index_head_dim  # configs/glm5-config.json
@@ -45,7 +45,7 @@ def fp8_dtype_of(provider: str, device: torch.device) -> torch.dtype:
     """The e4m3 variant each provider takes: tilelang's from its tuning (fnuz on gfx942), the others OCP e4m3fn."""
     if provider != "tilelang":
         return torch.float8_e4m3fn
-    from sglang_glm5.kernels.tilelang.indexer import fp8_dtype_for
+    from sglang_glm5.dsa.tilelang.indexer import fp8_dtype_for
 
     return fp8_dtype_for(device)
 
@@ -89,7 +89,7 @@ def deepgemm_call(args: tuple):
 def provider_call(provider: str, args: tuple):
     if provider == "deepgemm":
         return deepgemm_call(args)
-    impl = importlib.import_module(f"sglang_glm5.kernels.{provider}")
+    impl = importlib.import_module(f"sglang_glm5.dsa.{provider}")
     return functools.partial(impl.indexer_logits_fp8, *args)
 
 

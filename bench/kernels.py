@@ -5,8 +5,8 @@ Shapes are GLM-5's real ones: indexer 32 heads x 128, top-k 2048, MLA 576-d quer
 bf16 caches (the serving dtype), `--heads` query heads per GPU (64 at TP 1, 8 at TP 8). FLOP model per token:
 sparse = 2*32*128*ctx + 2*H*1088*2048, dense = 2*H*1088*ctx (1088 = 576 for q.k + 512 for p.v).
 Dense MLA is always the reference's dense_mla: fp32 matmuls over the same key chunks as the reference indexer, so the
-CPU ratio compares like with like. Providers: `reference` (sglang_glm5.ops.dsa_reference, torch) everywhere; `triton`
-(sglang_glm5.kernels.triton) and `tilelang` (sglang_glm5.kernels.tilelang) on a GPU only: on a CPU Triton would run in
+CPU ratio compares like with like. Providers: `reference` (sglang_glm5.dsa.reference, torch) everywhere; `triton`
+(sglang_glm5.dsa.triton) and `tilelang` (sglang_glm5.dsa.tilelang) on a GPU only: on a CPU Triton would run in
 its interpreter, whose time says nothing about the kernel, and TileLang's GPU kernels do not run at all.
 
 Run from the repo root: .venv/bin/python -m bench.kernels [--contexts 4096 16384 65536] [--heads 64] [--repeats 5]
@@ -24,7 +24,7 @@ import torch
 
 from bench.lib import common
 from bench.lib.glm5 import glm5
-from sglang_glm5.ops import dsa_reference
+from sglang_glm5.dsa import reference as dsa_reference
 
 NAME = "kernels"
 _GLM5 = glm5()  # configs/glm5-config.json
@@ -188,7 +188,7 @@ def run(args, on_step=None) -> dict:
             skipped[name] = f"no GPU: {GPU_ONLY[name]}"
         else:
             try:
-                providers[name] = importlib.import_module(f"sglang_glm5.kernels.{name}")
+                providers[name] = importlib.import_module(f"sglang_glm5.dsa.{name}")
             except Exception as exc:  # noqa: BLE001 - one provider's failure must not stop the others
                 failed[name] = f"import: {type(exc).__name__}: {exc}"[:500]
     # (heads, ctx) -> one {(provider, op): (seconds, how timed)} per sweep: every number reported for a context

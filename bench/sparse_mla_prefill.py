@@ -19,7 +19,7 @@ import torch
 
 from bench.lib import common
 from bench.lib.glm5 import glm5
-from sglang_glm5.ops import dsa_reference
+from sglang_glm5.dsa import reference as dsa_reference
 
 NAME = "sparse-mla-prefill"
 _GLM5 = glm5()  # configs/glm5-config.json
@@ -79,7 +79,7 @@ def run(args) -> dict:
             if provider in failed:
                 continue
             try:  # one provider's failure is recorded and the next still runs
-                impl = importlib.import_module(f"sglang_glm5.kernels.{provider}")
+                impl = importlib.import_module(f"sglang_glm5.dsa.{provider}")
                 out = impl.sparse_mla_prefill(*call_args)
                 torch.testing.assert_close(out[part].float().cpu(), ref.float(), **TOL)
                 call = functools.partial(impl.sparse_mla_prefill, *call_args)

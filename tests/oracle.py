@@ -95,7 +95,7 @@ class _FP8IndexerTorch:
         if self._calls != 1:  # the head-weighted sum
             return torch.matmul(a, b)
         from sglang_glm5.attention.index_k_store import FP8_DTYPE
-        from sglang_glm5.ops.dsa_reference import quantize_fp8_rows
+        from sglang_glm5.dsa.reference import quantize_fp8_rows
 
         def fake_quant(x):  # [..., D]
             x_fp8, scale = quantize_fp8_rows(x @ self._rotation, FP8_DTYPE)

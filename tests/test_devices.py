@@ -8,7 +8,7 @@ import torch
 
 from sglang_glm5.attention.capabilities import Device, detect_device
 from sglang_glm5.devices import gpu_arch
-from sglang_glm5.kernels.tilelang.tuning import device_arch
+from sglang_glm5.dsa.tilelang.tuning import device_arch
 
 GPUS = {
     "h200": (None, SimpleNamespace(name="NVIDIA H200", major=9, minor=0, gcnArchName=""), "sm_90", "sm_90a"),

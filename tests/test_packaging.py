@@ -19,9 +19,9 @@ REQUIRED = (
     "sglang_glm5/serving/cpu_stubs/sgl_kernel/__init__.py",
     "sglang_glm5/configs/cpu-defaults.json",
     "sglang_glm5/checkpoint/chat_template.jinja",
-    "sglang_glm5/kernels/triton/__init__.py",
-    "sglang_glm5/kernels/tilelang/__init__.py",
-    "sglang_glm5/kernels/checks.py",
+    "sglang_glm5/dsa/triton/__init__.py",
+    "sglang_glm5/dsa/tilelang/__init__.py",
+    "sglang_glm5/dsa/checks.py",
     "sglang_glm5/configs/glm5-config.json",
     "sglang_glm5/configs/presets/h200-fp8.json",
 )

@@ -14,7 +14,7 @@ from sglang.srt.layers.attention.base_attn_backend import AttentionBackend
 from sglang.srt.runtime_context import get_exec, get_schedule
 
 from sglang_glm5.attention.graph_state import DSAGraphHooks
-from sglang_glm5.attention.impls import resolve_impl
+from sglang_glm5.dsa.impls import resolve_impl
 from sglang_glm5.attention.index_k_policy import POOL_FP8, choose_index_k_store
 from sglang_glm5.attention.index_k_store import IndexKStore, ModelDtypeIndexKStore, PoolFP8IndexKStore
 from sglang_glm5.attention.indexer_workspace import (

@@ -12,7 +12,7 @@ from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from sglang_glm5.attention.impls import DSA_IMPLS, PHASES, DSABackendChoiceError
+from sglang_glm5.dsa.impls import DSA_IMPLS, PHASES, DSABackendChoiceError
 from sglang_glm5.datafiles import read_json_object
 
 TABLE_FILE = "dsa-capabilities.json"

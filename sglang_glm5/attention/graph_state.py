@@ -12,7 +12,7 @@ call, per backend:
 The metadata a captured forward reads is `DSAMetadata` over views of these buffers, the same ragged form as the eager
 path (metadata.py) with one difference: the page table has the static width of SGLang's `req_to_token` (context
 length plus its spare columns), so no shape depends on a sequence length. The captured ops are the implementation's
-graph-safe variant (impls.resolve_graph_impl: the reference's is ops/dsa_static.py).
+graph-safe variant (impls.resolve_graph_impl: the reference's is dsa/static.py).
 Graph modes have the same number of query tokens per request (decode: 1, target verify and draft extend v2:
 `num_draft_tokens`, draft decode steps: topk), so the request of token t is t // tokens_per_request.
 """
@@ -24,8 +24,8 @@ from dataclasses import dataclass
 
 import torch
 
-from sglang_glm5.attention.graph_plan import GraphArena
-from sglang_glm5.attention.impls import DSAPhaseImpl, resolve_graph_impl
+from sglang_glm5.dsa.graph_plan import GraphArena
+from sglang_glm5.dsa.impls import DSAPhaseImpl, resolve_graph_impl
 from sglang_glm5.attention.metadata import DraftStep, DSAMetadata
 
 logger = logging.getLogger(__name__)

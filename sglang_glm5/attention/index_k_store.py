@@ -24,7 +24,7 @@ from typing import Protocol
 
 import torch
 
-from sglang_glm5.ops.dsa_reference import quantize_fp8_rows
+from sglang_glm5.dsa.reference import quantize_fp8_rows
 
 SCALE_BYTES = 4  # fp32 per-token scale
 FP8_DTYPE = torch.float8_e4m3fn  # what SGLang's DSA pool stores on CUDA (kernels/ops/kvcache/dsa_index_k_cache.py)

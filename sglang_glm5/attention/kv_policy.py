@@ -2,7 +2,7 @@
 
 SGLang 0.5.23 stores an FP8 DSA latent in one of two layouts, chosen by the DSA picks (`fp8_layout`, mirroring its
 `calculate_mla_kv_cache_dim`):
-- SCALED (656 B per token: e4m3 latent with an fp32 scale per 128 values, bf16 rope; ops/fp8_latent.py): every pick
+- SCALED (656 B per token: e4m3 latent with an fp32 scale per 128 values, bf16 rope; dsa/fp8_latent.py): every pick
   but `trtllm` or an all-TileLang / HIP one. The rows carry their own scales, so calibrated k/v scales play no part.
   Measured on the `real-attn` tiny checkpoint (GLM-5's attention dims) through launch_server against HF in fp32: max
   |logprob difference| 0.25, mean 0.03 (README: KV cache dtype), about a quarter of what GLM-5-FP8's own weight
@@ -85,7 +85,7 @@ def fp8_layout(backends: Mapping[str, str], hip: bool) -> str:
 def check_fp8_latent_dims(kv_cache_dtype: str, kv_lora_rank: int, rope_dim: int) -> None:
     """The scaled layout quantizes the latent in tiles of 128 values and keeps a 64-d (or no) rope key: SGLang asserts
     both deep in its pool sizing; refused here instead, naming the flag."""
-    from sglang_glm5.ops.fp8_latent import TILE
+    from sglang_glm5.dsa.fp8_latent import TILE
 
     if kv_lora_rank % TILE or rope_dim not in (0, 64):
         raise KVDtypeError(

@@ -4,7 +4,7 @@ Two layouts, both SGLang's (`MLATokenToKVPool` / `DSATokenToKVPool`, sized by it
 - raw: [S, 576] in the KV dtype (the model dtype, BF16, or e4m3 at unit scale as SGLang keeps it for `trtllm`);
   written through the pool's `set_kv_buffer`, read as `[S, 576]`.
 - FP8 656 B (`pool.dsa_kv_cache_store_fp8`: `--kv-cache-dtype fp8_e4m3` with any pick but `trtllm` or all-TileLang):
-  per token | 512 x e4m3 | 4 x fp32 scale per 128 values | 64 x bf16 rope | (ops/fp8_latent.py). Written by SGLang's
+  per token | 512 x e4m3 | 4 x fp32 scale per 128 values | 64 x bf16 rope | (dsa/fp8_latent.py). Written by SGLang's
   own writer (`set_mla_kv_buffer`: its Triton quantizer) on CUDA with a bf16 latent, elsewhere by
   `ops.fp8_latent.quantize_latent` (the same bytes: tests/attention/test_fp8_latent.py); read as the pool's
   `[S, 656]` uint8 rows, which the reference / triton / flashmla implementations dequantize on read.
@@ -14,7 +14,7 @@ import logging
 
 import torch
 
-from sglang_glm5.ops.fp8_latent import quantize_latent
+from sglang_glm5.dsa.fp8_latent import quantize_latent
 
 logger = logging.getLogger(__name__)
 

@@ -22,7 +22,7 @@ from sglang_glm5.attention.capabilities import (
     detect_device,
     load_capabilities,
 )
-from sglang_glm5.attention.impls import DSA_IMPLS, PHASES, unavailable_impls
+from sglang_glm5.dsa.impls import DSA_IMPLS, PHASES, unavailable_impls
 from sglang_glm5.attention.index_k_policy import refuse_unverified_pool_features
 from sglang_glm5.attention.kv_policy import (
     AUTO,

@@ -11,11 +11,11 @@ import torch
 from sglang.srt.mem_cache.memory_pool import DSATokenToKVPool
 from sglang.srt.runtime_context import get_parallel
 
-from sglang_glm5.attention.impls import DSA_IMPLS
+from sglang_glm5.dsa.impls import DSA_IMPLS
 from sglang_glm5.attention.latent_cache import read_latent, write_latent
-from sglang_glm5.ops.fp8_latent import quantize_latent
-from tests.attention.flashmla_refs import dequantize_v32
-from tests.kernels.cases import make_batch
+from sglang_glm5.dsa.fp8_latent import quantize_latent
+from tests.dsa.flashmla_refs import dequantize_v32
+from tests.dsa.cases import make_batch
 
 PAGE, V_DIM, ROPE, HEADS, TOPK = 64, 512, 64, 8, 24
 LENGTHS, NEW = (130, 41, 77), (5, 41, 1)  # ragged: a chunk, a whole-prompt prefill, a decode row

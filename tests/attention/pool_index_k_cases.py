@@ -11,7 +11,7 @@ from flashinfer.experimental.b12x.attention.dsa_indexer.reference import _split_
 from sglang.kernels.ops.kvcache.dsa_index_k_cache import _set_k_and_s_triton
 from sglang.srt.mem_cache.memory_pool import DSATokenToKVPool
 
-from sglang_glm5.attention.impls import DSA_IMPLS
+from sglang_glm5.dsa.impls import DSA_IMPLS
 from sglang_glm5.attention.index_k_store import (
     FP8_DTYPE,
     IndexKStoreError,
@@ -19,9 +19,9 @@ from sglang_glm5.attention.index_k_store import (
     PoolFP8IndexKStore,
     hadamard_matrix,
 )
-from sglang_glm5.ops.dsa_reference import quantize_fp8_rows
+from sglang_glm5.dsa.reference import quantize_fp8_rows
 from tests.attention.cpu_graph import count_allocations
-from tests.kernels.cases import make_batch
+from tests.dsa.cases import make_batch
 
 PAGE, DIM, HEADS = 64, 128, 32  # SGLang's DSA page, GLM-5's index head dim and indexer heads
 LENGTHS, NEW = (130, 63, 200), (7, 63, 1)  # ragged: a decode row, a whole-prompt prefill, a chunk
@@ -101,8 +101,8 @@ def allocated_bytes_per_slot(features, kv_cache_dtype: str, store: str) -> dict:
 def flashmla_vs_reference(store, batch, q, weights, gen) -> dict:
     import types
 
-    from sglang_glm5.attention.flashmla import indexer
-    from tests.attention import flashmla_refs
+    from sglang_glm5.dsa.flashmla import indexer
+    from tests.dsa import flashmla_refs
 
     indexer.deep_gemm = lambda: types.SimpleNamespace(
         fp8_mqa_logits=flashmla_refs.fp8_mqa_logits, fp8_paged_mqa_logits=flashmla_refs.fp8_paged_mqa_logits,

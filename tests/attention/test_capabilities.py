@@ -12,7 +12,7 @@ from sglang_glm5.attention.capabilities import (
     detect_device,
     load_capabilities,
 )
-from sglang_glm5.attention.impls import (
+from sglang_glm5.dsa.impls import (
     DSA_IMPLS,
     PHASES,
     DSABackendChoiceError,

@@ -1,4 +1,4 @@
-"""The FP8 MLA latent in SGLang's 656 B layout (ops/fp8_latent.py, attention/latent_cache.py) on SGLang's real
+"""The FP8 MLA latent in SGLang's 656 B layout (dsa/fp8_latent.py, attention/latent_cache.py) on SGLang's real
 DSATokenToKVPool: our writer's bytes against SGLang's own writer and e4m3 rounding done by hand, FlashMLA's documented
 V32 dequantization of the pool, reference and Triton (interpreter) sparse MLA on the pool's bytes == the same math by
 hand in float64 from the raw bits, and slots no top-k reaches never read."""
@@ -7,7 +7,7 @@ hand in float64 from the raw bits, and slots no top-k reaches never read."""
 import pytest
 import torch
 
-from sglang_glm5.ops.fp8_latent import dequantize_latent, fp8_latent_width, is_fp8_latent, quantize_latent
+from sglang_glm5.dsa.fp8_latent import dequantize_latent, fp8_latent_width, is_fp8_latent, quantize_latent
 from tests.attention.pool_cases import pool_case_facts
 
 HAND_RTOL = 1e-6  # fp32 sums in another order, relative to the largest output (|out| up to ~1e3 here)

@@ -7,7 +7,7 @@ import dataclasses
 import pytest
 import torch
 
-from sglang_glm5.attention.impls import DSA_IMPLS
+from sglang_glm5.dsa.impls import DSA_IMPLS
 from sglang_glm5.attention.index_k_policy import (
     STORE_ENV,
     IndexKPolicyError,

@@ -8,7 +8,7 @@ import shutil
 import pytest
 import torch
 
-from sglang_glm5.attention.impls import DSA_IMPLS, DSAPhaseImpl
+from sglang_glm5.dsa.impls import DSA_IMPLS, DSAPhaseImpl
 from sglang_glm5.attention.index_k_store import ModelDtypeKeys
 from sglang_glm5.attention.indexer_workspace import (
     LOGIT_BYTES,

@@ -83,7 +83,7 @@ def test_gpu_check_unpacks_links_and_stops_at_the_gpu_probe(device):
     copy, site, _, check = device
     assert check.returncode == 2, check.stdout + check.stderr
     assert f"unpacked .gpu-bundle to {site}" in check.stdout
-    assert "linked sglang_glm5/kernels -> kernels (no install here)" in check.stdout
+    assert "linked sglang_glm5/dsa -> kernels (no install here)" in check.stdout
     assert "no CUDA/ROCm device visible to torch" in check.stderr
     assert (site / "tilelang" / "lib" / "libtilelang.so").is_file() and (copy / "sglang_glm5" / "kernels").is_symlink()
 
@@ -92,7 +92,7 @@ def test_kernels_import_from_the_copy_and_the_bundle_without_sglang(device):
     copy, site, env, _ = device
     probe = _run([sys.executable, "-c", f"""
 import json, importlib
-import tilelang, sglang_glm5, sglang_glm5.kernels.triton, sglang_glm5.kernels.tilelang
+import tilelang, sglang_glm5, sglang_glm5.dsa.triton, sglang_glm5.dsa.tilelang
 missing = []
 for name in {MISSING_ON_DEVICE!r}:
     try:
@@ -109,7 +109,7 @@ print(json.dumps(dict(tilelang=tilelang.__file__, package=sglang_glm5.__file__, 
 
 def test_bundled_tilelang_builds_an_sm90a_cubin(device, tmp_path):
     copy, _, env, _ = device
-    built = _run([sys.executable, "-m", "tests.kernels.tilelang_targets", "cubin", "indexer_logits_fp8-H32"], copy,
+    built = _run([sys.executable, "-m", "tests.dsa.tilelang_targets", "cubin", "indexer_logits_fp8-H32"], copy,
                  dict(env, TILELANG_CACHE_DIR=str(tmp_path)))  # fmt: skip
     records = [json.loads(line) for line in built.stdout.splitlines() if line.startswith("{")]
     assert built.returncode == 0 and len(records) == 1, built.stderr[-3000:]

@@ -8,7 +8,7 @@ import argparse
 import pytest
 
 from bench import graph_decode
-from sglang_glm5.attention.impls import DSA_IMPLS
+from sglang_glm5.dsa.impls import DSA_IMPLS
 
 CONTEXT = 6000  # q_pos in [3000, 6000) > GLM-5's index top-k (2048): the indexer really selects
 

@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from bench import indexer_fp8
-from sglang_glm5.ops import dsa_reference
+from sglang_glm5.dsa import reference as dsa_reference
 
 BF16_TOL = 2e-2  # SGLang's fallback rounds each head's q.k to bf16 before the relu
 

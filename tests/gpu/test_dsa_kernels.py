@@ -1,6 +1,6 @@
 """DSA kernels of every GPU backend (triton, tilelang) against the torch reference, on a GPU; skipped without one.
 
-Separate from tests/kernels/, whose conftest runs the Triton kernels in the interpreter: here they are compiled.
+Separate from tests/dsa/, whose conftest runs the Triton kernels in the interpreter: here they are compiled.
 `bench/gpu_check.sh` runs this file in its own pytest process on a lent GPU.
 """
 
@@ -9,8 +9,8 @@ import importlib
 import pytest
 import torch
 
-from sglang_glm5.ops import dsa_reference
-from tests.kernels.cases import SM_SCALE, V_DIM, make_batch, nan_except, sparse_mla_inputs
+from sglang_glm5.dsa import reference as dsa_reference
+from tests.dsa.cases import SM_SCALE, V_DIM, make_batch, nan_except, sparse_mla_inputs
 
 BACKENDS = ("triton", "tilelang")
 INDEX_HEADS, INDEX_DIM = 32, 128
@@ -31,9 +31,9 @@ pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a C
 
 
 def _backend(name):
-    module = importlib.import_module(f"sglang_glm5.kernels.{name}")
+    module = importlib.import_module(f"sglang_glm5.dsa.{name}")
     if name == "triton":
-        from sglang_glm5.kernels.triton import indexer
+        from sglang_glm5.dsa.triton import indexer
 
         if type(indexer._indexer_logits_kernel).__name__ == "InterpretedFunction":
             pytest.skip("Triton kernels were imported under TRITON_INTERPRET: run this file in its own pytest process")
@@ -74,7 +74,7 @@ def _up_to_position(logits, q_pos, backend):
 def _fp8_dtype(backend):
     """tilelang takes the e4m3 variant its tuning names for this device (fnuz on gfx942), triton OCP e4m3fn."""
     if backend == "tilelang":
-        from sglang_glm5.kernels.tilelang.indexer import fp8_dtype_for
+        from sglang_glm5.dsa.tilelang.indexer import fp8_dtype_for
 
         return fp8_dtype_for(torch.device("cuda"))
     if getattr(torch.version, "hip", None) and "gfx942" in torch.cuda.get_device_properties(0).gcnArchName:
@@ -127,7 +127,7 @@ def test_topk_batch1_long_row_split_across_programs(backend, length, ties):
     """Batch-1 decode over a long context: the row is split across programs / CTAs (default_num_chunks > 1 on any GPU
     with more than one SM), same canonical result as the reference and as one program for the row."""
     impl = _backend(backend)
-    default_num_chunks = importlib.import_module(f"sglang_glm5.kernels.{backend}.topk").default_num_chunks
+    default_num_chunks = importlib.import_module(f"sglang_glm5.dsa.{backend}.topk").default_num_chunks
 
     gen = torch.Generator().manual_seed(length)
     logits = torch.randn(1, length, generator=gen)

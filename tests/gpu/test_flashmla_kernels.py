@@ -6,11 +6,11 @@ H100/H200 image has neither package). `bench/gpu_check.sh` runs this file with -
 import pytest
 import torch
 
-from sglang_glm5.attention.impls import unavailable_impls
-from sglang_glm5.kernels.triton.kv_layout import unpack_fp8_kv
-from sglang_glm5.ops import dsa_reference
-from tests.attention.flashmla_cases import CASES, DECODE_CASES, fp8_latent_pool, index_k_pool, mla_inputs
-from tests.kernels.cases import INDEX_DIM, ROPE_DIM, SM_SCALE, V_DIM, make_batch
+from sglang_glm5.dsa.impls import unavailable_impls
+from sglang_glm5.dsa.triton.kv_layout import unpack_fp8_kv
+from sglang_glm5.dsa import reference as dsa_reference
+from tests.dsa.flashmla_cases import CASES, DECODE_CASES, fp8_latent_pool, index_k_pool, mla_inputs
+from tests.dsa.cases import INDEX_DIM, ROPE_DIM, SM_SCALE, V_DIM, make_batch
 
 
 def _why_not() -> str | None:
@@ -28,7 +28,7 @@ LOGITS_TOL = dict(atol=2e-3, rtol=2e-3)  # the same e4m3 operands, fp32 accumula
 
 
 def _impl():
-    from sglang_glm5.attention import flashmla
+    from sglang_glm5.dsa import flashmla
 
     return flashmla
 

@@ -10,7 +10,7 @@ import sys
 import pytest
 
 from sglang_glm5.attention.capabilities import SIMULATE_ENV, Device, Target, load_capabilities
-from sglang_glm5.attention.impls import DSA_IMPLS
+from sglang_glm5.dsa.impls import DSA_IMPLS
 from sglang_glm5.presets.catalog import load_catalog
 from sglang_glm5.serving.startup_check import PREFILL_GRAPHS_OFF, StartupRequest, decide, graph_changes
 

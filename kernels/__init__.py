@@ -1,1 +1,0 @@
-"""Kernels shipped as sglang_glm5.kernels."""
