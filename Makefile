@@ -14,7 +14,7 @@ $(STAMP): pyproject.toml setup.py
 	$(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/pip install --upgrade pip
 	$(VENV)/bin/pip install -e '.[test]'
-	$(VENV)/bin/pip check  # one version of everything: TileLang is the one sglang pins (dsa/tilelang/version.py)
+	$(VENV)/bin/pip check  # one version of everything: TileLang is the one sglang pins (sglang_glm5/dsa/tilelang/version.py)
 	touch $@
 
 demo: $(STAMP)

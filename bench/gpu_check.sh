@@ -28,10 +28,6 @@ if [ -f .gpu-bundle/site.tar.xz ]; then
     export PYTHONPATH=$SITE${PYTHONPATH:+:$PYTHONPATH}
     echo "gpu_check: unpacked .gpu-bundle to $SITE"
 fi
-# without an install, sglang_glm5.dsa (shipped from kernels/ by setup.py's package_dir) is a link in this copy
-if ! "$PY" -c "import sglang_glm5.dsa.triton" 2>/dev/null && [ ! -e sglang_glm5/dsa ]; then
-    ln -s ../kernels sglang_glm5/dsa && echo "gpu_check: linked sglang_glm5/dsa -> kernels (no install here)"
-fi
 
 CARD=$("$PY" -c "import torch; assert torch.cuda.is_available(), 'no GPU'; print(torch.cuda.get_device_name(0))") || {
     echo "gpu_check: no CUDA/ROCm device visible to torch" >&2; exit 2; }

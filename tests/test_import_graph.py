@@ -1,5 +1,5 @@
 """No import circle among the package's modules: the graph of `import sglang_glm5...` statements (module level and
-inside functions alike, read from the AST of every sglang_glm5/**.py, kernels included) has no cycle. A circle
+inside functions alike, read from the AST of every sglang_glm5/**.py, the DSA kernels in sglang_glm5/dsa/ included) has no cycle. A circle
 works only while its imports happen in the right order, and was how hooks once imported `is_glm5` back from the
 plugin that imports them."""
 
@@ -7,10 +7,8 @@ import ast
 from pathlib import Path
 
 import sglang_glm5
-import sglang_glm5.dsa
 
 PACKAGE = Path(sglang_glm5.__file__).parent
-KERNELS = Path(sglang_glm5.dsa.__file__).parent  # the top-level kernels/ tree (setup.py's package_dir), or a link
 ROOT = PACKAGE.name
 
 
@@ -20,14 +18,7 @@ def module_name(path: Path) -> str:
 
 
 def package_modules() -> dict[str, Path]:
-    files = {p.resolve() for p in PACKAGE.rglob("*.py")} | {p.resolve() for p in KERNELS.rglob("*.py")}
-    modules = {}
-    kernels, package = KERNELS.resolve(), PACKAGE.resolve()
-    for path in sorted(files):
-        inside = PACKAGE / "kernels" / path.relative_to(kernels) if path.is_relative_to(kernels) else None
-        rel = inside or PACKAGE / path.relative_to(package)
-        modules[module_name(rel)] = path
-    return modules
+    return {module_name(path): path for path in sorted(PACKAGE.rglob("*.py"))}
 
 
 def imported(path: Path, name: str, known: set[str]) -> set[str]:

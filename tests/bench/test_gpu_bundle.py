@@ -79,13 +79,12 @@ def test_bundle_fits_the_device_tools_carry_limit(device):
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="a GPU is present: bench/gpu_check.sh runs in full there")
-def test_gpu_check_unpacks_links_and_stops_at_the_gpu_probe(device):
+def test_gpu_check_unpacks_and_stops_at_the_gpu_probe(device):
     copy, site, _, check = device
     assert check.returncode == 2, check.stdout + check.stderr
     assert f"unpacked .gpu-bundle to {site}" in check.stdout
-    assert "linked sglang_glm5/dsa -> kernels (no install here)" in check.stdout
     assert "no CUDA/ROCm device visible to torch" in check.stderr
-    assert (site / "tilelang" / "lib" / "libtilelang.so").is_file() and (copy / "sglang_glm5" / "kernels").is_symlink()
+    assert (site / "tilelang" / "lib" / "libtilelang.so").is_file()
 
 
 def test_kernels_import_from_the_copy_and_the_bundle_without_sglang(device):
