@@ -9,6 +9,8 @@ recorded in `host_syncs`.
 
 from __future__ import annotations
 
+import importlib
+
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_flatten, tree_map
@@ -87,3 +89,16 @@ class CpuGraph:
                 if isinstance(old, torch.Tensor):
                     fresh[id(old)] = new
         return tree_map(remap, self.output)
+
+
+def refuse_calls(monkeypatch, names_by_module):
+    """Each named function of each module (dotted name -> names) raises if called: what a planned call must not
+    reach (argument checks, tuning and SM-count lookups, buffer allocation, JIT-cache lookups, plans)."""
+    for module_name, names in names_by_module.items():
+        module = importlib.import_module(module_name)
+        for name in names:
+
+            def refuse(*args, _name=f"{module_name}.{name}", **kwargs):
+                raise AssertionError(f"a planned call reached {_name}")
+
+            monkeypatch.setattr(module, name, refuse)

@@ -9,7 +9,6 @@ call does no check, no tuning or JIT-cache lookup and no allocation, only the la
 capture and replay; a plain call compiles and launches the same kernels with the same knobs.
 """
 
-import importlib
 
 import pytest
 import torch
@@ -18,7 +17,7 @@ from sglang_glm5.dsa.graph_plan import GraphArena, PlannedOp
 from sglang_glm5.dsa.impls import DSA_IMPLS
 from sglang_glm5.dsa.tilelang import indexer, mla_decode, mla_prefill, topk, tuning
 from sglang_glm5.dsa.reference import quantize_fp8_rows
-from tests.attention.cpu_graph import count_allocations
+from tests.attention.cpu_graph import count_allocations, refuse_calls
 from tests.dsa.cases import INDEX_DIM, QK_DIM, SM_SCALE, V_DIM, make_batch
 
 H200 = ("NVIDIA H200", "sm_90a")  # device_arch of the card the plans are built for
@@ -89,14 +88,7 @@ def as_h200(monkeypatch):
 
 
 def forbid_per_call_work(monkeypatch):
-    for module_name, names in PER_CALL_WORK.items():
-        module = importlib.import_module(module_name)
-        for name in names:
-
-            def refuse(*args, _name=f"{module_name}.{name}", **kwargs):
-                raise AssertionError(f"a planned call reached {_name}")
-
-            monkeypatch.setattr(module, name, refuse)
+    refuse_calls(monkeypatch, PER_CALL_WORK)
     for schedule in mla_prefill.PREFILL_SCHEDULES:
         monkeypatch.setitem(mla_prefill.PREFILL_SCHEDULES, schedule, lambda **knobs: (_ for _ in ()).throw(
             AssertionError("a planned call looked up the prefill kernel")))  # fmt: skip

@@ -5,7 +5,6 @@ a call with new values of the same shapes reaches no argument check, no SM-count
 equals the wrapper (workspaces reused correctly).
 """
 
-import importlib
 
 import pytest
 import torch
@@ -13,7 +12,7 @@ import torch
 from sglang_glm5.dsa.graph_plan import GraphArena, PlannedOp
 from sglang_glm5.dsa.impls import DSA_IMPLS
 from sglang_glm5.dsa.reference import quantize_fp8_rows
-from tests.attention.cpu_graph import count_allocations
+from tests.attention.cpu_graph import count_allocations, refuse_calls
 from tests.dsa.cases import INDEX_DIM, QK_DIM, SM_SCALE, V_DIM, make_batch
 
 LENGTHS = [1, 64, 65, 300]  # decode: one token per request, either side of a page boundary
@@ -60,17 +59,6 @@ def decode_core(impl, case, fp8, topk_kwargs, mla_kwargs, topk_out=None):
     return logits, topk, out
 
 
-def forbid_per_call_work(monkeypatch):
-    for module_name, names in PER_CALL_WORK.items():
-        module = importlib.import_module(module_name)
-        for name in names:
-
-            def refuse(*args, _name=f"{module_name}.{name}", **kwargs):
-                raise AssertionError(f"a planned call reached {_name}")
-
-            monkeypatch.setattr(module, name, refuse)
-
-
 @pytest.mark.parametrize("fp8", [False, True], ids=["bf16-index-k", "fp8-index-k"])
 @pytest.mark.parametrize(
     "topk_kwargs,mla_kwargs", [({}, {}), ({"num_chunks": 3}, {"num_splits": 4})], ids=["device-defaults", "split"]
@@ -91,7 +79,7 @@ def test_planned_call_equals_wrapper_and_does_no_per_call_work(monkeypatch, fp8,
     assert len(count_allocations(lambda: decode_core(plain, first, fp8, topk_kwargs, mla_kwargs))) >= 4
 
     second = inputs(2, fp8)  # same shapes, new values
-    forbid_per_call_work(monkeypatch)
+    refuse_calls(monkeypatch, PER_CALL_WORK)
     results = []
     allocations = count_allocations(
         lambda: results.append(decode_core(planned, second, fp8, topk_kwargs, mla_kwargs, topk_out))
