@@ -10,7 +10,8 @@ from pathlib import Path
 from typing import Any
 
 from sglang_glm5.config import CONFIG_FILE
-from sglang_glm5.presets.catalog import Catalog, Preset, freeze
+from sglang_glm5.datafiles import DataFileError, config_path, field, read_json_object
+from sglang_glm5.presets.catalog import FEATURES_FILE, Catalog, Preset, freeze
 from sglang_glm5.presets.files import PresetError
 
 
@@ -34,12 +35,21 @@ def parse_features(text: str | None) -> tuple[str, ...]:
     return tuple(f.strip() for f in (text or "").split(",") if f.strip())
 
 
+def feature_names() -> str:
+    """The feature names of configs/features.json for --with's help (a broken file is reported when a command loads
+    the catalog, not while the help is built)."""
+    try:
+        return ",".join(field(read_json_object(config_path(FEATURES_FILE)), "features", dict, FEATURES_FILE))
+    except DataFileError:
+        return f"see {FEATURES_FILE}"
+
+
 def add_preset_command(subparsers, name: str, help: str, description: str):
     """A `sglang-glm5 NAME` subcommand with the flags every preset command takes (`launch`, `plan`): the preset, its
     features (`--with`, read by parse_features) and the tensor parallel size. Returns the parser for its own flags."""
     parser = subparsers.add_parser(name, help=help, description=description)
     parser.add_argument("--preset", required=True, help="a preset name from `sglang-glm5 presets`")
-    parser.add_argument("--with", dest="features", metavar="FEATURES", help="comma-separated: eagle,dp-attention,indexcache")
+    parser.add_argument("--with", dest="features", metavar="FEATURES", help=f"comma-separated: {feature_names()}")
     parser.add_argument("--tp", type=int, help="tensor parallel size (default: the preset's)")
     return parser
 

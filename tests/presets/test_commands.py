@@ -165,3 +165,11 @@ def test_presets_table_lists_every_preset_with_its_features(capsys):
     assert set(rows) == set(CATALOG.presets)
     assert rows["h200-fp8"][:6] == ["h200-fp8", "h200", "fp8", "8", "zai-org/GLM-5-FP8", "eagle,dp-attention,indexcache"]
     assert rows["mi355x-bf16"][5] == "dp-attention" and rows["cpu-tiny"][4:7] == ["--model-path", "DIR", "eagle,dp-attention"]
+
+
+@pytest.mark.parametrize("command", ["launch", "plan"])
+def test_with_flag_help_names_the_features_of_the_data_file(capsys, command):
+    with pytest.raises(SystemExit):
+        main([command, "--help"])
+    help_text = " ".join(capsys.readouterr().out.split())
+    assert f"comma-separated: {','.join(load_catalog().features)}" in help_text
