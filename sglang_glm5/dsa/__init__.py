@@ -6,27 +6,7 @@
   FlashMLA + DeepGEMM) converting to and from the reference's arguments.
 - `impls.py`: the implementation table (name -> ops); `graph_plan.py`: ops planned once per shape under CUDA graphs;
   `checks.py`: the argument checks the kernel wrappers share; `fp8_latent.py`: SGLang's FP8 656 B latent layout.
+Import the module you need (`from sglang_glm5.dsa.reference import sparse_mla`): this package imports nothing,
+so the table and the start-up decision stay free of torch (`sglang-glm5 serve` execs launch_server without it).
 Which implementation runs where is decided in `attention/capabilities.py` from `configs/dsa-capabilities.json`.
 """
-
-from .reference import (
-    causal_positions,
-    dense_mla,
-    gather_kv,
-    indexer_logits,
-    sparse_mla,
-    sparse_mla_decode,
-    sparse_mla_prefill,
-    topk_positions,
-)
-
-__all__ = [
-    "causal_positions",
-    "dense_mla",
-    "gather_kv",
-    "indexer_logits",
-    "sparse_mla",
-    "sparse_mla_decode",
-    "sparse_mla_prefill",
-    "topk_positions",
-]

@@ -8,16 +8,18 @@ import torch
 from transformers import GlmMoeDsaConfig
 from transformers.models.glm_moe_dsa import modeling_glm_moe_dsa as hf
 
-from sglang_glm5.dsa import (
+from sglang_glm5.dsa.reference import (
+    FP8_E4M3_MAX,
     dense_mla,
     gather_kv,
     indexer_logits,
+    indexer_logits_fp8,
+    quantize_fp8_rows,
     sparse_mla,
     sparse_mla_decode,
     sparse_mla_prefill,
     topk_positions,
 )
-from sglang_glm5.dsa.reference import FP8_E4M3_MAX, indexer_logits_fp8, quantize_fp8_rows
 from tests.dsa.cases import nan_except, random_topk
 
 PAGE_SIZE = 64
