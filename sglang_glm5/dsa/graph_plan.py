@@ -14,7 +14,8 @@ taking a view of its prefix. SGLang captures its batch sizes largest first, so t
 all; a later, larger one gets a fresh buffer (the old one stays alive for the graphs that read it). Sharing a slot
 across shapes and layers is safe because a captured forward runs its ops one after another and each slot's contents
 are consumed before the next call writes it (indexer logits by the top-k, partials by their merge, attention output
-by o_proj). The top-k output is not an arena slot: IndexCache layers reuse it after later ops ran, so each top-k
+by o_proj). A slot whose contents must survive from one call to the next (the TileLang top-k's histogram and
+ticket, left zeroed by its kernel) is named for its op alone, so no other implementation's op shares it. The top-k output is not an arena slot: IndexCache layers reuse it after later ops ran, so each top-k
 layer has its own buffer in the graph state (graph_state.DSAGraphState.topk), passed by the caller as `out`.
 """
 

@@ -217,3 +217,18 @@ def test_decode_compiles_few_kernel_variants_over_all_batch_sizes():
     launches = [mla_decode.decode_launch(b, 8, 2048, V_DIM, H200_SMS, knobs) for b in range(1, 257)]
     assert sorted({k["columns_per_split"] for k in launches}) == [16 << i for i in range(8)]
     assert len({tuple(sorted(k.items())) for k in launches}) == 8
+
+
+def test_split_topk_zero_state_is_not_shared_with_the_triton_top_k_in_one_arena():
+    """One backend's arena serves both phases (e.g. --dsa-prefill-backend triton --dsa-decode-backend tilelang under
+    EAGLE graphs): the Triton split top-k writes its histogram scratch, so the TileLang top-k's histogram and ticket,
+    which must stay zeroed between launches, may not be views of the same buffers."""
+    from sglang_glm5.dsa.triton import plans as triton_plans
+
+    arena = GraphArena()
+    logits, q_pos = torch.randn(2, 8192), torch.tensor([8191, 5000])
+    hist, arrived, *_ = topk.workspace(2, 2, 64, "cpu", arena.empty)  # the larger slot first: Triton's would view it
+    triton_ws = triton_plans.topk_positions(logits, q_pos, K, num_chunks=2, empty=arena.empty)["workspace"]
+    triton_ptrs = {t.untyped_storage().data_ptr() for t in triton_ws}
+    assert hist.untyped_storage().data_ptr() not in triton_ptrs and arrived.untyped_storage().data_ptr() not in triton_ptrs
+    assert not hist.any() and not arrived.any()

@@ -30,6 +30,8 @@ COUNT_BITS = 16  # the write scan packs two counts (ties << 16 | greater) into o
 SIGN = 0x80000000
 EXP_MASK = 0x7F800000  # fp32 inf: larger magnitudes are NaN
 MIN_CHUNK = 4096  # split rows: keys per CTA at least
+# graph-arena slots of the split workspace that stay zeroed between launches (workspace): this op's own names
+PERSISTENT_SLOTS = ("tilelang.topk_positions.hist", "tilelang.topk_positions.arrived")
 # every barrier is placed by hand: the threshold search writes its result from one thread, where an inserted
 # barrier would hang
 PASS_CONFIGS = {tilelang.PassConfigKey.TL_DISABLE_THREAD_STORAGE_SYNC: True}
@@ -300,10 +302,13 @@ def default_num_chunks(num_tokens: int, length: int, num_sms: int) -> int:
 def workspace(num_tokens: int, num_chunks: int, capacity: int, device, empty=fresh_buffer) -> tuple[torch.Tensor, ...]:
     """(Hist [T, 4096], Arrived [T], Counts [T, C], ListPos / ListKey [T, C, capacity]) of a split launch, Hist and
     Arrived zeroed here (the kernel leaves them zeroed again, so a planned workspace stays ready for the next
-    launch); one-row stand-ins, never read, with one chunk per row. `empty`: fresh_buffer, or the graph arena's."""
+    launch); one-row stand-ins, never read, with one chunk per row. `empty`: fresh_buffer, or the graph arena's.
+    Hist and Arrived carry that zero state from one launch to the next, so their arena slots are named for this op
+    alone (PERSISTENT_SLOTS): a slot another op shares would be left dirty by it."""
     rows = num_tokens if num_chunks > 1 else 1
-    return (empty("topk_positions.hist", (rows, NUM_COARSE), torch.int32, device).zero_(),
-            empty("topk_positions.arrived", (rows,), torch.int32, device).zero_(),
+    hist_slot, arrived_slot = PERSISTENT_SLOTS
+    return (empty(hist_slot, (rows, NUM_COARSE), torch.int32, device).zero_(),
+            empty(arrived_slot, (rows,), torch.int32, device).zero_(),
             empty("topk_positions.counts", (rows, num_chunks), torch.int32, device),
             empty("topk_positions.list_pos", (rows, num_chunks, capacity), torch.int32, device),
             empty("topk_positions.list_key", (rows, num_chunks, capacity), torch.uint32, device))  # fmt: skip
